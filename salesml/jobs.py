@@ -10,18 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from salesml.config import Settings
+from salesml.contract import INPUT_ORDER
 from salesml.jobrun import job_run
 
-ALL_INPUTS = [
-    "deals",
-    "deal_stage_history",
-    "deal_close_date_history",
-    "activities",
-    "accounts",
-    "sales",
-    "signals",
-    "inventory",
-]
 
 
 def validate_inputs(
@@ -32,7 +23,7 @@ def validate_inputs(
     Returns the rows kept per table and the quarantined rows per table and check.
     """
     with job_run(settings, flow="validate", as_of=as_of) as run:
-        tables = run.load(names or ALL_INPUTS)
+        tables = run.load(names or list(INPUT_ORDER))
         quarantined = run.row_counts.get("quarantine", 0)
         summary: dict[str, Any] = {
             "run_id": run.run_id,

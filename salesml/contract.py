@@ -1,0 +1,395 @@
+"""The data contract: pandera schemas (polars backend) for every table in SPEC.md.
+
+One declaration per table (`_INPUTS`, `_OUTPUTS`) drives everything else, so the schemas, the
+canonical dtypes (`input_dtypes`, `output_dtypes`, from which the warehouse derives its DDL), the
+keys and the event-time columns cannot drift apart.
+
+Conventions:
+- every datetime is `pl.Datetime("us", "UTC")` (`salesml.timeutil.DATETIME`);
+- input schemas describe the *canonical* frame that `salesml.sources` hands to validation
+  (after `column_map`); a column marked optional may be absent in a source and is then
+  added as nulls by `salesml.validation.conform`;
+- output schemas allow extra columns (`strict=False`); the lineage columns `as_of`, `run_id` and
+  `model_version` are declared but not required in a frame, because the warehouse stamps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+
+from salesml.timeutil import DATETIME
+
+OUTCOMES = ("won", "lost")
+HEALTH_VALUES = ("red", "yellow", "green")
+RUN_STATUSES = ("running", "succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the contract.
+
+    required: the column must be present in a frame (absent optional input columns are added as
+    nulls). nullable: null values are allowed. unique: no two rows share a value.
+    """
+
+    dtype: pl.DataType
+    nullable: bool = True
+    required: bool = True
+    unique: bool = False
+    checks: tuple[pa.Check, ...] = field(default_factory=tuple)
+    description: str = ""
+
+
+def _col(
+    dtype: pl.DataType,
+    *,
+    nullable: bool = True,
+    required: bool = True,
+    unique: bool = False,
+    checks: tuple[pa.Check, ...] = (),
+    description: str = "",
+) -> ColumnSpec:
+    return ColumnSpec(dtype, nullable, required, unique, checks, description)
+
+
+def _key(dtype: pl.DataType, description: str = "") -> ColumnSpec:
+    """A not-null column that is part of a table's key."""
+    return ColumnSpec(dtype, nullable=False, description=description)
+
+
+def _non_negative() -> pa.Check:
+    return pa.Check.ge(0, name="non_negative", error="must be >= 0")
+
+
+def _one_of(values: tuple[str, ...]) -> pa.Check:
+    return pa.Check.isin(
+        list(values), name="allowed_values", error=f"must be one of: {', '.join(values)}"
+    )
+
+
+def _probability() -> pa.Check:
+    return pa.Check.in_range(0, 1, name="probability", error="must be between 0 and 1")
+
+
+def _rank() -> pa.Check:
+    return pa.Check.ge(1, name="rank_from_one", error="must be >= 1")
+
+
+def _quantiles_ordered(data: PolarsData) -> pl.LazyFrame:
+    """p10 <= p50 <= p90 (nulls pass), with a tolerance for float rounding."""
+    tol = 1e-9
+    p10, p50, p90 = pl.col("p10"), pl.col("p50"), pl.col("p90")
+    ok = ((p10 <= p50 + tol) & (p50 <= p90 + tol)).fill_null(True)
+    return data.lazyframe.select(ok)
+
+
+QUANTILES_ORDERED = pa.Check(
+    _quantiles_ordered, name="quantiles_ordered", error="needs p10 <= p50 <= p90"
+)
+
+_STR = pl.String()
+_F64 = pl.Float64()
+_I64 = pl.Int64()
+
+# ---------------------------------------------------------------------------------------------
+# Input tables (SPEC "Input tables", plus the team's deal_close_date_history)
+# ---------------------------------------------------------------------------------------------
+_INPUTS: dict[str, dict[str, ColumnSpec]] = {
+    "deals": {
+        "deal_id": _col(_STR, nullable=False, unique=True),
+        "account_id": _col(_STR, nullable=False),
+        "owner_id": _col(_STR, nullable=False, description="sales rep"),
+        "region": _col(_STR, required=False),
+        "product": _col(_STR, required=False),
+        "amount": _col(_F64, required=False, checks=(_non_negative(),)),
+        "created_at": _col(DATETIME, nullable=False),
+        "expected_close_at": _col(
+            DATETIME, required=False, description="expected close as set when the deal was created"
+        ),
+        "closed_at": _col(DATETIME, description=">= created_at; null while open"),
+        "outcome": _col(
+            _STR, checks=(_one_of(OUTCOMES),), description="null exactly when closed_at is null"
+        ),
+    },
+    "deal_stage_history": {
+        "deal_id": _col(_STR, nullable=False),
+        "stage": _col(_STR, nullable=False, description="order set by deals.stage_order"),
+        "entered_at": _col(DATETIME, nullable=False),
+    },
+    "deal_close_date_history": {
+        "deal_id": _col(_STR, nullable=False),
+        "changed_at": _col(DATETIME, nullable=False),
+        "expected_close_at": _col(DATETIME, nullable=False, description="the new expected close"),
+    },
+    "activities": {
+        "activity_id": _col(_STR, nullable=False, unique=True),
+        "deal_id": _col(_STR, description="null for an account-level activity"),
+        "account_id": _col(_STR, nullable=False),
+        "occurred_at": _col(DATETIME, nullable=False),
+        "activity_type": _col(_STR, nullable=False, description="email, call, meeting, demo, ..."),
+        "contact_role": _col(_STR, required=False, description="cto, engineer, procurement, ..."),
+    },
+    "accounts": {
+        "account_id": _col(_STR, nullable=False, unique=True),
+        "industry": _col(_STR, required=False),
+        "region": _col(_STR, required=False),
+        "employees": _col(_F64, required=False, checks=(_non_negative(),)),
+        "annual_revenue": _col(_F64, required=False, checks=(_non_negative(),)),
+    },
+    "sales": {
+        "ts": _col(DATETIME, nullable=False, description="event time of the sale"),
+        "customer_id": _col(_STR, nullable=False, description="a customer or a store"),
+        "sku": _col(_STR, nullable=False),
+        "quantity": _col(_F64, nullable=False, description="negative = return"),
+        "unit_price": _col(_F64, required=False, checks=(_non_negative(),)),
+        "region": _col(_STR, required=False),
+    },
+    "signals": {
+        "ts": _col(DATETIME, nullable=False),
+        "name": _col(_STR, nullable=False, description="known in advance or observed (config)"),
+        "value": _col(_F64, nullable=False),
+        "sku": _col(_STR, required=False, description="scope; null = all SKUs"),
+        "customer_id": _col(_STR, required=False, description="scope; null = all customers"),
+        "region": _col(_STR, required=False, description="scope; null = all regions"),
+    },
+    "inventory": {
+        "ts": _col(DATETIME, nullable=False),
+        "customer_id": _col(_STR, nullable=False),
+        "sku": _col(_STR, nullable=False),
+        "on_hand": _col(_F64, nullable=False),
+    },
+}
+
+REQUIRED_INPUTS: frozenset[str] = frozenset({"deals", "activities", "accounts", "sales"})
+OPTIONAL_INPUTS: frozenset[str] = frozenset(_INPUTS) - REQUIRED_INPUTS
+
+# Validation order: deals first so tables that point at deals are checked against valid deals.
+INPUT_ORDER: tuple[str, ...] = (
+    "deals",
+    "deal_stage_history",
+    "deal_close_date_history",
+    "activities",
+    "accounts",
+    "sales",
+    "signals",
+    "inventory",
+)
+
+EVENT_TIME: dict[str, str] = {
+    "deals": "created_at",
+    "deal_stage_history": "entered_at",
+    "deal_close_date_history": "changed_at",
+    "activities": "occurred_at",
+    "sales": "ts",
+    "signals": "ts",
+    "inventory": "ts",
+}
+"""The column each input table is filtered on for `as_of` (rows after it are the future).
+`accounts` is static and has none. Deals closed after as_of are kept but shown open."""
+
+FUTURE_CHECKED: dict[str, tuple[str, ...]] = {
+    **{table: (column,) for table, column in EVENT_TIME.items()},
+    "deals": ("created_at", "closed_at"),
+}
+"""Columns that may not lie after `as_of` in validated data (planned dates such as
+expected_close_at may; known-in-advance signals may too)."""
+
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "deals": ("deal_id",),
+    "deal_stage_history": ("deal_id", "stage", "entered_at"),
+    "deal_close_date_history": ("deal_id", "changed_at"),
+    "activities": ("activity_id",),
+    "accounts": ("account_id",),
+    "sales": ("ts", "customer_id", "sku"),
+    "signals": ("ts", "name"),
+    "inventory": ("ts", "customer_id", "sku"),
+}
+"""Columns that identify a row in messages (example rows of a failed validation)."""
+
+REFERENCES: dict[str, tuple[str, str, str]] = {
+    "deal_stage_history": ("deal_id", "deals", "deal_id"),
+    "deal_close_date_history": ("deal_id", "deals", "deal_id"),
+    "activities": ("deal_id", "deals", "deal_id"),
+}
+"""table -> (column, referenced table, referenced column); a non-null value must exist there."""
+
+# ---------------------------------------------------------------------------------------------
+# Output tables (SPEC "Output tables")
+# ---------------------------------------------------------------------------------------------
+LINEAGE_COLUMNS: tuple[str, ...] = ("as_of", "run_id", "model_version")
+
+
+def _lineage(model_version: bool = True) -> dict[str, ColumnSpec]:
+    cols = {
+        "as_of": _col(DATETIME, nullable=False, required=False, description="stamped on write"),
+        "run_id": _col(_STR, nullable=False, required=False, description="stamped on write"),
+    }
+    if model_version:
+        cols["model_version"] = _col(_STR, required=False, description="registry version")
+    return cols
+
+
+_OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
+    "deal_scores": {
+        **_lineage(),
+        "deal_id": _key(_STR),
+        "win_probability": _col(_F64, nullable=False, checks=(_probability(),)),
+        "health": _col(_STR, nullable=False, checks=(_one_of(HEALTH_VALUES),)),
+        "health_reasons": _col(_STR, description="JSON array of plain-language reasons"),
+        "top_factors": _col(_STR, description="JSON array of the top drivers in plain words"),
+    },
+    "deal_score_factors": {
+        **_lineage(),
+        "deal_id": _key(_STR),
+        "rank": _col(_I64, nullable=False, checks=(_rank(),)),
+        "feature": _col(_STR, nullable=False),
+        "feature_value": _col(_STR, description="the feature's value, as text"),
+        "contribution": _col(_F64, nullable=False, description="SHAP, log-odds"),
+        "text": _col(_STR, required=False, description="the driver in plain words"),
+    },
+    "pipeline_forecast": {
+        **_lineage(),
+        "period": _key(_STR, "calendar period label, e.g. '2024-07' or '2024-Q3'"),
+        "region": _key(_STR, "'all' for the total"),
+        "expected_revenue": _col(_F64, nullable=False, checks=(_non_negative(),)),
+        "p10": _col(_F64, checks=(_non_negative(),)),
+        "p50": _col(_F64, checks=(_non_negative(),)),
+        "p90": _col(_F64, checks=(_non_negative(),)),
+    },
+    "demand_forecast": {
+        **_lineage(),
+        "customer_id": _key(_STR),
+        "sku": _key(_STR),
+        "bucket_start": _key(DATETIME, "start of the bucket, aligned to midnight in timezone"),
+        "horizon": _col(_I64, nullable=False, checks=(_rank(),), description="buckets ahead"),
+        "p10": _col(_F64, nullable=False),
+        "p50": _col(_F64, nullable=False),
+        "p90": _col(_F64, nullable=False),
+    },
+    "demand_forecast_factors": {
+        **_lineage(),
+        "customer_id": _key(_STR),
+        "sku": _key(_STR),
+        "bucket_start": _key(DATETIME),
+        "rank": _col(_I64, nullable=False, checks=(_rank(),)),
+        "feature": _col(_STR, nullable=False),
+        "feature_value": _col(_STR, required=False),
+        "contribution": _col(_F64, nullable=False, description="SHAP, model units"),
+        "text": _col(_STR, required=False),
+    },
+    "sku_health": {
+        **_lineage(),
+        "customer_id": _key(_STR),
+        "sku": _key(_STR),
+        "health": _col(_STR, nullable=False, checks=(_one_of(HEALTH_VALUES),)),
+        "reasons": _col(_STR, description="JSON array of plain-language reasons"),
+        "on_hand": _col(_F64),
+        "projected_stockout_at": _col(DATETIME),
+    },
+    "behavior_value": {
+        **_lineage(),
+        "activity_type": _key(_STR),
+        "contact_role": _key(_STR, "'unknown' when the activity had no role"),
+        "occurrences": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "mean_contribution": _col(
+            _F64, description="average SHAP contribution of one such activity to win probability"
+        ),
+    },
+    "quarantine": {
+        "run_id": _col(_STR, nullable=False, required=False, description="stamped on write"),
+        "as_of": _col(DATETIME, required=False, description="the run's as_of, stamped on write"),
+        "table_name": _col(_STR, nullable=False),
+        "row": _col(_STR, nullable=False, description="JSON of the original row"),
+        "check": _col(_STR, nullable=False),
+        "reason": _col(_STR, nullable=False, description="plain words"),
+        "column_name": _col(_STR, required=False, description="the column that failed, if one"),
+    },
+    "runs": {
+        "run_id": _col(_STR, nullable=False, unique=True),
+        "flow": _col(_STR, nullable=False),
+        "as_of": _col(DATETIME, nullable=False),
+        "started_at": _col(DATETIME, nullable=False),
+        "finished_at": _col(DATETIME),
+        "status": _col(_STR, nullable=False, checks=(_one_of(RUN_STATUSES),)),
+        "model_version": _col(_STR),
+        "row_counts": _col(_STR, description="JSON object {table: rows written}"),
+        "message": _col(_STR, required=False, description="why a run failed"),
+    },
+}
+
+OUTPUT_KEYS: dict[str, list[str]] = {
+    "deal_scores": ["as_of", "deal_id"],
+    "deal_score_factors": ["as_of", "deal_id", "rank"],
+    "pipeline_forecast": ["as_of", "period", "region"],
+    "demand_forecast": ["as_of", "customer_id", "sku", "bucket_start"],
+    "demand_forecast_factors": ["as_of", "customer_id", "sku", "bucket_start", "rank"],
+    "sku_health": ["as_of", "customer_id", "sku"],
+    "behavior_value": ["as_of", "activity_type", "contact_role"],
+    "quarantine": [],
+    "runs": ["run_id"],
+}
+
+_DATAFRAME_CHECKS: dict[str, list[pa.Check]] = {
+    "pipeline_forecast": [QUANTILES_ORDERED],
+    "demand_forecast": [QUANTILES_ORDERED],
+}
+
+
+def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            col: pa.Column(
+                spec.dtype,
+                nullable=spec.nullable,
+                unique=spec.unique,
+                required=spec.required,
+                checks=list(spec.checks),
+                description=spec.description or None,
+            )
+            for col, spec in columns.items()
+        },
+        checks=_DATAFRAME_CHECKS.get(name, []),
+        name=name,
+        strict=False,
+        coerce=False,
+    )
+
+
+INPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _INPUTS.items()}
+OUTPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _OUTPUTS.items()}
+
+
+def input_columns(table: str) -> dict[str, ColumnSpec]:
+    """The canonical columns of input `table`, in contract order."""
+    try:
+        return dict(_INPUTS[table])
+    except KeyError:
+        raise KeyError(f"unknown input table {table!r}; known: {', '.join(_INPUTS)}") from None
+
+
+def output_columns(table: str) -> dict[str, ColumnSpec]:
+    """The columns of output `table` (lineage first), in contract order."""
+    try:
+        return dict(_OUTPUTS[table])
+    except KeyError:
+        raise KeyError(f"unknown output table {table!r}; known: {', '.join(_OUTPUTS)}") from None
+
+
+def input_dtypes(table: str) -> dict[str, pl.DataType]:
+    """Canonical polars dtypes of input `table` (every declared column, optional ones too)."""
+    return {name: spec.dtype for name, spec in input_columns(table).items()}
+
+
+def output_dtypes(table: str) -> dict[str, pl.DataType]:
+    """Canonical polars dtypes of output `table`: every declared column, for DDL."""
+    return {name: spec.dtype for name, spec in output_columns(table).items()}
+
+
+def empty_frame(table: str) -> pl.DataFrame:
+    """An empty frame with the canonical columns of an input or output table."""
+    dtypes = output_dtypes(table) if table in _OUTPUTS else input_dtypes(table)
+    return pl.DataFrame(schema=dtypes)

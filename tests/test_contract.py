@@ -1,0 +1,135 @@
+"""The contract covers every SPEC table, and its declarations agree with each other."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandera.polars as pa
+import polars as pl
+import pytest
+from pandera.errors import SchemaErrors
+
+from salesml import contract
+from salesml.timeutil import DATETIME
+
+SPEC_INPUTS = {
+    "deals",
+    "deal_stage_history",
+    "deal_close_date_history",
+    "activities",
+    "accounts",
+    "sales",
+    "signals",
+    "inventory",
+}
+SPEC_OUTPUTS = {
+    "deal_scores",
+    "deal_score_factors",
+    "pipeline_forecast",
+    "demand_forecast",
+    "demand_forecast_factors",
+    "sku_health",
+    "behavior_value",
+    "quarantine",
+    "runs",
+}
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_every_spec_table_has_a_schema() -> None:
+    assert set(contract.INPUT_SCHEMAS) == SPEC_INPUTS
+    assert set(contract.OUTPUT_SCHEMAS) == SPEC_OUTPUTS
+    assert set(contract.OUTPUT_KEYS) == SPEC_OUTPUTS
+    assert {"deals", "activities", "accounts", "sales"} == contract.REQUIRED_INPUTS
+    assert contract.OPTIONAL_INPUTS == SPEC_INPUTS - contract.REQUIRED_INPUTS
+    assert set(contract.INPUT_ORDER) == SPEC_INPUTS
+    assert contract.INPUT_ORDER[0] == "deals"
+    assert all(isinstance(s, pa.DataFrameSchema) for s in contract.OUTPUT_SCHEMAS.values())
+
+
+@pytest.mark.parametrize("table", sorted(SPEC_OUTPUTS))
+def test_output_keys_are_declared_not_null_columns(table: str) -> None:
+    dtypes = contract.output_dtypes(table)
+    columns = contract.output_columns(table)
+    for key in contract.OUTPUT_KEYS[table]:
+        assert key in dtypes
+        assert not columns[key].nullable
+    assert "run_id" in dtypes
+
+
+@pytest.mark.parametrize("table", sorted(SPEC_INPUTS | SPEC_OUTPUTS))
+def test_all_datetimes_are_utc_microseconds(table: str) -> None:
+    dtypes = (
+        contract.output_dtypes(table) if table in SPEC_OUTPUTS else contract.input_dtypes(table)
+    )
+    for dtype in dtypes.values():
+        if isinstance(dtype, pl.Datetime):
+            assert dtype == DATETIME
+
+
+def test_event_time_columns_exist_and_accounts_are_static() -> None:
+    assert "accounts" not in contract.EVENT_TIME
+    for table, column in contract.EVENT_TIME.items():
+        assert contract.input_dtypes(table)[column] == DATETIME
+    for table, (column, ref_table, ref_column) in contract.REFERENCES.items():
+        assert column in contract.input_dtypes(table)
+        assert ref_column in contract.input_dtypes(ref_table)
+
+
+def test_spec_rules_are_in_the_deals_schema() -> None:
+    deals = contract.INPUT_SCHEMAS["deals"]
+    assert deals.columns["deal_id"].unique and not deals.columns["deal_id"].nullable
+    assert deals.columns["outcome"].nullable
+    assert contract.input_columns("deals")["region"].required is False
+
+
+def _scores(**overrides: object) -> pl.DataFrame:
+    base: dict[str, object] = {
+        "as_of": [T0],
+        "run_id": ["r1"],
+        "model_version": ["3"],
+        "deal_id": ["d1"],
+        "win_probability": [0.4],
+        "health": ["yellow"],
+        "health_reasons": ['["21 days in proposal"]'],
+        "top_factors": ["[]"],
+        "lineage_extra": [1],
+    }
+    base.update({k: [v] for k, v in overrides.items()})
+    return pl.DataFrame(base, schema_overrides={"as_of": DATETIME})
+
+
+def test_output_schema_accepts_extras_and_rejects_bad_values() -> None:
+    schema = contract.OUTPUT_SCHEMAS["deal_scores"]
+    schema.validate(_scores())
+    schema.validate(_scores().drop("as_of", "run_id", "model_version"))  # stamped on write
+    with pytest.raises(SchemaErrors) as err:
+        schema.validate(_scores(health="purple", win_probability=1.5), lazy=True)
+    assert set(err.value.failure_cases["column"].to_list()) == {"health", "win_probability"}
+
+
+def test_quantiles_must_be_ordered() -> None:
+    frame = pl.DataFrame(
+        {
+            "customer_id": ["c", "c"],
+            "sku": ["s", "s"],
+            "bucket_start": [T0, T0],
+            "horizon": [1, 2],
+            "p10": [1.0, 3.0],
+            "p50": [2.0, 2.0],
+            "p90": [3.0, 4.0],
+        },
+        schema_overrides={"bucket_start": DATETIME},
+    )
+    with pytest.raises(SchemaErrors) as err:
+        contract.OUTPUT_SCHEMAS["demand_forecast"].validate(frame, lazy=True)
+    cases = err.value.failure_cases
+    assert cases["index"].to_list() == [1]
+
+
+def test_empty_frame_and_unknown_table() -> None:
+    frame = contract.empty_frame("quarantine")
+    assert frame.columns[:6] == ["run_id", "as_of", "table_name", "row", "check", "reason"]
+    assert contract.empty_frame("deals").schema["created_at"] == DATETIME
+    with pytest.raises(KeyError, match="known"):
+        contract.output_dtypes("nope")
