@@ -56,7 +56,9 @@ class JobRun:
 
     def write(self, frames: dict[str, pl.DataFrame]) -> None:
         """Write all `frames` in one transaction, replacing earlier rows of this as_of."""
-        self.warehouse.write_batch(frames, as_of=self.as_of, run_id=self.run_id)
+        self.warehouse.write_batch(
+            frames, as_of=self.as_of, run_id=self.run_id, model_version=self.model_version
+        )
         for name, frame in frames.items():
             self.row_counts[name] = frame.height
 
