@@ -1,0 +1,175 @@
+"""Evaluation metrics shared by both models (pure numpy, no IO, no sklearn at run time).
+
+Classification (deal-win): `auc`, `log_loss`, `brier`, `expected_calibration_error`,
+`lift_top_decile`; `y_true` is 0/1, `y_prob` a probability of 1.
+Regression (demand, in units per bucket): `wape`, `mase`, `bias`, `pinball_loss`,
+`interval_coverage`.
+
+Every function takes array-likes (numpy, lists, polars/pandas Series) of equal length and returns
+a Python float. A metric that is undefined on the data (one class only for AUC, zero actual volume
+for WAPE) returns NaN instead of raising, so one bad backtest origin does not stop a backtest; the
+backtest summary uses NaN-aware means.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+ArrayLike = npt.ArrayLike
+
+CALIBRATION_BINS = 10
+"""Equal-width probability bins used by `expected_calibration_error` by default."""
+
+
+def _as_float(values: ArrayLike, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty")
+    return array
+
+
+def _pair(a: ArrayLike, b: ArrayLike, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    first, second = _as_float(a, names[0]), _as_float(b, names[1])
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} differ in length: {first.size} vs {second.size}"
+        )
+    return first, second
+
+
+def _binary(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    y, p = _pair(y_true, y_prob, ("y_true", "y_prob"))
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("y_true must hold only 0 and 1")
+    return y, p
+
+
+# --- classification -------------------------------------------------------------------------
+
+
+def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties).
+
+    Equals sklearn's `roc_auc_score`; NaN when only one class is present.
+    """
+    y, score = _binary(y_true, y_score)
+    n_pos = float(y.sum())
+    n_neg = float(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    upper_rank = np.cumsum(counts)  # 1-based rank of the last member of each tie group
+    average_rank = upper_rank - (counts - 1) / 2.0
+    rank_sum_pos = float(average_rank[inverse][y == 1].sum())
+    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def log_loss(y_true: ArrayLike, y_prob: ArrayLike, eps: float = 1e-15) -> float:
+    """Mean negative log-likelihood in nats; probabilities are clipped to [eps, 1 - eps]."""
+    y, p = _binary(y_true, y_prob)
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+def brier(y_true: ArrayLike, y_prob: ArrayLike) -> float:
+    """Mean squared error of the probability (0 perfect, 0.25 for a constant 0.5)."""
+    y, p = _binary(y_true, y_prob)
+    return float(np.mean((p - y) ** 2))
+
+
+def expected_calibration_error(
+    y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = CALIBRATION_BINS
+) -> float:
+    """ECE with `n_bins` equal-width bins on [0, 1].
+
+    Bin b holds probabilities in [b/n_bins, (b+1)/n_bins) (the last bin includes 1.0).
+    ECE = sum over non-empty bins of (rows in bin / rows) * |observed win rate - mean probability|.
+    Equal-width (not equal-mass) bins so the value is comparable across models and origins.
+    """
+    if n_bins < 1:
+        raise ValueError("n_bins must be >= 1")
+    y, p = _binary(y_true, y_prob)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("y_prob must lie in [0, 1]")
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    sum_prob = np.bincount(bins, weights=p, minlength=n_bins)
+    sum_true = np.bincount(bins, weights=y, minlength=n_bins)
+    filled = count > 0
+    gap = np.abs(sum_true[filled] - sum_prob[filled]) / count[filled]
+    return float(np.sum(count[filled] / y.size * gap))
+
+
+def lift_top_decile(y_true: ArrayLike, y_score: ArrayLike) -> float:
+    """Win rate among the top 10 % by score divided by the overall win rate.
+
+    The top decile is the ceil(n / 10) highest scores; ties at the cut are taken in input order
+    (stable sort), so the value is deterministic. NaN when there are no positives.
+    """
+    y, score = _binary(y_true, y_score)
+    base_rate = float(y.mean())
+    if base_rate == 0:
+        return math.nan
+    top = max(1, math.ceil(y.size / 10))
+    order = np.argsort(-score, kind="stable")[:top]
+    return float(y[order].mean()) / base_rate
+
+
+# --- regression / forecasting ---------------------------------------------------------------
+
+
+def wape(actual: ArrayLike, forecast: ArrayLike) -> float:
+    """Weighted absolute percentage error: sum |actual - forecast| / sum |actual|.
+
+    A ratio (0.25 = 25 %); NaN when the actual volume is zero.
+    """
+    a, f = _pair(actual, forecast, ("actual", "forecast"))
+    volume = float(np.abs(a).sum())
+    return float(np.abs(a - f).sum()) / volume if volume > 0 else math.nan
+
+
+def mase(actual: ArrayLike, forecast: ArrayLike, scale: float) -> float:
+    """Mean absolute scaled error: mean |actual - forecast| / `scale`.
+
+    `scale` is the caller's in-sample mean absolute error of the seasonal naive forecast (e.g.
+    same bucket one week earlier) computed on data <= the origin; < 1 beats that naive forecast.
+    NaN when `scale` is not positive.
+    """
+    a, f = _pair(actual, forecast, ("actual", "forecast"))
+    if not scale > 0:
+        return math.nan
+    return float(np.abs(a - f).mean()) / float(scale)
+
+
+def bias(actual: ArrayLike, forecast: ArrayLike) -> float:
+    """Relative bias: (sum forecast - sum actual) / sum |actual|.
+
+    Positive = over-forecast (0.1 = 10 % too much in total); NaN when the actual volume is zero.
+    """
+    a, f = _pair(actual, forecast, ("actual", "forecast"))
+    volume = float(np.abs(a).sum())
+    return float((f - a).sum()) / volume if volume > 0 else math.nan
+
+
+def pinball_loss(actual: ArrayLike, forecast: ArrayLike, q: float) -> float:
+    """Mean pinball (quantile) loss of `forecast` as the q-quantile, in units of `actual`.
+
+    Equals sklearn's `mean_pinball_loss(actual, forecast, alpha=q)`.
+    """
+    if not 0 < q < 1:
+        raise ValueError("q must lie strictly between 0 and 1")
+    a, f = _pair(actual, forecast, ("actual", "forecast"))
+    diff = a - f
+    return float(np.mean(np.maximum(q * diff, (q - 1.0) * diff)))
+
+
+def interval_coverage(actual: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> float:
+    """Share of actuals with lower <= actual <= upper (both ends inclusive)."""
+    a, lo = _pair(actual, lower, ("actual", "lower"))
+    _, hi = _pair(actual, upper, ("actual", "upper"))
+    if (lo > hi).any():
+        raise ValueError("lower must not exceed upper")
+    return float(np.mean((a >= lo) & (a <= hi)))
