@@ -14,7 +14,6 @@ from salesml.contract import INPUT_ORDER
 from salesml.jobrun import job_run
 
 
-
 def validate_inputs(
     settings: Settings, as_of: datetime, names: list[str] | None = None
 ) -> dict[str, Any]:
