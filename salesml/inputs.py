@@ -28,6 +28,17 @@ def load_tables(
     `names`. Raises salesml.validation.DataValidationError (one line) when a table cannot be
     used or its share of bad rows is at or above `validation.max_bad_share`.
     """
+    return validate_tables(read_tables(settings, as_of, names), settings, as_of)
+
+
+def read_tables(
+    settings: Settings, as_of: datetime | None, names: Iterable[str] | None = None
+) -> dict[str, pl.DataFrame]:
+    """The IO half of `load_tables`: raw canonical frames known at `as_of`, not yet validated.
+
+    Flows call this as its own (retried) task and `validate_tables` as a separate, never
+    retried one; a missing optional table is an absent key.
+    """
     wanted = list(dict.fromkeys(names if names is not None else contract.INPUT_ORDER))
     lazy = {}
     for name in wanted:
@@ -35,4 +46,4 @@ def load_tables(
         if frame is not None:
             lazy[name] = frame
     collected = pl.collect_all(list(lazy.values()))
-    return validate_tables(dict(zip(lazy, collected, strict=True)), settings, as_of)
+    return dict(zip(lazy, collected, strict=True))

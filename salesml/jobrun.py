@@ -32,20 +32,24 @@ class JobRun:
     notes: list[str] = field(default_factory=list)
 
     def load(self, names: list[str]) -> dict[str, pl.DataFrame]:
-        """Read and validate `names` as of `as_of`; quarantined rows are written at once.
+        """Read and validate `names` as of `as_of` (see `validate`)."""
+        from salesml.inputs import read_tables
+
+        return self.validate(read_tables(self.settings, self.as_of, names))
+
+    def validate(self, raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+        """Validate raw input frames; quarantined rows are written at once.
 
         Raises DataValidationError (after recording the quarantine) when a table's bad
         share is at or over the configured threshold.
         """
-        from salesml.inputs import load_tables
-        from salesml.validation import DataValidationError
+        from salesml.validation import DataValidationError, validate_tables
 
         try:
-            tables, quarantine = load_tables(self.settings, self.as_of, names=names)
+            tables, quarantine = validate_tables(raw, self.settings, self.as_of)
         except DataValidationError as exc:
-            bad = getattr(exc, "quarantine", None)
-            if isinstance(bad, pl.DataFrame) and bad.height:
-                self.warehouse.write_quarantine(self.run_id, bad)
+            if exc.quarantine is not None and exc.quarantine.height:
+                self.warehouse.write_quarantine(self.run_id, exc.quarantine)
             raise
         if quarantine.height:
             self.warehouse.write_quarantine(self.run_id, quarantine)
