@@ -232,6 +232,26 @@ def backtest(
 
 
 @app.command()
+def report(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML file to write (default: beside the warehouse)."),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (opens offline) for the outputs at --as-of."""
+    from salesml.report import build
+
+    settings = _settings(config)
+    when = _as_of(as_of, settings)
+    with _user_errors(), _progress_bar("report") as progress:
+        progress("gather and render", 0.1)
+        path = build(settings, when, out)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path,

@@ -48,13 +48,19 @@ class DemoResult:
 
 
 def demo_settings(workdir: Path) -> dict[str, Any]:
-    """The config the demo writes into its workdir (absolute paths, so it works from anywhere)."""
+    """The config the demo writes into its workdir (absolute paths, so it works from anywhere).
+
+    The sample world's holiday calendar goes into `demand.holidays`, as a user's would.
+    """
+    from salesml.sample import HOLIDAYS
+
     root = workdir.resolve()
     return {
         "sources": {"path": str(root / "data")},
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
         "timezone": "UTC",
+        "demand": {"holidays": [day.isoformat() for day in sorted(HOLIDAYS)]},
     }
 
 
@@ -96,6 +102,12 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
     )
     for step, outcome in _model_steps(settings, as_of, progress).items():
         result.steps[step] = outcome
+
+    from salesml.report import build
+
+    report(progress, "report", 0.95)
+    result.report_path = build(settings, as_of, workdir.resolve() / "report.html")
+    report(progress, "done", 1.0)
     return result
 
 

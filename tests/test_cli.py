@@ -27,6 +27,7 @@ runner = CliRunner()
         ["forecast", "demand"],
         ["backtest"],
         ["demo"],
+        ["report"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:

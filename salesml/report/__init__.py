@@ -1,0 +1,68 @@
+"""The analyst report: one self-contained HTML file per as_of (`salesml report`).
+
+    from salesml.report import build
+    path = build(settings, as_of)                 # gather (IO) + render (pure) + write
+
+`gather.gather(settings, as_of) -> ReportData` reads the warehouse and sources,
+`render.render(data) -> str` turns it into HTML. Importing this package is cheap: matplotlib,
+mlflow and the warehouse are imported only when a report is built.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from salesml.config import Settings
+    from salesml.report.data import ReportData, ReportOptions
+
+DEFAULT_FOLDER = Path("out")
+
+
+def build(
+    settings: Settings,
+    as_of: datetime,
+    out_path: str | Path | None = None,
+    options: ReportOptions | None = None,
+) -> Path:
+    """Write the report for `as_of` and return its path.
+
+    out_path: the HTML file to write (folders are created); default `default_path`. The file
+    is written to a temporary name and renamed, so a reader never sees half a report.
+    """
+    from salesml.report.gather import gather
+    from salesml.report.render import render
+
+    page = render(gather(settings, as_of, options))
+    path = Path(out_path) if out_path is not None else default_path(settings, as_of)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def default_path(settings: Settings, as_of: datetime) -> Path:
+    """`report-<as_of UTC>.html` beside a DuckDB warehouse file, else in ./out."""
+    url = settings.warehouse.url
+    folder = DEFAULT_FOLDER
+    if url.lower().startswith("duckdb://"):
+        rest = url.split("://", 1)[1]
+        if rest.startswith("/") and len(rest) > 1:
+            folder = Path(rest[1:]).parent
+    stamp = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H%MZ")
+    return folder / f"report-{stamp}.html"
+
+
+def __getattr__(name: str) -> Any:
+    """ReportData and ReportOptions on first use (they import polars; the CLI starts without)."""
+    if name in ("ReportData", "ReportOptions"):
+        from salesml.report import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ReportData", "ReportOptions", "build", "default_path"]

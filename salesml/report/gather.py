@@ -1,0 +1,244 @@
+"""`gather(settings, as_of) -> ReportData`: the report's IO (warehouse, sources, MLflow).
+
+Reads through the owners of IO only: `Warehouse.read` for output tables, `inputs.load_tables`
+for deals (outcomes known at as_of, for calibration) and sales (actuals), `tracking` for the
+champion's holdout calibration plot. Nothing here fails the report because a table is missing
+or a source cannot be read: the problem becomes a note in the section that needed it. A locked
+warehouse (`WarehouseLockedError`) is the exception: it is raised, since retrying later works.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from salesml.config import Settings
+from salesml.contract import empty_frame
+from salesml.report import prepare
+from salesml.report.data import (
+    LATEST_BEFORE_TABLES,
+    OUTPUT_TABLES,
+    ReportData,
+    ReportOptions,
+    missing_note,
+)
+from salesml.timeutil import DATETIME
+from salesml.warehouse import Warehouse
+
+DEAL_MODEL = "salesml-deal-win"
+HOLDOUT_CALIBRATION_ARTIFACT = "calibration.png"
+DEAL_INFO_COLUMNS = (
+    "deal_id",
+    "account_id",
+    "owner_id",
+    "region",
+    "product",
+    "amount",
+    "expected_close_at",
+)
+
+
+def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = None) -> ReportData:
+    """Read everything the report for `as_of` shows (tz-aware `as_of`)."""
+    options = options or ReportOptions()
+    as_of = as_of.astimezone(UTC)
+    wh = Warehouse.from_settings(settings)
+    present = set(wh.tables())
+    tables: dict[str, pl.DataFrame] = {}
+    notes: dict[str, str] = {}
+    for name in OUTPUT_TABLES:
+        if name not in present:
+            notes[name] = missing_note(name, False, as_of, None)
+            continue
+        frame, note = _read_table(wh, name, as_of)
+        tables[name] = frame
+        if note:
+            notes[name] = note
+
+    if "quarantine" not in tables and tables.get("runs") is not None and tables["runs"].height:
+        # runs happened but none set a row aside, so the table was never created
+        tables["quarantine"] = empty_frame("quarantine")
+        notes.pop("quarantine", None)
+    deals, deals_problem = _load_input(settings, as_of, "deals")
+    deal_info = None
+    if deals is not None:
+        deal_info = deals.select([c for c in DEAL_INFO_COLUMNS if c in deals.columns])
+    calibration, note = _calibration(wh, "deal_scores" in present, deals, deals_problem, as_of)
+    if note:
+        notes["calibration"] = note
+    png = label = None
+    if calibration is None or calibration.height == 0:
+        png, label = _holdout_calibration(settings, tables.get("deal_scores"))
+    actuals, note = _actuals(settings, tables.get("demand_forecast"), as_of, options)
+    if note:
+        notes["actuals"] = note
+    return ReportData(
+        as_of=as_of,
+        generated_at=datetime.now(UTC).replace(microsecond=0),
+        timezone=settings.timezone,
+        warehouse=_display(wh),
+        bucket_hours=settings.demand.bucket_hours,
+        tables=tables,
+        notes=notes,
+        deal_info=deal_info,
+        calibration=calibration,
+        holdout_calibration_png=png,
+        holdout_calibration_label=label,
+        actuals=actuals,
+        options=options,
+    )
+
+
+def _read_table(wh: Warehouse, name: str, as_of: datetime) -> tuple[pl.DataFrame, str | None]:
+    """Rows of `name` for as_of (training tables: the latest as_of at or before it)."""
+    frame = wh.read(name, as_of=as_of)
+    if frame.height or name in ("quarantine",):
+        return frame, None
+    if name in LATEST_BEFORE_TABLES:
+        every = wh.read(name)
+        earlier = every.filter(pl.col("as_of") <= pl.lit(as_of, DATETIME))
+        if earlier.height:
+            latest = earlier["as_of"].max()
+            assert isinstance(latest, datetime)
+            note = f"From the deal-win model trained as of {latest:%Y-%m-%d %H:%M} UTC."
+            return earlier.filter(pl.col("as_of") == latest), note
+    return frame, missing_note(name, True, as_of, wh.latest_as_of(name))
+
+
+def _load_input(
+    settings: Settings, as_of: datetime, name: str
+) -> tuple[pl.DataFrame | None, str | None]:
+    """An input table as known at `as_of`, or (None, why) when it cannot be read or validated."""
+    from salesml.inputs import load_tables
+
+    try:
+        tables, _quarantine = load_tables(settings, as_of, [name])
+    except Exception as exc:  # any source or validation problem: the report goes on without it
+        return None, f"{name} could not be read: {_first_line(exc)}"
+    return tables.get(name), None
+
+
+def _calibration(
+    wh: Warehouse,
+    has_scores: bool,
+    deals: pl.DataFrame | None,
+    deals_problem: str | None,
+    as_of: datetime,
+) -> tuple[pl.DataFrame | None, str | None]:
+    """Past predictions whose deals closed by as_of (see `prepare.calibration_pairs`)."""
+    if not has_scores:
+        return None, None
+    if deals is None:
+        return None, f"no calibration from past scores: {deals_problem}"
+    past = wh.read("deal_scores").select("as_of", "deal_id", "win_probability")
+    return prepare.calibration_pairs(past, deals, as_of), None
+
+
+def _holdout_calibration(
+    settings: Settings, scores: pl.DataFrame | None
+) -> tuple[bytes | None, str | None]:
+    """The calibration plot logged with the deal-win model that wrote the scores (else champion).
+
+    Only looks when the MLflow store exists (a fresh SQLite store would be created and
+    migrated otherwise); any MLflow problem means no plot.
+    """
+    from salesml import tracking
+
+    db = tracking.sqlite_path(settings.mlflow.tracking_uri)
+    if db is not None and not db.is_file():
+        return None, None
+    version = None
+    if scores is not None and "model_version" in scores.columns and scores.height:
+        version = scores["model_version"].drop_nulls().max()
+    try:
+        return _download_calibration(settings, None if version is None else str(version))
+    except Exception:  # no registry, no artifact, unreachable server: the section says so
+        return None, None
+
+
+def _download_calibration(
+    settings: Settings, version: str | None
+) -> tuple[bytes | None, str | None]:
+    from salesml import tracking
+
+    tracking.configure(settings)
+    mlflow = tracking.import_mlflow()
+    client = mlflow.MlflowClient()
+    if version is None:
+        info = tracking.champion_info(DEAL_MODEL)
+        if info is None:
+            return None, None
+        version, run_id = info.version, info.run_id
+    else:
+        run_id = client.get_model_version(DEAL_MODEL, version).run_id
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no bar on the user's terminal
+    with tempfile.TemporaryDirectory(prefix="salesml-report-") as folder, _environ(quiet):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=HOLDOUT_CALIBRATION_ARTIFACT, dst_path=folder
+        )
+        return Path(local).read_bytes(), f"{DEAL_MODEL} v{version}"
+
+
+def _actuals(
+    settings: Settings, forecast: pl.DataFrame | None, as_of: datetime, options: ReportOptions
+) -> tuple[pl.DataFrame | None, str | None]:
+    """Bucketed sales of the series shown, from history_days before as_of to the forecast end.
+
+    Sales after as_of (a past as_of) are read for display only; the read covers the forecast
+    window, so it uses `load_tables` at the forecast end.
+    """
+    if forecast is None or forecast.height == 0:
+        return None, None
+    hours = settings.demand.bucket_hours
+    last_start = forecast["bucket_start"].max()
+    assert isinstance(last_start, datetime)
+    end = max(last_start + timedelta(hours=hours), as_of)
+    sales, problem = _load_input(settings, end, "sales")
+    if sales is None:
+        return None, f"actual sales not shown: {problem or 'no sales table'}"
+    series = prepare.top_series(forecast, options.demand_series)
+    actuals = prepare.bucket_actuals(
+        sales,
+        series,
+        as_of=as_of,
+        first=as_of - timedelta(days=options.history_days),
+        last=end,
+        demand=settings.demand,
+        timezone=settings.timezone,
+    )
+    return actuals, None
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _display(wh: Warehouse) -> str:
+    """The warehouse as `Warehouse.__repr__` shows it (a PostgreSQL password masked)."""
+    text = repr(wh)
+    inner = text.removeprefix("Warehouse(").removesuffix(")")
+    value = ast.literal_eval(inner) if inner[:1] in "'\"" else inner
+    return str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
