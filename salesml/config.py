@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,9 @@ class DealHealthRules(_Section):
     )
     no_activity_days: int = Field(14, ge=1)
     max_close_date_slips: int = Field(2, ge=1)
+    red_at_rules: int = Field(
+        2, ge=1, description="A deal with this many rules firing is red whatever its probability"
+    )
 
 
 class DealsSettings(_Section):
@@ -126,6 +130,69 @@ class DealsSettings(_Section):
     bands: HealthBands = Field(default_factory=HealthBands)
     rules: DealHealthRules = Field(default_factory=DealHealthRules)
     seed: int = 42
+    history_days: int | None = Field(
+        730, ge=1, description="Training snapshots reach this many days back from as_of (None: all)"
+    )
+    label_horizon_days: int = Field(
+        0,
+        ge=0,
+        description="Training snapshots stop this many days before as_of (less censoring bias)",
+    )
+    decay_horizon_half_lives: float = Field(
+        20.0,
+        gt=0,
+        description="Activities older than this many half-lives drop out of decayed sums",
+    )
+    min_pair_occurrences: int = Field(
+        20,
+        ge=1,
+        description="An (activity type, contact role) pair gets its own feature from this count",
+    )
+    n_estimators: int = Field(
+        400, ge=1, description="Most boosting rounds; early stopping picks fewer"
+    )
+    learning_rate: float = Field(0.08, gt=0)
+    num_leaves: int = Field(15, ge=2, description="Small trees keep exact TreeSHAP cheap")
+    max_depth: int = Field(
+        5, ge=-1, description="Tree depth limit (-1: none); TreeSHAP cost grows with depth^2"
+    )
+    subsample: float = Field(
+        0.7, gt=0, le=1, description="Share of rows each tree sees (seeded bagging; 1 = all)"
+    )
+    max_bin: int = Field(63, ge=4, description="Histogram bins per feature (fewer = faster)")
+    min_child_samples: int = Field(40, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    calibration: Literal["isotonic", "platt"] = Field(
+        "isotonic",
+        description="Calibrator fitted on the latest-closing deals the booster never saw",
+    )
+    valid_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="Share of snapshots (latest closes) for early stopping"
+    )
+    calibration_fraction: float = Field(
+        0.25, gt=0, lt=0.5, description="Share of snapshots (latest closes) for calibration"
+    )
+    gate_metric: Literal["auc", "log_loss", "brier"] = Field(
+        "auc", description="Metric of the champion gate (both models on the same holdout)"
+    )
+    backtest_step_days: int = Field(30, ge=1, description="Days between backtest origins")
+    backtest_follow_up_days: int = Field(
+        60,
+        ge=0,
+        description="Days after an origin's evaluation window before as_of, so most of its "
+        "deals have closed (less censoring in the backtest)",
+    )
+    forecast_simulations: int = Field(
+        1000, ge=100, description="Monte Carlo draws for pipeline P10/P50/P90"
+    )
+    num_threads: int = Field(2, ge=1, le=64)
+
+
+HealthColour = Literal["red", "yellow", "green"]
+
+
+def _red_and_yellow() -> list[HealthColour]:
+    return ["red", "yellow"]
 
 
 class DemandSettings(_Section):
@@ -147,17 +214,144 @@ class DemandSettings(_Section):
         default_factory=dict,
         description="Per signal, per region multiplier a planner sets (logged with the run)",
     )
-    explain_hours_ahead: int = Field(24, ge=0)
-    explain_health: list[Literal["red", "yellow", "green"]] = Field(
-        default_factory=lambda: ["red", "yellow"]
+    explain_hours_ahead: int = Field(
+        24, ge=0, description="Drivers (SHAP) for every series' buckets in the next N hours"
     )
-    safety_stock_days: float = Field(2.0, ge=0)
-    growth_threshold: float = Field(0.4, ge=0)
+    explain_max_rows: int = Field(
+        50_000,
+        ge=0,
+        description="Cap on explained rows per run (~1 ms each on 2 cores): red series first, "
+        "then the next hours, then yellow, earliest buckets first; the run record says when "
+        "the cap cut the selection",
+    )
+    explain_health: list[HealthColour] = Field(
+        default_factory=_red_and_yellow,
+        description="Series with these SKU health colours get SHAP drivers for every bucket",
+    )
+    safety_stock_days: float = Field(
+        2.0, ge=0, description="Safety stock = this many days of forecast P50 demand"
+    )
+    growth_threshold: float = Field(
+        0.4, ge=0, description="7-day sales growth (0.4 = +40%) that turns low stock red"
+    )
     seed: int = 42
+    # --- grid and history
+    history_days: int = Field(
+        365, ge=7, description="Days of sales history kept per series (bounds memory and time)"
+    )
+    active_days: int = Field(
+        56, ge=1, description="A series with no sale in this many days is not forecast"
+    )
+    detect_closed: bool = Field(
+        True, description="Forecast 0 (and do not train) in slots a business never sold in"
+    )
+    closed_min_weeks: int = Field(
+        4, ge=1, description="Weeks of history a customer needs before a slot counts as closed"
+    )
+    holidays: list[date] = Field(
+        default_factory=list, description="Local dates flagged as holidays (feature is_holiday)"
+    )
+    # --- features
+    recent_lags: int = Field(3, ge=1, description="Lags of the last buckets before the origin")
+    seasonal_lag_weeks: int = Field(
+        4, ge=1, description="Weeks in the same-bucket mean / spread (same bucket 1..N weeks back)"
+    )
+    seasonal_lag_features: int = Field(
+        2, ge=0, description="Same bucket 1..N weeks back also as separate features"
+    )
+    rolling_windows: list[int] = Field(
+        default_factory=lambda: [6, 42, 168],
+        description="Rolling mean windows in buckets (6 = a day), ending at the origin",
+    )
+    spread_windows: list[int] = Field(
+        default_factory=lambda: [42, 168],
+        description="Rolling spread (standard deviation) windows in buckets, ending at the origin",
+    )
+    # --- model
+    objective: Literal["tweedie", "poisson"] = "tweedie"
+    tweedie_variance_power: float = Field(1.2, gt=1, lt=2)
+    num_leaves: int = Field(
+        15, ge=2, description="Lean trees: as accurate here, and SHAP costs ~trees x leaves"
+    )
+    learning_rate: float = Field(0.1, gt=0)
+    n_estimators: int = Field(150, ge=1)
+    min_data_in_leaf: int = Field(50, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    num_threads: int = Field(2, ge=1, le=64)
+    horizon_samples: int = Field(
+        1, ge=1, le=8, description="Horizons drawn per training bucket (direct strategy)"
+    )
+    min_history_buckets: int = Field(
+        0, ge=0, description="History a training row needs at its origin"
+    )
+    recent_train_weeks: int = Field(
+        8, ge=1, description="Training targets in these last weeks are all kept"
+    )
+    older_rows_share: float = Field(
+        0.5, gt=0, le=1, description="Share of older training targets kept (recency sampling)"
+    )
+    max_train_rows: int = Field(
+        400_000, ge=1000, description="Training rows are subsampled to at most this many"
+    )
+    interval_coverage: float = Field(
+        0.8, gt=0, lt=1, description="Target share of actuals inside [P10, P90]"
+    )
+    calibration_origins: int = Field(
+        1,
+        ge=1,
+        description="Weekly origins held out before as_of to calibrate P10/P90 (and gate)",
+    )
+    refit_after_calibration: Literal["none", "leaves", "full"] = Field(
+        "none",
+        description="After calibrating on the held-out weeks: 'leaves' re-estimates the trees' "
+        "leaf values on all weeks (cheap), 'full' refits from scratch (2x training time), "
+        "'none' keeps the model trained up to the held-out weeks",
+    )
+    refit_decay: float = Field(
+        0.5, ge=0, lt=1, description="'leaves' refit: weight kept on the old leaf values"
+    )
+    # --- explanation, health, baselines
+    top_k: int = Field(5, ge=1)
+    stockout_red_hours: float = Field(
+        24.0, ge=0, description="Projected P50 stock-out within this many hours is red"
+    )
+    ets_max_series: int = Field(
+        300, ge=0, description="Backtest the statsmodels ETS baseline only up to this many series"
+    )
 
 
 class ComputeSettings(_Section):
+    """How jobs run: retries of IO steps, concurrent runs, and the optional Dask scale-out."""
+
     dask: str | None = Field(None, description="Dask scheduler address or 'local-cluster'")
+    dask_workers: int = Field(2, ge=1, description="Workers of a 'local-cluster'")
+    dask_processes: bool = Field(
+        True, description="'local-cluster' workers are processes (False: threads of this process)"
+    )
+    partitions: int = Field(
+        8, ge=1, description="Series partitions a forecast fans out to when `dask` is set"
+    )
+    scratch_dir: Path | None = Field(
+        None,
+        description="Folder every Dask worker can read, for the frames passed between tasks "
+        "(default: the system temp folder, fine for 'local-cluster' only)",
+    )
+    io_retries: int = Field(
+        3, ge=0, description="Retries of an IO step (read inputs, load model, write) in a flow"
+    )
+    io_retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="First retry delay of an IO step; doubles at each retry"
+    )
+    run_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A run of the same flow and as_of as a running one waits this long, then fails",
+    )
+    stale_run_minutes: float = Field(
+        360.0,
+        gt=0,
+        description="A 'running' run older than this is taken as dead and no longer blocks",
+    )
 
 
 class Settings(_Section):

@@ -91,6 +91,24 @@ QUANTILES_ORDERED = pa.Check(
     _quantiles_ordered, name="quantiles_ordered", error="needs p10 <= p50 <= p90"
 )
 
+
+def _scored_or_reason(data: PolarsData) -> pl.LazyFrame:
+    """A deal row has a probability and a health, or else a reason it was not scored."""
+    frame = data.lazyframe
+    if "not_scored_reason" not in frame.collect_schema():
+        return frame.select(
+            pl.col("win_probability").is_not_null() & pl.col("health").is_not_null()
+        )
+    scored = pl.col("win_probability").is_not_null() & pl.col("health").is_not_null()
+    return frame.select(scored ^ pl.col("not_scored_reason").is_not_null())
+
+
+SCORED_OR_REASON = pa.Check(
+    _scored_or_reason,
+    name="scored_or_reason",
+    error="needs win_probability and health, or else a not_scored_reason (not both)",
+)
+
 _STR = pl.String()
 _F64 = pl.Float64()
 _I64 = pl.Int64()
@@ -237,8 +255,13 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
     "deal_scores": {
         **_lineage(),
         "deal_id": _key(_STR),
-        "win_probability": _col(_F64, nullable=False, checks=(_probability(),)),
-        "health": _col(_STR, nullable=False, checks=(_one_of(HEALTH_VALUES),)),
+        "win_probability": _col(
+            _F64, checks=(_probability(),), description="null only with a not_scored_reason"
+        ),
+        "health": _col(_STR, checks=(_one_of(HEALTH_VALUES),)),
+        "not_scored_reason": _col(
+            _STR, required=False, description="why an open deal got no score (e.g. too young)"
+        ),
         "health_reasons": _col(_STR, description="JSON array of plain-language reasons"),
         "top_factors": _col(_STR, description="JSON array of the top drivers in plain words"),
     },
@@ -334,6 +357,7 @@ OUTPUT_KEYS: dict[str, list[str]] = {
 }
 
 _DATAFRAME_CHECKS: dict[str, list[pa.Check]] = {
+    "deal_scores": [SCORED_OR_REASON],
     "pipeline_forecast": [QUANTILES_ORDERED],
     "demand_forecast": [QUANTILES_ORDERED],
 }

@@ -112,6 +112,8 @@ def import_mlflow() -> Any:
     variable must be set before the first import. Set MLFLOW_DISABLE_TELEMETRY=false to opt in.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Batch jobs and the CLI's own progress bar: no tqdm bars from artifact downloads.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     return mlflow

@@ -1,0 +1,337 @@
+"""Deal-win jobs: train, score, backtest. Thin orchestration over the pure deals functions.
+
+Each job runs inside `salesml.jobrun.job_run`: a `runs` row that ends succeeded or failed (with
+the message), the inputs read and validated as of `as_of` (quarantine written), and all outputs
+written in one warehouse batch. No printing: progress goes to the `progress` callback.
+
+Lineage: every written row carries `run_id` (the warehouse run, see `runs`), `model_version`
+(registry version of `salesml-deal-win`) and `mlflow_run_id` (the MLflow run that trained it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from salesml.config import Settings
+from salesml.jobrun import job_run
+from salesml.progress import Progress, report, scaled
+
+MODEL_NAME = "salesml-deal-win"
+INPUTS = ["deals", "deal_stage_history", "deal_close_date_history", "activities", "accounts"]
+BEHAVIOR_SAMPLE_ROWS = 20_000
+
+
+@dataclass
+class TrainReport:
+    """What `train` did: the registered version, the gate's decision, the holdout metrics."""
+
+    run_id: str
+    as_of: str
+    model_name: str
+    model_version: str
+    mlflow_run_id: str
+    promoted: bool
+    decision: str
+    gate_metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    champion_version: str | None
+    metrics: dict[str, float]
+    snapshots: int
+    won_deals: int
+    lost_deals: int
+    best_iteration: int
+    behavior_pairs: int
+
+    def describe(self) -> str:
+        state = "promoted to champion" if self.promoted else "not promoted"
+        return (
+            f"{self.model_name} v{self.model_version} trained on {self.snapshots} snapshots "
+            f"({self.won_deals} won / {self.lost_deals} lost deals); holdout AUC "
+            f"{self.metrics.get('auc', float('nan')):.3f}; {state}: {self.decision}"
+        )
+
+
+@dataclass
+class ScoreReport:
+    """What `score` wrote and with which model."""
+
+    run_id: str
+    as_of: str
+    model_version: str
+    mlflow_run_id: str
+    scored: int
+    not_scored: int
+    not_scored_reasons: dict[str, int] = field(default_factory=dict)
+    health: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items()))
+        return (
+            f"scored {self.scored} open deals with {MODEL_NAME} v{self.model_version} "
+            f"({health}); {self.not_scored} not scored"
+        )
+
+
+def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.lit(model_version, pl.String).alias("model_version"),
+        pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
+    )
+
+
+def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
+    """Train on data known at `as_of`, log and register in MLflow, gate `@champion`, and write
+    the behaviour value map (`behavior_value`) of the new model."""
+    from salesml import tracking
+    from salesml.deals.artifacts import write_artifacts
+    from salesml.deals.training import METRIC_DIRECTION, fit_deal_win
+
+    deals_settings = settings.deals
+    with job_run(settings, flow="train_deal_win", as_of=as_of) as run:
+        report(progress, "load inputs", 0.0)
+        tables = run.load(INPUTS)
+        trained = run.step(
+            "fit", fit_deal_win, tables, as_of, deals_settings, scaled(progress, 0.05, 0.6)
+        )
+        report(progress, "behaviour value", 0.6)
+        behavior = run.step(
+            "behavior value", _behavior, trained, tables, as_of, deals_settings.seed
+        )
+        report(progress, "champion comparison", 0.7)
+        tracking.configure(settings)
+        metric = deals_settings.gate_metric
+        champion_value, champion_version, problem = _champion_value(trained.holdout, tables, metric)
+        if problem:
+            run.notes.append(problem)
+        report(progress, "log model", 0.75)
+        with tempfile.TemporaryDirectory(prefix="salesml-deal-win-") as folder:
+            paths = write_artifacts(
+                Path(folder),
+                trained.model,
+                trained.features,
+                trained.holdout,
+                behavior,
+                seed=deals_settings.seed,
+            )
+            version = tracking.log_and_register(
+                model_name=MODEL_NAME,
+                model=trained.model,
+                params=_params(settings, trained, as_of),
+                metrics={f"holdout_{k}": v for k, v in trained.metrics.items()}
+                | {
+                    "snapshots": float(trained.snapshots.height),
+                    "won_deals": float(trained.won_deals),
+                    "lost_deals": float(trained.lost_deals),
+                    "best_iteration": float(trained.model.best_iteration_),
+                },
+                artifacts={name: str(path) for name, path in paths.items()},
+                input_example=_input_example(trained),
+                run_name=f"deal-win as of {as_of.isoformat()}",
+                tags={"salesml.as_of": as_of.isoformat(), "salesml.warehouse_run_id": run.run_id},
+            )
+        report(progress, "promotion gate", 0.9)
+        decision = tracking.promote_if_better(
+            MODEL_NAME,
+            candidate=version,
+            metric=f"holdout_{metric}",
+            candidate_value=trained.metrics[metric],
+            champion_value=champion_value,
+            higher_is_better=METRIC_DIRECTION[metric],
+        )
+        run.model_version = version.version
+        run.notes.append(decision.reason)
+        run.write({"behavior_value": _lineage(behavior, version.version, version.run_id)})
+        report(progress, "done", 1.0)
+        return TrainReport(
+            run_id=run.run_id,
+            as_of=as_of.isoformat(),
+            model_name=MODEL_NAME,
+            model_version=version.version,
+            mlflow_run_id=version.run_id,
+            promoted=decision.promoted,
+            decision=decision.reason,
+            gate_metric=f"holdout_{metric}",
+            candidate_value=decision.candidate_value,
+            champion_value=decision.champion_value,
+            champion_version=champion_version,
+            metrics=dict(trained.metrics),
+            snapshots=trained.snapshots.height,
+            won_deals=trained.won_deals,
+            lost_deals=trained.lost_deals,
+            best_iteration=trained.model.best_iteration_,
+            behavior_pairs=behavior.height,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
+
+
+def _behavior(
+    trained: Any, tables: dict[str, pl.DataFrame], as_of: datetime, seed: int
+) -> pl.DataFrame:
+    from salesml.deals.behavior import explain_behavior
+
+    return explain_behavior(
+        trained.model, trained.features, tables, as_of, BEHAVIOR_SAMPLE_ROWS, seed
+    )
+
+
+def _champion_value(
+    holdout: pl.DataFrame, tables: dict[str, pl.DataFrame], metric: str
+) -> tuple[float | None, str | None, str | None]:
+    """The current champion's `metric` on the candidate's holdout rows, its version, and why it
+    could not be evaluated (None, None, None: no champion yet).
+
+    A champion that cannot be evaluated here (e.g. a model from an incompatible release) gets
+    NaN, which the gate treats as beaten, so a broken champion does not block every new model;
+    the reason is recorded in the run's message.
+    """
+    import math
+
+    from salesml import tracking
+    from salesml.deals.training import evaluate_model
+
+    info = tracking.champion_info(MODEL_NAME)
+    if info is None:
+        return None, None, None
+    try:
+        loaded = tracking.load_version(MODEL_NAME, info.version)
+        return evaluate_model(loaded.model, holdout, tables, metric), info.version, None
+    except Exception as exc:  # any failure means "no valid comparison", never a crash
+        reason = f"champion v{info.version} could not be evaluated ({type(exc).__name__}: {exc})"
+        return math.nan, info.version, reason.splitlines()[0][:300]
+
+
+def _params(settings: Settings, trained: Any, as_of: datetime) -> dict[str, Any]:
+    deals = settings.deals
+    model = trained.model
+    return {
+        "as_of": as_of.isoformat(),
+        **model.get_params(),
+        "snapshot_every_days": deals.snapshot_every_days,
+        "history_days": deals.history_days,
+        "min_open_days": deals.min_open_days,
+        "activity_windows_days": deals.activity_windows_days,
+        "decay_hours": deals.decay_hours,
+        "role_weights": deals.role_weights,
+        "custom_features": deals.custom_features,
+        "prior_strength": deals.prior_strength,
+        "health_bands": deals.bands.model_dump(),
+        "health_rules": deals.rules.model_dump(),
+        "gate_metric": deals.gate_metric,
+        "n_features": len(model.feature_names_),
+        "activity_pairs": len(trained.spec.activity_pairs),
+        "valid_from": model.slices_.valid_from,
+        "calibration_from": model.slices_.calibration_from,
+        "contribution_unit": "log-odds",
+    }
+
+
+def _input_example(trained: Any) -> Any:
+    return trained.features.select(trained.model.feature_names_).head(5).to_pandas()
+
+
+def score(settings: Settings, as_of: datetime, progress: Progress | None = None) -> ScoreReport:
+    """Score every deal open at `as_of` with `@champion`; write deal_scores,
+    deal_score_factors and pipeline_forecast in one batch."""
+    from salesml import tracking
+    from salesml.deals.scoring import score_open_deals
+
+    deals_settings = settings.deals
+    with job_run(settings, flow="score_deals", as_of=as_of) as run:
+        report(progress, "load champion", 0.0)
+        tracking.configure(settings)
+        loaded = run.step("load champion", tracking.load_champion, MODEL_NAME, io=True)
+        run.model_version = loaded.version
+        report(progress, "load inputs", 0.1)
+        tables = run.load(INPUTS)
+        result = run.step(
+            "score",
+            score_open_deals,
+            loaded.model,
+            tables,
+            as_of,
+            min_open_days=deals_settings.min_open_days,
+            rules=deals_settings.rules,
+            top_k=deals_settings.top_k,
+            n_simulations=deals_settings.forecast_simulations,
+            seed=deals_settings.seed,
+            timezone=settings.timezone,
+            progress=scaled(progress, 0.2, 0.9),
+        )
+        scores = result.scores
+        if _unscored_rows_allowed():
+            scores = pl.concat(
+                [
+                    scores.with_columns(pl.lit(None, pl.String).alias("not_scored_reason")),
+                    result.not_scored,
+                ],
+                how="diagonal_relaxed",
+            ).sort("deal_id")
+        elif result.not_scored.height:
+            run.notes.append(
+                f"{result.not_scored.height} open deals not scored "
+                f"(open less than {deals_settings.min_open_days:g} days)"
+            )
+        frames = {
+            "deal_scores": _lineage(scores, loaded.version, loaded.run_id),
+            "deal_score_factors": _lineage(result.factors, loaded.version, loaded.run_id),
+            "pipeline_forecast": _lineage(result.forecast, loaded.version, loaded.run_id),
+        }
+        report(progress, "write", 0.9)
+        run.write(frames)
+        reasons = result.not_scored.group_by("not_scored_reason").len().rows()
+        health = result.scores.group_by("health").len().rows()
+        report(progress, "done", 1.0)
+        return ScoreReport(
+            run_id=run.run_id,
+            as_of=as_of.isoformat(),
+            model_version=loaded.version,
+            mlflow_run_id=loaded.run_id,
+            scored=result.scores.height,
+            not_scored=result.not_scored.height,
+            not_scored_reasons={str(k): int(v) for k, v in reasons},
+            health={str(k): int(v) for k, v in health},
+            rows_written={name: frame.height for name, frame in frames.items()},
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unscored_rows_allowed() -> bool:
+    """Whether the deal_scores contract lets a row carry no probability (not_scored_reason)."""
+    from salesml import contract
+
+    columns = contract.output_columns("deal_scores")
+    return bool(columns["win_probability"].nullable and columns["health"].nullable)
+
+
+def backtest(
+    settings: Settings, as_of: datetime, n_origins: int = 4, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Rolling-origin backtest of the deal-win model and its baselines (JSON-serialisable)."""
+    from salesml.deals.evaluation import backtest_deal_win, summarize
+
+    with job_run(
+        settings, flow="backtest_deal_win", as_of=as_of, params={"n_origins": n_origins}
+    ) as run:
+        report(progress, "load inputs", 0.0)
+        tables = run.load(INPUTS)
+        result = run.step(
+            "backtest",
+            backtest_deal_win,
+            tables,
+            as_of,
+            settings.deals,
+            n_origins,
+            progress=scaled(progress, 0.05, 1.0),
+        )
+        summary = summarize(result, as_of)
+        summary["run_id"] = run.run_id
+        return summary
+    raise AssertionError("unreachable")  # pragma: no cover
