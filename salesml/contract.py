@@ -248,6 +248,9 @@ def _lineage(model_version: bool = True) -> dict[str, ColumnSpec]:
     }
     if model_version:
         cols["model_version"] = _col(_STR, required=False, description="registry version")
+        cols["mlflow_run_id"] = _col(
+            _STR, required=False, description="the MLflow run that trained the model"
+        )
     return cols
 
 
@@ -292,6 +295,9 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "p10": _col(_F64, nullable=False),
         "p50": _col(_F64, nullable=False),
         "p90": _col(_F64, nullable=False),
+        "expected": _col(
+            _F64, required=False, description="mean demand (P50 is the median; sum means)"
+        ),
     },
     "demand_forecast_factors": {
         **_lineage(),
@@ -301,7 +307,7 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "rank": _col(_I64, nullable=False, checks=(_rank(),)),
         "feature": _col(_STR, nullable=False),
         "feature_value": _col(_STR, required=False),
-        "contribution": _col(_F64, nullable=False, description="SHAP, model units"),
+        "contribution": _col(_F64, nullable=False, description="SHAP, expected units per bucket"),
         "text": _col(_STR, required=False),
     },
     "sku_health": {

@@ -1,0 +1,258 @@
+"""Demand accuracy on the real pizza-shop year, next to baselines and (optionally) mlforecast.
+
+Run (2 cores):  OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_demand_pizza.py
+                [--origins 4] [--mlforecast] [--timezone America/New_York]
+
+Data: ../shared/datasets/pizza (read in place), one customer ("shop") x 91 SKUs, 4-hour buckets
+aligned to midnight in --timezone, as_of = 2016-01-01 00:00 local, weekly origins before it,
+horizon 42 buckets (7 days).
+
+Targets (issue "demand"):
+- WAPE (of P50) at least 15% lower than seasonal naive, and lower than the same-bucket mean of
+  recent weeks; P10-P90 coverage in [0.70, 0.90];
+- with --mlforecast: Nixtla's mlforecast (recursive, the same lags / rolling windows / calendar
+  features and the same LightGBM settings) on the same buckets and origins, in this one run:
+  salesml at least as accurate (WAPE) and no slower (fit + forecast, all origins). mlforecast is
+  a benchmark-only dependency (`.venv/bin/pip install -c constraints.txt mlforecast`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM loads OpenMP
+
+import numpy as np
+import polars as pl
+
+from salesml import metrics
+from salesml.config import Settings
+from salesml.demand import buckets, evaluate, pizza
+from salesml.demand.features import build_history
+from salesml.demand.pipeline import fit, forecast
+
+
+def _settings(timezone: str) -> Settings:
+    return Settings(timezone=timezone)
+
+
+def run_backtest(
+    settings: Settings, sales: pl.DataFrame, as_of: datetime, n: int
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = evaluate.backtest(sales, settings, as_of, n_origins=n)
+    summary = evaluate.summary(result)
+    summary["seconds_total"] = time.perf_counter() - started
+    return summary
+
+
+def _grid_pandas(history: Any, origin: int) -> Any:
+    """The zero-filled bucket grid up to `origin` as mlforecast wants it (local wall time)."""
+    grid = (
+        history.grid.filter(pl.col("bucket") <= origin)
+        .join(history.series.select("series_id", "sku"), on="series_id")
+        .select(
+            pl.col("sku").alias("unique_id"),
+            (pl.col("bucket").cast(pl.Int64) * history.bucket_hours * 3_600_000_000)
+            .cast(pl.Datetime("us"))
+            .alias("ds"),
+            pl.col("y").cast(pl.Float64),
+        )
+    )
+    return grid.to_pandas()
+
+
+def run_comparison(
+    settings: Settings, sales: pl.DataFrame, as_of: datetime, n: int, intervals: bool
+) -> dict[str, Any]:
+    """salesml vs mlforecast at the same origins; WAPE on the same evaluated rows."""
+    import lightgbm as lgb
+    import mlforecast
+    from mlforecast import MLForecast
+    from mlforecast.lag_transforms import (
+        RollingMean,
+        RollingStd,
+        SeasonalRollingMean,
+        SeasonalRollingStd,
+    )
+    from mlforecast.utils import PredictionIntervals
+
+    demand = settings.demand
+    tz = settings.timezone
+    full_origin = buckets.origin_bucket(as_of, tz, demand.bucket_hours)
+    actuals = (
+        buckets.bucket_sales(sales, demand, tz, full_origin)
+        .select("customer_id", "sku", "bucket", "y")
+        .collect()
+    )
+    points = evaluate.origins(settings, as_of, n)
+    params: dict[str, Any] = {
+        "objective": demand.objective,
+        "tweedie_variance_power": demand.tweedie_variance_power,
+        "num_leaves": demand.num_leaves,
+        "learning_rate": demand.learning_rate,
+        "n_estimators": demand.n_estimators,
+        "min_child_samples": demand.min_data_in_leaf,
+        "colsample_bytree": demand.feature_fraction,
+        "n_jobs": demand.num_threads,
+        "random_state": demand.seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbose": -1,
+    }
+    # the same inputs as salesml's features: recent lags, same bucket 1..k weeks back, rolling
+    # mean/spread windows ending at the last known bucket, the same-bucket mean/spread of the
+    # last weeks, bucket of day (hour) and weekday
+    week = buckets.per_week(demand.bucket_hours)
+    single = min(demand.seasonal_lag_features, demand.seasonal_lag_weeks)
+    lags = list(range(1, demand.recent_lags + 1)) + [k * week for k in range(1, single + 1)]
+    lag_transforms: dict[int, list[Any]] = {
+        1: [RollingMean(window_size=w) for w in demand.rolling_windows]
+        + [RollingStd(window_size=w) for w in demand.spread_windows],
+        week: [
+            SeasonalRollingMean(season_length=week, window_size=demand.seasonal_lag_weeks),
+            SeasonalRollingStd(season_length=week, window_size=demand.seasonal_lag_weeks),
+        ],
+    }
+    ours_seconds = 0.0
+    theirs_seconds = 0.0
+    frames = []
+    for origin_at in points:
+        tick = time.perf_counter()
+        history = build_history(sales, demand, tz, origin_at)
+        fitted = fit(sales, settings, origin_at, history=history)
+        result = forecast(fitted.model, sales, settings, origin_at, history=history)
+        ours_seconds += time.perf_counter() - tick
+
+        data = _grid_pandas(history, history.origin)
+        tick = time.perf_counter()
+        model = MLForecast(
+            models={"lgbm": lgb.LGBMRegressor(**params)},
+            freq=f"{demand.bucket_hours}h",
+            lags=lags,
+            lag_transforms=lag_transforms,
+            date_features=["hour", "dayofweek"],
+        )
+        if intervals:
+            model.fit(
+                data,
+                prediction_intervals=PredictionIntervals(n_windows=2, h=demand.horizon_buckets),
+            )
+            theirs = model.predict(demand.horizon_buckets, level=[80])
+        else:
+            model.fit(data)
+            theirs = model.predict(demand.horizon_buckets)
+        theirs_seconds += time.perf_counter() - tick
+
+        theirs_pl = pl.from_pandas(theirs).with_columns(
+            bucket=(
+                pl.col("ds").cast(pl.Datetime("us")).dt.epoch("us")
+                // (demand.bucket_hours * 3_600_000_000)
+            ).cast(pl.Int32)
+        )
+        rename = {"unique_id": "sku", "lgbm": "mlf_mean"}
+        if intervals:
+            rename |= {"lgbm-lo-80": "mlf_p10", "lgbm-hi-80": "mlf_p90"}
+        theirs_pl = theirs_pl.rename(rename).drop("ds")
+        ours = result.frame.join(
+            actuals, on=["customer_id", "sku", "bucket"], how="left", suffix="_actual"
+        ).with_columns(pl.col("y_actual").fill_null(0.0).alias("actual"))
+        frames.append(ours.join(theirs_pl, on=["sku", "bucket"], how="left"))
+    both = pl.concat(frames, how="diagonal_relaxed")
+    rows = both.filter(~pl.col("closed") | (pl.col("actual") > 0))
+    y = rows["actual"].to_numpy()
+    mlf_mean = np.clip(rows["mlf_mean"].fill_null(0.0).to_numpy(), 0.0, None)
+    out: dict[str, Any] = {
+        "mlforecast_version": mlforecast.__version__,
+        "lightgbm_params": params,
+        "lags": lags,
+        "rolling_windows": demand.rolling_windows,
+        "origins": [p.isoformat() for p in points],
+        "rows": int(rows.height),
+        "salesml_wape_p50": metrics.wape(y, rows["p50"].to_numpy()),
+        "salesml_wape_mean": metrics.wape(y, rows["mean"].to_numpy()),
+        "mlforecast_wape_mean": metrics.wape(y, mlf_mean),
+        "mlforecast_wape_mean_rounded_down_closed": metrics.wape(
+            y, np.where(rows["closed"].to_numpy(), 0.0, mlf_mean)
+        ),
+        "salesml_pinball_p50": metrics.pinball_loss(y, rows["p50"].to_numpy(), 0.5),
+        "mlforecast_pinball_p50": metrics.pinball_loss(y, mlf_mean, 0.5),
+        "salesml_seconds": ours_seconds,
+        "mlforecast_seconds": theirs_seconds,
+    }
+    if intervals:
+        lo = np.clip(rows["mlf_p10"].fill_null(0.0).to_numpy(), 0.0, None)
+        hi = np.clip(rows["mlf_p90"].fill_null(0.0).to_numpy(), 0.0, None)
+        out["salesml_coverage_p10_p90"] = metrics.interval_coverage(
+            y, rows["p10"].to_numpy(), rows["p90"].to_numpy()
+        )
+        out["mlforecast_coverage_80"] = metrics.interval_coverage(y, np.minimum(lo, hi), hi)
+        out["salesml_pinball_p90"] = metrics.pinball_loss(y, rows["p90"].to_numpy(), 0.9)
+        out["mlforecast_pinball_p90"] = metrics.pinball_loss(y, hi, 0.9)
+    out["salesml_at_least_as_accurate"] = out["salesml_wape_p50"] <= out["mlforecast_wape_mean"]
+    out["salesml_no_slower"] = ours_seconds <= theirs_seconds
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--origins", type=int, default=4)
+    parser.add_argument("--timezone", default="America/New_York")
+    parser.add_argument("--mlforecast", action="store_true", help="compare with mlforecast")
+    parser.add_argument("--intervals", action="store_true", help="mlforecast conformal 80%")
+    parser.add_argument("--skip-backtest", action="store_true")
+    args = parser.parse_args()
+    if not pizza.available():
+        raise SystemExit(f"pizza dataset not found at {pizza.default_path()}")
+    settings = _settings(args.timezone)
+    sales = pizza.load_sales(timezone=args.timezone)
+    as_of = datetime(2016, 1, 1, tzinfo=ZoneInfo(args.timezone))
+    report: dict[str, Any] = {"series": int(sales["sku"].n_unique()), "sales_rows": sales.height}
+    if not args.skip_backtest:
+        summary = run_backtest(settings, sales, as_of, args.origins)
+        mean = summary["mean"]
+        report["backtest"] = {
+            "origins": args.origins,
+            "seconds_total": round(summary["seconds_total"], 1),
+            "model": {
+                k: mean[k]
+                for k in (
+                    "wape",
+                    "wape_mean",
+                    "mase",
+                    "bias",
+                    "coverage_p10_p90",
+                    "pinball_p10",
+                    "pinball_p50",
+                    "pinball_p90",
+                )
+            },
+            "baselines": {
+                k: v
+                for k, v in mean.items()
+                if k.split("_wape")[0] in evaluate.BASELINES
+                or any(k.startswith(b) for b in evaluate.BASELINES)
+            },
+            "wape_change_vs_baselines": summary["wape_change_vs_baselines"],
+            "targets": {
+                "wape_at_least_15pct_below_seasonal_naive": mean["wape"]
+                <= 0.85 * mean["seasonal_naive_wape"],
+                "wape_below_recent_mean": mean["wape"] < mean["recent_mean_wape"],
+                "coverage_in_0.70_0.90": 0.70 <= mean["coverage_p10_p90"] <= 0.90,
+            },
+        }
+    if args.mlforecast:
+        report["mlforecast_comparison"] = run_comparison(
+            settings, sales, as_of, args.origins, args.intervals
+        )
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

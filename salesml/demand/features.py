@@ -1,0 +1,662 @@
+"""Demand features on the dense bucket grid: declared as polars expressions, computed in bulk.
+
+The training and forecasting rows are (target bucket t, horizon h): the model predicts bucket t
+from what was known at the origin o = t - h (the last complete bucket at as_of when forecasting;
+t - h for a training row, with h drawn per row so one global model learns every horizon: the
+"direct" strategy with the horizon as a feature, no recursion, no row replication).
+
+Which time each feature reads (no feature reads after the origin unless it is known in advance):
+- recent lags `lag_k`, rolling means/spreads, intermittency, series/SKU/customer aggregates,
+  observed signals: values up to and including the origin bucket o;
+- seasonal lags `same_bucket_w{k}` (same bucket k weeks earlier, t - k*week) and their
+  mean / spread over `seasonal_lag_weeks` weeks: only when that bucket is <= o (k*week >= h),
+  else null;
+- calendar (bucket of day, weekday, holiday) and known-in-advance signals (price, promotion plan):
+  at the target bucket t, by design.
+
+Row positions: the grid is sorted by (series_id, bucket) and dense per series, so "k buckets
+earlier" is "k rows earlier" as long as it stays inside the series (row >= the series' start
+row). Sums over windows use global cumulative sums (differences inside one series are exact).
+
+Why direct and not recursive: measured on the pizza year and the synthetic world
+(`benchmarks/bench_demand_strategy.py`), see `salesml.demand.pipeline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+from salesml.config import DemandSettings
+from salesml.demand import buckets
+from salesml.timeutil import DATETIME
+
+# Hash seeds (fixed so the same data gives the same rows; independent of settings.seed).
+_HORIZON_SEED = 11
+_SAMPLE_SEED = 29
+
+
+@dataclass(frozen=True)
+class History:
+    """The dense grid of every series from its first sale (within `history_days`) to the
+    origin, extended by `horizon` future buckets whose `y` is null.
+
+    series: series_id (row position in this frame), customer_id, sku, region, customer_idx,
+      sku_idx, first_bucket, start_row, end_row, last_sale_bucket, active.
+    grid: series_id, bucket, y (Float32; null after the origin), closed, and helper columns
+      cs / cs2 / cnz (global cumulative sum of y, y^2, y > 0 up to and including the row),
+      last_sale_row (global row of the last sale up to the row; from another series when it
+      is before the series' start row), unit_price (last positive-sale price up to the row).
+    """
+
+    series: pl.DataFrame
+    grid: pl.DataFrame
+    closed: pl.DataFrame
+    origin: int
+    horizon: int
+    timezone: str
+    bucket_hours: int
+
+    @property
+    def week(self) -> int:
+        return buckets.per_week(self.bucket_hours)
+
+    @property
+    def day(self) -> int:
+        return buckets.per_day(self.bucket_hours)
+
+    def col(self, name: str) -> pl.Expr:
+        """A grid column as a literal to `gather` from with row positions."""
+        return pl.lit(self.grid.get_column(name))
+
+    @cached_property
+    def sku_rolling(self) -> pl.DataFrame:
+        """Per (sku_idx, bucket <= origin): week_mean (per series), bucket_mean (per series)."""
+        return _group_rolling(self, "sku_idx").collect()
+
+    @cached_property
+    def customer_rolling(self) -> pl.DataFrame:
+        """Per (customer_idx, bucket <= origin): week_total (mean customer total per bucket)."""
+        return _group_rolling(self, "customer_idx").collect()
+
+
+def build_history(
+    sales: pl.DataFrame | pl.LazyFrame,
+    demand: DemandSettings,
+    timezone: str,
+    as_of: datetime,
+    horizon: int | None = None,
+) -> History:
+    """Bucket `sales` (events <= as_of) and lay out the dense grid up to the origin + horizon.
+
+    Series = (customer_id, sku) with at least one sale in the last `history_days`; `active`
+    series (a sale in the last `active_days`) are the ones forecast. Sales after the origin
+    bucket's end are ignored even if given (time travel).
+    """
+    hours = demand.bucket_hours
+    horizon = demand.horizon_buckets if horizon is None else horizon
+    origin = buckets.origin_bucket(as_of, timezone, hours)
+    window_start = origin - demand.history_days * buckets.per_day(hours) + 1
+    sold = (
+        buckets.bucket_sales(sales, demand, timezone, origin)
+        .filter(pl.col("bucket") >= window_start)
+        .collect()
+    )
+    closed = buckets.closed_slots(sold, demand, origin) if demand.detect_closed else _no_closed()
+    series = (
+        _series(sold, demand, origin)
+        .with_columns(n_rows=(origin + horizon - pl.col("first_bucket") + 1).cast(pl.Int64))
+        .with_columns(start_row=pl.col("n_rows").cum_sum().shift(1, fill_value=0))
+        .with_columns(end_row=pl.col("start_row") + pl.col("n_rows") - 1)
+    )
+    grid = _grid(series, sold, closed, origin, hours)
+    return History(series, grid, closed, origin, horizon, timezone, hours)
+
+
+def _no_closed() -> pl.DataFrame:
+    return pl.DataFrame(schema={"customer_id": pl.String, "slot": pl.Int16})
+
+
+def _series(sold: pl.DataFrame, demand: DemandSettings, origin: int) -> pl.DataFrame:
+    active_from = origin - demand.active_days * buckets.per_day(demand.bucket_hours) + 1
+    series = (
+        sold.lazy()
+        .group_by("customer_id", "sku")
+        .agg(
+            pl.col("bucket").filter(pl.col("y") > 0).min().alias("first_sale"),
+            pl.col("bucket").min().alias("first_bucket"),
+            pl.col("bucket").filter(pl.col("y") > 0).max().alias("last_sale_bucket"),
+            pl.col("region").drop_nulls().last().alias("region"),
+        )
+        .filter(pl.col("first_sale").is_not_null())
+        .with_columns(pl.col("first_sale").alias("first_bucket"))
+        .drop("first_sale")
+        .sort("customer_id", "sku")
+        .with_row_index("series_id")
+        .with_columns(
+            customer_idx=pl.col("customer_id").rank("dense").cast(pl.UInt32) - 1,
+            sku_idx=pl.col("sku").rank("dense").cast(pl.UInt32) - 1,
+            active=pl.col("last_sale_bucket") >= active_from,
+        )
+        .collect()
+    )
+    return series
+
+
+def _grid(
+    series: pl.DataFrame,
+    sold: pl.DataFrame,
+    closed: pl.DataFrame,
+    origin: int,
+    hours: int,
+) -> pl.DataFrame:
+    """Lay the grid out by position (series i owns rows start_row .. end_row, one per bucket)
+    and scatter the observed buckets into it: no join over the (large) grid."""
+    n_week = buckets.per_week(hours)
+    n_rows = series["n_rows"].to_numpy()
+    start = series["start_row"].to_numpy()
+    first = series["first_bucket"].to_numpy().astype(np.int64)
+    total = int(n_rows.sum())
+    series_id = np.repeat(series["series_id"].to_numpy(), n_rows)
+    bucket = (np.arange(total, dtype=np.int64) - np.repeat(start - first, n_rows)).astype(np.int32)
+    observed = sold.join(
+        series.select("series_id", "customer_id", "sku", "start_row", "first_bucket"),
+        on=["customer_id", "sku"],
+    ).filter(pl.col("bucket") >= pl.col("first_bucket"))  # returns-only buckets before it
+    observed = observed.select(
+        (pl.col("start_row") + pl.col("bucket") - pl.col("first_bucket")).alias("pos"),
+        "y",
+        pl.col("unit_price").fill_null(float("nan")),
+    )
+    position = observed["pos"].to_numpy()
+    y = np.zeros(total, dtype=np.float32)
+    y[position] = observed["y"].to_numpy()
+    price = np.full(total, np.nan, dtype=np.float32)
+    price[position] = observed["unit_price"].to_numpy()
+
+    closed_idx = closed.join(
+        series.select("customer_id", "customer_idx").unique(), on="customer_id"
+    ).select((pl.col("customer_idx").cast(pl.Int64) * n_week + pl.col("slot")).alias("key"))
+    n_customers = series["customer_idx"].n_unique() if series.height else 0
+    closed_mask = pl.Series("closed", [False] * (n_customers * n_week), dtype=pl.Boolean)
+    if closed_idx.height:
+        closed_mask = closed_mask.scatter(closed_idx["key"], True)
+    customer_of = pl.lit(series["customer_idx"])
+    start_of = pl.lit(series["start_row"]).gather(pl.col("series_id"))
+    row = pl.int_range(pl.len(), dtype=pl.Int32)
+    price_row = pl.when(pl.col("unit_price").is_not_nan()).then(row).forward_fill()
+    grid = pl.DataFrame(
+        {"series_id": series_id, "bucket": bucket, "y": y, "unit_price": price}
+    ).with_columns(
+        y=pl.when(pl.col("bucket") <= origin).then(pl.col("y")),
+        closed=pl.lit(closed_mask).gather(
+            customer_of.gather(pl.col("series_id")).cast(pl.Int64) * n_week
+            + buckets.slot_of_week(pl.col("bucket"), hours).cast(pl.Int64)
+        )
+        if n_customers
+        else pl.lit(False),
+        # last known price of this series (forward fill that stops at the series' start)
+        unit_price=pl.when(price_row >= start_of).then(
+            pl.col("unit_price").gather(price_row.fill_null(0))
+        ),
+    )
+    return with_running_sums(grid).collect()
+
+
+def with_running_sums(grid: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """(Re)compute the helper columns from `y` (null = 0): global cumulative sums cs / cs2 / cnz
+    and last_sale_row (which may point into the previous series: checked at gather time)."""
+    row = pl.int_range(pl.len(), dtype=pl.Int32)  # < 2**31 grid rows (memory)
+    y0 = pl.col("y").fill_null(0.0).cast(pl.Float64)
+    return grid.lazy().with_columns(
+        cs=y0.cum_sum(),
+        cs2=(y0**2).cum_sum(),
+        cnz=(y0 > 0).cast(pl.Int32).cum_sum(),
+        last_sale_row=pl.when(y0 > 0).then(row).forward_fill(),
+    )
+
+
+# --- rows to predict -------------------------------------------------------------------------
+
+
+def training_rows(
+    history: History,
+    last_target: int,
+    demand: DemandSettings,
+    max_rows: int | None = None,
+) -> pl.DataFrame:
+    """(row, h) pairs for training: target buckets <= `last_target` with a known y, open, with
+    at least `min_history_buckets` of history at their origin; each target gets
+    `horizon_samples` horizons drawn uniformly from 1..horizon by a hash of (row, sample).
+    Targets more than `recent_train_weeks` before `last_target` are kept with probability
+    `older_rows_share` (recent weeks matter more; fewer rows train faster), then rows are
+    subsampled (deterministically, by hash) to at most `max_rows`.
+    """
+    max_rows = demand.max_train_rows if max_rows is None else max_rows
+    g = history.grid.lazy().with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    start = pl.lit(history.series["start_row"]).gather(pl.col("series_id"))
+    eligible = g.filter(
+        (pl.col("bucket") <= min(last_target, history.origin))
+        & ~pl.col("closed")
+        & (pl.col("row") - start >= demand.min_history_buckets + 1)
+    ).select("row")
+    samples = pl.LazyFrame(
+        {"sample": list(range(demand.horizon_samples))}, schema={"sample": pl.Int64}
+    )
+    rows = eligible.join(samples, how="cross").with_columns(
+        h=(
+            (pl.col("row") * 1_000_003 + pl.col("sample")).hash(_HORIZON_SEED) % history.horizon + 1
+        ).cast(pl.Int32)
+    )
+    rows = rows.with_columns(
+        origin_row=pl.col("row") - pl.col("h"),
+        start_row=start_of_row(history),
+    ).filter(pl.col("origin_row") >= pl.col("start_row") + demand.min_history_buckets)
+    recent_from = last_target - demand.recent_train_weeks * history.week
+    older = history.col("bucket").gather(pl.col("row")) <= recent_from
+    thin = (pl.col("row") * 17 + pl.col("h")).hash(_SAMPLE_SEED + 1) % 1_000_000 >= int(
+        1_000_000 * demand.older_rows_share
+    )
+    rows = rows.filter(~(older & thin))
+    frame = rows.select("row", "h").collect()
+    if frame.height > max_rows:
+        keep = (pl.col("row") * 31 + pl.col("h")).hash(_SAMPLE_SEED) % 1_000_000 < int(
+            1_000_000 * max_rows / frame.height
+        )
+        frame = frame.filter(keep)
+    return frame.sort("row", "h")
+
+
+def start_of_row(history: History) -> pl.Expr:
+    """The start row of the series of grid row `row` (used with a `row` column)."""
+    series_of_row = history.col("series_id").gather(pl.col("row"))
+    return pl.lit(history.series["start_row"]).gather(series_of_row)
+
+
+def origin_rows(history: History, origin: int, only_active: bool = True) -> pl.DataFrame:
+    """(row, h) for every bucket origin+1 .. origin+horizon of each series (active ones by
+    default) alive at `origin`; `origin` <= history.origin (an earlier one replays a backtest).
+    """
+    series = history.series.filter(pl.col("first_bucket") <= origin)
+    if only_active:
+        series = series.filter(pl.col("active"))
+    steps = pl.int_range(1, history.horizon + 1, dtype=pl.Int32)
+    return (
+        series.lazy()
+        .select(
+            (pl.col("start_row") + (origin - pl.col("first_bucket"))).alias("origin_row"),
+            steps.implode().alias("h"),
+        )
+        .explode("h")
+        .select((pl.col("origin_row") + pl.col("h")).alias("row"), "h")
+        .collect()
+    )
+
+
+# --- features --------------------------------------------------------------------------------
+
+
+def _name_windows(demand: DemandSettings) -> list[int]:
+    return sorted(set(demand.rolling_windows) | set(demand.spread_windows))
+
+
+def feature_names(demand: DemandSettings, signal_names: list[str] | None = None) -> list[str]:
+    """Model feature columns in order (signals: `signal_<name>` known, `observed_<name>`)."""
+    names = ["horizon", "bucket_of_day", "weekday", "is_holiday"]
+    names += [f"lag_{k}" for k in range(demand.recent_lags)]
+    single = min(demand.seasonal_lag_features, demand.seasonal_lag_weeks)
+    names += [f"same_bucket_w{k}" for k in range(1, single + 1)]
+    names += ["same_bucket_mean", "same_bucket_std"]
+    names += [f"mean_{w}" for w in sorted(set(demand.rolling_windows))]
+    names += [f"std_{w}" for w in sorted(set(demand.spread_windows))]
+    names += [
+        "nonzero_share",
+        "mean_nonzero_size",
+        "buckets_since_sale",
+        "history_buckets",
+        "series_mean",
+        "unit_price",
+        "sku_mean_week",
+        "sku_same_bucket_w1",
+        "customer_mean_week",
+    ]
+    names += signal_names or []
+    return names
+
+
+def redundant_features(history: History) -> set[str]:
+    """Aggregates that repeat a series feature in this data (one series per SKU: the SKU-level
+    ones; one series per customer: the customer-level one); left out of a model (cost only)."""
+    series = history.series
+    out: set[str] = set()
+    if series.height == series["sku"].n_unique():
+        out |= {"sku_mean_week", "sku_same_bucket_w1"}
+    if series.height == series["customer_id"].n_unique():
+        out.add("customer_mean_week")
+    return out
+
+
+def feature_labels(demand: DemandSettings, signal_names: list[str] | None = None) -> dict[str, str]:
+    """Plain words for each feature, used in the drivers' text."""
+    hours = demand.bucket_hours
+    labels = {
+        "horizon": "buckets ahead",
+        "bucket_of_day": f"{hours}-hour bucket of the day",
+        "weekday": "weekday (Mon=0)",
+        "is_holiday": "holiday",
+        "same_bucket_mean": f"same-bucket mean of last {demand.seasonal_lag_weeks} weeks",
+        "same_bucket_std": f"same-bucket spread of last {demand.seasonal_lag_weeks} weeks",
+        "nonzero_share": "share of buckets with a sale (last 4 weeks)",
+        "mean_nonzero_size": "mean size of a non-zero bucket (last 4 weeks)",
+        "buckets_since_sale": "buckets since the last sale",
+        "history_buckets": "buckets of history",
+        "series_mean": "mean per bucket, all history",
+        "unit_price": "last unit price",
+        "sku_mean_week": "SKU mean per series per bucket, last week",
+        "sku_same_bucket_w1": "SKU same bucket last week (per series)",
+        "customer_mean_week": "customer total per bucket, last week",
+    }
+    for k in range(demand.recent_lags):
+        labels[f"lag_{k}"] = "last bucket" if k == 0 else f"{k + 1} buckets before now"
+    for k in range(1, demand.seasonal_lag_weeks + 1):
+        labels[f"same_bucket_w{k}"] = (
+            "same bucket last week" if k == 1 else f"same bucket {k} weeks ago"
+        )
+    for w in _name_windows(demand):
+        span = _span_text(w, hours)
+        labels[f"mean_{w}"] = f"mean per bucket, last {span}"
+        labels[f"std_{w}"] = f"spread per bucket, last {span}"
+    for name in signal_names or []:
+        if name.startswith("signal_"):
+            labels[name] = f"{name.removeprefix('signal_')} planned"
+        elif name.startswith("observed_"):
+            labels[name] = f"{name.removeprefix('observed_')} (last observed)"
+    return labels
+
+
+def _span_text(buckets_count: int, hours: int) -> str:
+    total = buckets_count * hours
+    if total % 168 == 0:
+        weeks = total // 168
+        return "week" if weeks == 1 else f"{weeks} weeks"
+    if total % 24 == 0:
+        days = total // 24
+        return "day" if days == 1 else f"{days} days"
+    return f"{total} hours"
+
+
+def make_features(
+    history: History,
+    rows: pl.DataFrame,
+    demand: DemandSettings,
+    signals: pl.DataFrame | None = None,
+    as_of: datetime | None = None,
+    columns: list[str] | None = None,
+) -> pl.DataFrame:
+    """Features for `rows` (row, h) -> keys (series_id, bucket, origin_bucket, h), target `y`,
+    `closed`, and the columns of `feature_names` (Float32), or exactly `columns` when given
+    (a fitted model's features; one absent from the data is null).
+
+    `signals` (canonical: ts, name, value, optional sku / customer_id / region) are used as
+    configured: names in `known_signals` at the target bucket's start (future values allowed),
+    names in `observed_signals` as last seen at the origin's end and never after `as_of`.
+    """
+    h = history
+    start = start_of_row(h)
+    frame = rows.lazy().with_columns(
+        series_id=h.col("series_id").gather(pl.col("row")),
+        bucket=h.col("bucket").gather(pl.col("row")),
+        y=h.col("y").gather(pl.col("row")),
+        closed=h.col("closed").gather(pl.col("row")),
+        start_row=start,
+        origin_row=pl.col("row") - pl.col("h"),
+    )
+    frame = frame.with_columns(origin_bucket=pl.col("bucket") - pl.col("h"))
+    seasonal = [pl.col(f"same_bucket_w{k}") for k in range(1, demand.seasonal_lag_weeks + 1)]
+    count = pl.sum_horizontal([s.is_not_null() for s in seasonal]).cast(pl.Float64)
+    mean = pl.sum_horizontal(seasonal) / count
+    var = (pl.sum_horizontal([s**2 for s in seasonal]) - count * mean**2) / (count - 1)
+    frame = (
+        frame.with_columns(_base_features(h, demand))
+        .with_columns(
+            same_bucket_mean=pl.when(count > 0).then(mean),
+            same_bucket_std=pl.when(count > 1).then(var.clip(lower_bound=0.0).sqrt()),
+        )
+        .collect()
+        .lazy()
+    )
+    wanted = None if columns is None else set(columns)
+    frame = _join_aggregates(frame, h, wanted)
+    signal_cols: list[str] = []
+    if signals is not None and signals.height:
+        frame, signal_cols = _join_signals(frame.collect().lazy(), h, demand, signals, as_of)
+    names = feature_names(demand, signal_cols) if columns is None else columns
+    present = set(frame.collect_schema().names())
+    keys = ["row", "series_id", "bucket", "origin_bucket", "h", "y", "closed"]
+    return (
+        frame.select(
+            *keys,
+            *[
+                (pl.col(n) if n in present else pl.lit(None)).cast(pl.Float32).alias(n)
+                for n in names
+            ],
+        )
+        .collect()
+        .sort("row", "h")
+    )
+
+
+def _at(h: History, column: str, index: pl.Expr) -> pl.Expr:
+    """Grid `column` at row `index` when it lies inside the row's series (else null)."""
+    valid = pl.when((index >= pl.col("start_row")) & (index <= pl.col("origin_row"))).then(index)
+    return h.col(column).gather(valid)
+
+
+def _window_sum(h: History, column: str, width: int) -> pl.Expr:
+    """Sum of a per-row quantity over the `width` rows ending at the origin row (series-clipped),
+    from the global cumulative column `column`."""
+    lo = pl.max_horizontal(pl.col("origin_row") - width + 1, pl.col("start_row"))
+    before = pl.when(lo > 0).then(h.col(column).gather(pl.when(lo > 0).then(lo - 1))).otherwise(0)
+    return h.col(column).gather(pl.col("origin_row")) - before.fill_null(0)
+
+
+def _window_len(width: int) -> pl.Expr:
+    lo = pl.max_horizontal(pl.col("origin_row") - width + 1, pl.col("start_row"))
+    return (pl.col("origin_row") - lo + 1).cast(pl.Float64)
+
+
+def _base_features(h: History, demand: DemandSettings) -> list[pl.Expr]:
+    week = h.week
+    hours = h.bucket_hours
+    exprs: list[pl.Expr] = [
+        pl.col("h").alias("horizon"),
+        buckets.bucket_of_day(pl.col("bucket"), hours).alias("bucket_of_day"),
+        buckets.weekday(pl.col("bucket"), hours).alias("weekday"),
+        buckets.local_date(pl.col("bucket"), hours)
+        .is_in(pl.Series(list(demand.holidays), dtype=pl.Date).implode())
+        .alias("is_holiday"),
+    ]
+    for k in range(demand.recent_lags):
+        exprs.append(_at(h, "y", pl.col("origin_row") - k).alias(f"lag_{k}"))
+    for k in range(1, demand.seasonal_lag_weeks + 1):
+        exprs.append(_at(h, "y", pl.col("row") - k * week).alias(f"same_bucket_w{k}"))
+    for w in _name_windows(demand):
+        n = _window_len(w)
+        total = _window_sum(h, "cs", w)
+        squares = _window_sum(h, "cs2", w)
+        mean = total / n
+        exprs.append(mean.alias(f"mean_{w}"))
+        exprs.append(((squares / n - mean**2).clip(lower_bound=0.0)).sqrt().alias(f"std_{w}"))
+    w_int = max(_name_windows(demand))
+    n_int = _window_len(w_int)
+    nonzero = _window_sum(h, "cnz", w_int).cast(pl.Float64)
+    total_int = _window_sum(h, "cs", w_int)
+    last_sale = h.col("last_sale_row").gather(pl.col("origin_row"))
+    history_len = (pl.col("origin_row") - pl.col("start_row") + 1).cast(pl.Float64)
+    exprs += [
+        (nonzero / n_int).alias("nonzero_share"),
+        pl.when(nonzero > 0).then(total_int / nonzero).alias("mean_nonzero_size"),
+        pl.when(last_sale >= pl.col("start_row"))
+        .then(pl.col("origin_row") - last_sale)
+        .otherwise(history_len)
+        .alias("buckets_since_sale"),
+        history_len.alias("history_buckets"),
+        (_window_sum(h, "cs", 1 << 30) / history_len).alias("series_mean"),
+        h.col("unit_price").gather(pl.col("origin_row")).alias("unit_price"),
+    ]
+    return exprs
+
+
+def _group_rolling(h: History, group: str) -> pl.LazyFrame:
+    """Per (group, bucket): mean per series over the last week ending at that bucket, and the
+    bucket's own mean per series (for "same bucket last week" at SKU level)."""
+    week = h.week
+    by_group = (
+        h.grid.lazy()
+        .filter(pl.col("bucket") <= h.origin)
+        .with_columns(pl.lit(h.series[group]).gather(pl.col("series_id")).alias(group))
+        .group_by(group, "bucket")
+        .agg(pl.col("y").sum().alias("total"), pl.len().alias("n"))
+        .sort(group, "bucket")
+    )
+    return by_group.with_columns(
+        week_mean=(
+            pl.col("total").rolling_sum(week, min_samples=1).over(group)
+            / pl.col("n").rolling_sum(week, min_samples=1).over(group)
+        ),
+        week_total=pl.col("total").rolling_mean(week, min_samples=1).over(group),
+        bucket_mean=pl.col("total") / pl.col("n"),
+    )
+
+
+def _join_aggregates(frame: pl.LazyFrame, h: History, wanted: set[str] | None) -> pl.LazyFrame:
+    """SKU-level (across customers) and customer-level (across SKUs) context at the origin;
+    only those in `wanted` (None: all)."""
+    frame = frame.with_columns(
+        sku_idx=pl.lit(h.series["sku_idx"]).gather(pl.col("series_id")),
+        customer_idx=pl.lit(h.series["customer_idx"]).gather(pl.col("series_id")),
+        week_back=pl.col("bucket") - h.week,
+    )
+    if wanted is None or {"sku_mean_week", "sku_same_bucket_w1"} & wanted:
+        frame = _join_sku(frame, h.sku_rolling, h.week)
+    if wanted is None or "customer_mean_week" in wanted:
+        frame = frame.join(
+            h.customer_rolling.lazy().select(
+                "customer_idx",
+                pl.col("bucket").alias("origin_bucket"),
+                pl.col("week_total").alias("customer_mean_week"),
+            ),
+            on=["customer_idx", "origin_bucket"],
+            how="left",
+        )
+    return frame
+
+
+def _join_sku(frame: pl.LazyFrame, sku_frame: pl.DataFrame, week: int) -> pl.LazyFrame:
+    sku = sku_frame.lazy()
+    frame = frame.join(
+        sku.select(
+            "sku_idx",
+            pl.col("bucket").alias("origin_bucket"),
+            pl.col("week_mean").alias("sku_mean_week"),
+        ),
+        on=["sku_idx", "origin_bucket"],
+        how="left",
+    )
+    return frame.join(
+        sku.select(
+            "sku_idx",
+            pl.col("bucket").alias("week_back"),
+            pl.col("bucket_mean").alias("sku_same_bucket_w1"),
+        ),
+        on=["sku_idx", "week_back"],
+        how="left",
+    ).with_columns(
+        sku_same_bucket_w1=pl.when(pl.col("h") <= week).then(pl.col("sku_same_bucket_w1"))
+    )
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+_SCOPES = ("customer_id", "sku", "region")
+
+
+def signal_feature_names(demand: DemandSettings, signals: pl.DataFrame | None) -> list[str]:
+    """Signal feature columns present for these signals (configured names that occur)."""
+    if signals is None or not signals.height:
+        return []
+    present = set(signals["name"].unique().to_list())
+    return [f"signal_{n}" for n in demand.known_signals if n in present] + [
+        f"observed_{n}" for n in demand.observed_signals if n in present
+    ]
+
+
+def _join_signals(
+    frame: pl.LazyFrame,
+    h: History,
+    demand: DemandSettings,
+    signals: pl.DataFrame,
+    as_of: datetime | None,
+) -> tuple[pl.LazyFrame, list[str]]:
+    """Attach each configured signal's value per row: the most specific scope that matches the
+    series wins (a row for this customer+sku beats one for the sku, beats a global one); within
+    a scope, the latest value at or before the lookup time. Regional weights multiply the value
+    for series in that region (`signal_weights`)."""
+    names = signal_feature_names(demand, signals)
+    if not names:
+        return frame, []
+    hours, tz = h.bucket_hours, h.timezone
+    frame = frame.with_columns(
+        customer_id=pl.lit(h.series["customer_id"]).gather(pl.col("series_id")),
+        sku=pl.lit(h.series["sku"]).gather(pl.col("series_id")),
+        region=pl.lit(h.series["region"]).gather(pl.col("series_id")),
+        target_at=buckets.bucket_start(pl.col("bucket"), tz, hours),
+        origin_at=buckets.bucket_start(pl.col("origin_bucket") + 1, tz, hours),
+    )
+    sig = signals
+    for scope in _SCOPES:
+        if scope not in sig.columns:
+            sig = sig.with_columns(pl.lit(None, dtype=pl.String).alias(scope))
+    sig = sig.with_columns(pl.col("ts").cast(DATETIME), pl.col("value").cast(pl.Float64))
+    for column in names:
+        known = column.startswith("signal_")
+        name = column.split("_", 1)[1]
+        rows = sig.filter(pl.col("name") == name)
+        if not known and as_of is not None:
+            rows = rows.filter(pl.col("ts") <= as_of)
+        at = "target_at" if known else "origin_at"
+        frame = _attach_signal(frame, rows, column, at)
+        weights = demand.signal_weights.get(name, {})
+        if weights:
+            weight = pl.col("region").replace_strict(weights, default=1.0, return_dtype=pl.Float64)
+            frame = frame.with_columns(pl.col(column) * weight)
+    return frame, names
+
+
+def _attach_signal(frame: pl.LazyFrame, rows: pl.DataFrame, column: str, at: str) -> pl.LazyFrame:
+    """As-of join per scope pattern present in `rows`; coalesce from most to least specific."""
+    patterns = rows.select([pl.col(s).is_not_null().alias(s) for s in _SCOPES]).unique().rows()
+    scopes = sorted(
+        ([s for s, on in zip(_SCOPES, bits, strict=True) if on] for bits in patterns),
+        key=lambda scope: (-len(scope), scope),
+    )
+    if not scopes:
+        return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
+    lookup = frame.select("row", "h", at, *_SCOPES).sort(at)
+    found: list[str] = []
+    for number, scope in enumerate(scopes):
+        cond = pl.lit(True)
+        for s in _SCOPES:
+            cond = cond & (pl.col(s).is_not_null() if s in scope else pl.col(s).is_null())
+        part = rows.filter(cond).select(pl.col("ts").alias(at), *scope, "value").sort(at)
+        name = f"_v{number}"
+        matched = lookup.join_asof(
+            part.lazy(), on=at, by=scope or None, strategy="backward", check_sortedness=False
+        ).select("row", "h", pl.col("value").alias(name))
+        frame = frame.join(matched, on=["row", "h"], how="left")
+        found.append(name)
+    return frame.with_columns(pl.coalesce(found).alias(column)).drop(*found)

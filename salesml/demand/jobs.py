@@ -1,0 +1,321 @@
+"""Demand jobs: train, forecast, backtest. Thin orchestration over the pure demand functions.
+
+Each job runs inside `salesml.jobrun.job_run`: a `runs` row that ends succeeded or failed (with
+a message), the inputs read and validated as of `as_of` (quarantine written), and all outputs
+written in one warehouse batch. No printing: progress goes to the `progress` callback.
+
+Lineage: every written row carries `run_id` (the warehouse run), `model_version` (registry
+version of `salesml-demand`) and `mlflow_run_id` (the MLflow run that trained it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from salesml.config import Settings
+from salesml.jobrun import job_run
+from salesml.progress import Progress, report, scaled
+
+MODEL_NAME = "salesml-demand"
+INPUTS = ["sales", "signals", "inventory"]
+GATE_METRIC = "wape"
+NO_INVENTORY_NOTE = "no inventory table: sku_health not computed"
+
+
+@dataclass
+class TrainReport:
+    """What `train` did: the registered version, the gate's decision, held-out metrics."""
+
+    run_id: str
+    as_of: str
+    model_name: str
+    model_version: str
+    mlflow_run_id: str
+    promoted: bool
+    decision: str
+    gate_metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    champion_version: str | None
+    metrics: dict[str, float]
+    series: int
+    train_rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        state = "promoted to champion" if self.promoted else "not promoted"
+        return (
+            f"{self.model_name} v{self.model_version} trained on {self.series} series "
+            f"({self.train_rows} rows); held-out WAPE {self.metrics.get('wape', math.nan):.3f}, "
+            f"P10-P90 coverage {self.metrics.get('coverage_p10_p90', math.nan):.2f}; "
+            f"{state}: {self.decision}"
+        )
+
+
+@dataclass
+class ForecastReport:
+    """What `forecast` wrote and with which model."""
+
+    run_id: str
+    as_of: str
+    model_version: str
+    mlflow_run_id: str
+    series: int
+    rows_written: dict[str, int]
+    health: dict[str, int]
+    rows_explained: int
+    explain_ms_per_row: float
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items())) or "not rated"
+        return (
+            f"forecast {self.series} series x {self.rows_written.get('demand_forecast', 0)} "
+            f"rows with {MODEL_NAME} v{self.model_version}; drivers for {self.rows_explained} "
+            f"rows ({self.explain_ms_per_row:.2f} ms/row); SKU health: {health}"
+        )
+
+
+def run_params(settings: Settings) -> dict[str, Any]:
+    """What a planner can change between runs, recorded with each run (`runs.params`): the
+    signals used and the regional signal weights in force."""
+    demand = settings.demand
+    return {
+        "known_signals": list(demand.known_signals),
+        "observed_signals": list(demand.observed_signals),
+        "signal_weights": {k: dict(v) for k, v in demand.signal_weights.items()},
+        "explain_hours_ahead": demand.explain_hours_ahead,
+        "explain_health": list(demand.explain_health),
+        "explain_max_rows": demand.explain_max_rows,
+    }
+
+
+def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.lit(model_version, pl.String).alias("model_version"),
+        pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
+    )
+
+
+def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
+    """Train on sales known at `as_of`, log and register `salesml-demand` in MLflow, and move
+    `@champion` if it is at least as good on the same held-out weeks (WAPE of P50)."""
+    from salesml import tracking
+    from salesml.demand import pipeline
+
+    with job_run(settings, flow="train_demand", as_of=as_of, params=run_params(settings)) as run:
+        report(progress, "load inputs", 0.0)
+        tables = run.load(INPUTS)
+        signals = tables.get("signals")
+        result = pipeline.fit(
+            tables["sales"], settings, as_of, signals, progress=scaled(progress, 0.05, 0.7)
+        )
+        report(progress, "champion comparison", 0.7)
+        tracking.configure(settings)
+        champion_value, champion_version = _champion_value(result, settings, signals, as_of)
+        report(progress, "log model", 0.75)
+        with tempfile.TemporaryDirectory(prefix="salesml-demand-") as folder:
+            artifacts = _write_artifacts(Path(folder), result)
+            version = tracking.log_and_register(
+                model_name=MODEL_NAME,
+                model=result.model,
+                params={"as_of": as_of.isoformat(), **result.params},
+                metrics={f"holdout_{k}": v for k, v in result.metrics.items()}
+                | {f"seconds_{k}": v for k, v in result.timings.items()},
+                artifacts=artifacts,
+                input_example=_input_example(result),
+                run_name=f"demand as of {as_of.isoformat()}",
+                tags={
+                    "salesml.as_of": as_of.isoformat(),
+                    "salesml.warehouse_run_id": run.run_id,
+                    "salesml.contribution_unit": "units (log-space SHAP rescaled)",
+                },
+            )
+        report(progress, "promotion gate", 0.9)
+        candidate_value = result.metrics.get(GATE_METRIC, math.nan)
+        decision = tracking.promote_if_better(
+            MODEL_NAME,
+            candidate=version,
+            metric=f"holdout_{GATE_METRIC}",
+            candidate_value=candidate_value,
+            champion_value=champion_value,
+            higher_is_better=False,
+        )
+        run.model_version = version.version
+        run.notes.append(decision.reason)
+        report(progress, "done", 1.0)
+        return TrainReport(
+            run_id=run.run_id,
+            as_of=as_of.isoformat(),
+            model_name=MODEL_NAME,
+            model_version=version.version,
+            mlflow_run_id=version.run_id,
+            promoted=decision.promoted,
+            decision=decision.reason,
+            gate_metric=f"holdout_{GATE_METRIC}",
+            candidate_value=decision.candidate_value,
+            champion_value=decision.champion_value,
+            champion_version=champion_version,
+            metrics=dict(result.metrics),
+            series=int(result.params["series"]),
+            train_rows=int(result.params["train_rows"]),
+            seconds=dict(result.timings),
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
+
+
+def _champion_value(
+    result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
+) -> tuple[float | None, str | None]:
+    """The champion's WAPE on the candidate's held-out rows (None: no champion; NaN: it cannot
+    be evaluated here, which the gate treats as beaten)."""
+    from salesml import tracking
+    from salesml.demand import pipeline
+
+    info = tracking.champion_info(MODEL_NAME)
+    if info is None:
+        return None, None
+    try:
+        loaded = tracking.load_version(MODEL_NAME, info.version)
+        scored = pipeline.score_rows(
+            loaded.model, result.history, result.held_out_rows, settings, signals, as_of
+        )
+        return scored.get(GATE_METRIC, math.nan), info.version
+    except Exception:
+        return math.nan, info.version
+
+
+def _write_artifacts(folder: Path, result: Any) -> dict[str, str]:
+    importance = folder / "feature_importance.csv"
+    result.model.feature_importance().write_csv(importance)
+    held_out = folder / "held_out_predictions.parquet"
+    if result.calibration is not None:
+        result.calibration.write_parquet(held_out)
+    calibration = folder / "calibration.json"
+    cal = result.model.calibration_
+    calibration.write_text(
+        json.dumps(
+            {
+                "negative_binomial_inv_size": cal.inv_size,
+                "interval_lower_level": cal.lower_level,
+                "interval_upper_level": 1.0 - cal.lower_level,
+                "held_out_coverage": cal.coverage,
+                "held_out_rows": cal.rows,
+                "metrics": {k: v for k, v in cal.metrics.items() if math.isfinite(v)},
+            },
+            indent=2,
+        )
+    )
+    paths = {"feature_importance.csv": str(importance), "calibration.json": str(calibration)}
+    if held_out.exists():
+        paths["held_out_predictions.parquet"] = str(held_out)
+    return paths
+
+
+def _input_example(result: Any) -> Any:
+    example = result.example
+    return None if example is None else example.to_pandas()
+
+
+def forecast(
+    settings: Settings, as_of: datetime, progress: Progress | None = None
+) -> ForecastReport:
+    """Forecast every active series' buckets ahead with `@champion`; write demand_forecast,
+    demand_forecast_factors and (with an inventory table) sku_health in one batch."""
+    from salesml import tracking
+    from salesml.demand import drivers, health, pipeline
+
+    demand = settings.demand
+    seconds: dict[str, float] = {}
+    with job_run(settings, flow="forecast_demand", as_of=as_of, params=run_params(settings)) as run:
+        report(progress, "load champion", 0.0)
+        tracking.configure(settings)
+        loaded = tracking.load_champion(MODEL_NAME)
+        run.model_version = loaded.version
+        report(progress, "load inputs", 0.1)
+        tables = run.load(INPUTS)
+        signals = tables.get("signals")
+        report(progress, "forecast", 0.2)
+        tick = time.perf_counter()
+        result = pipeline.forecast(loaded.model, tables["sales"], settings, as_of, signals)
+        seconds["forecast"] = time.perf_counter() - tick
+        frames = {"demand_forecast": pipeline.forecast_table(result, loaded.version)}
+        report(progress, "SKU health", 0.5)
+        inventory = tables.get("inventory")
+        rated: pl.DataFrame | None = None
+        if inventory is None:
+            run.notes.append(NO_INVENTORY_NOTE)
+        else:
+            tick = time.perf_counter()
+            rated = health.sku_health(result.frame, inventory, tables["sales"], demand, as_of)
+            frames["sku_health"] = rated
+            seconds["health"] = time.perf_counter() - tick
+        report(progress, "drivers (SHAP)", 0.6)
+        mask = drivers.rows_to_explain(result.frame, demand, as_of, rated)
+        explained = drivers.explain_rows(loaded.model, result.frame, result.features, demand, mask)
+        wanted = drivers.selected_open_rows(result.frame, demand, as_of, rated)
+        if wanted > explained.rows_explained:
+            run.notes.append(
+                f"drivers for {explained.rows_explained} of {wanted} selected rows "
+                f"(explain_max_rows={demand.explain_max_rows})"
+            )
+        seconds["drivers"] = explained.seconds
+        frames["demand_forecast_factors"] = explained.factors
+        frames = {
+            name: _lineage(frame, loaded.version, loaded.run_id) for name, frame in frames.items()
+        }
+        report(progress, "write", 0.9)
+        run.write(frames)
+        counts = rated.group_by("health").len().rows() if rated is not None else []
+        report(progress, "done", 1.0)
+        return ForecastReport(
+            run_id=run.run_id,
+            as_of=as_of.isoformat(),
+            model_version=loaded.version,
+            mlflow_run_id=loaded.run_id,
+            series=int(result.frame["series_id"].n_unique()),
+            rows_written={name: frame.height for name, frame in frames.items()},
+            health={str(k): int(v) for k, v in counts},
+            rows_explained=explained.rows_explained,
+            explain_ms_per_row=explained.ms_per_row,
+            notes=list(run.notes),
+            seconds=seconds,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def backtest(
+    settings: Settings, as_of: datetime, n_origins: int = 4, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Rolling-origin backtest of the demand model and its baselines (JSON-serialisable)."""
+    from salesml.demand import evaluate
+
+    with job_run(
+        settings, flow="backtest_demand", as_of=as_of, params={"n_origins": n_origins}
+    ) as run:
+        report(progress, "load inputs", 0.0)
+        tables = run.load(INPUTS)
+        result = evaluate.backtest(
+            tables["sales"],
+            settings,
+            as_of,
+            n_origins,
+            tables.get("signals"),
+            progress=scaled(progress, 0.05, 1.0),
+        )
+        summary = evaluate.summary(result)
+        summary["as_of"] = as_of.isoformat()
+        summary["run_id"] = run.run_id
+        summary["model"] = MODEL_NAME
+        return summary
+    raise AssertionError("unreachable")  # pragma: no cover
