@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check salesml pipelines tests benchmarks
+	$(BIN)/ruff check salesml pipelines tests benchmarks notebooks
 	$(BIN)/ruff format --check salesml pipelines tests benchmarks
 	$(BIN)/mypy
 

@@ -16,10 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
-import polars as pl
-
 from salesml.config import from_dict
-from salesml.sample import WORLD_END, HOLIDAYS, write_sample
+from salesml.sample import HOLIDAYS, WORLD_END, write_sample
 
 # Everything this notebook writes goes to a fresh folder (set SALESML_NOTEBOOK_DIR to keep it).
 workdir = Path(os.environ.get("SALESML_NOTEBOOK_DIR") or tempfile.mkdtemp(prefix="salesml-nb-"))
@@ -86,8 +84,8 @@ DEAL_WIN = [
     ("code", SETUP),
     (
         "code",
-        "write_sample(workdir / 'data', deals=2500, series=0, days=30, seed=1)\n"
         "from salesml.inputs import load_tables\n\n"
+        "write_sample(workdir / 'data', deals=2500, series=0, days=30, seed=1)\n"
         "tables, quarantine = load_tables(settings, as_of, ['deals', 'deal_stage_history', "
         "'deal_close_date_history', 'activities', 'accounts'])\n"
         "{name: frame.height for name, frame in tables.items()}, quarantine.height",
@@ -143,8 +141,8 @@ DEMAND = [
     ("code", SETUP),
     (
         "code",
-        "write_sample(workdir / 'data', deals=0, series=40, days=90, seed=2)\n"
         "from salesml.inputs import load_tables\n\n"
+        "write_sample(workdir / 'data', deals=0, series=40, days=90, seed=2)\n"
         "tables, _ = load_tables(settings, as_of, ['sales', 'signals', 'inventory'])\n"
         "tables['sales'].head(5)",
     ),

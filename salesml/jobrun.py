@@ -3,24 +3,88 @@
 Every job (validate, train, score, forecast, backtest) goes through `job_run` so that each
 leaves the same trace: a row in `runs` that ends `succeeded` or `failed` with a message, the
 quarantined rows of its inputs, and outputs written in one transaction (or not at all).
+
+Steps: a job runs its named steps through `JobRun.step` (and `JobRun.map` for work split into
+partitions). The run's `Executor` decides how: the default calls each step in place; the
+Prefect executor (`pipelines.tasks.prefect_executor`) makes each a Prefect task, retrying only
+steps marked `io=True`, and may fan `map` out to Dask. `JobRun.load` runs "pull" (io) and
+"validate" (never retried); `JobRun.write` runs "write" (io). A job that does not take an
+executor still gets one: `job_run` falls back to the one set by `use_executor`.
+
+Concurrency: `job_run` refuses to start while a run of the same flow and as_of is `running`
+(younger than `compute.stale_run_minutes`); it waits up to `compute.run_wait_seconds` for it to
+finish, then fails with `RunConflictError` naming the other run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from salesml.config import Settings
 
+T = TypeVar("T")
+
+
+class Executor:
+    """Runs a job's steps. This base class runs each step in place, in order (the default).
+
+    Subclasses override `run` (one step) and may override `map` (one step over partitions);
+    `partitions` is how many parts a job should split partitionable work into.
+    """
+
+    partitions: int = 1
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        io: bool,
+    ) -> T:
+        """Call `fn(*args, **kwargs)` as the step `name`; io=True marks a retryable IO step."""
+        return fn(*args, **kwargs)
+
+    def map(
+        self, name: str, fn: Callable[..., T], items: Sequence[Any], shared: dict[str, Any]
+    ) -> list[T]:
+        """`[fn(item, **shared) for item in items]`, each call a step named `name`."""
+        return [self.run(name, fn, (item,), shared, io=False) for item in items]
+
+
+DIRECT = Executor()
+
+_current_executor: ContextVar[Executor | None] = ContextVar("salesml_executor", default=None)
+
+
+@contextmanager
+def use_executor(executor: Executor) -> Iterator[Executor]:
+    """Make `executor` the one `job_run` uses when its caller passes none (e.g. a flow calling
+    a job that does not take an `executor` argument)."""
+    token = _current_executor.set(executor)
+    try:
+        yield executor
+    finally:
+        _current_executor.reset(token)
+
+
+def current_executor() -> Executor:
+    """The executor set by `use_executor`, else the in-place default."""
+    return _current_executor.get() or DIRECT
+
 
 @dataclass
 class JobRun:
-    """Handle a job uses to read its inputs and write its outputs."""
+    """Handle a job uses to read its inputs, run its steps and write its outputs."""
 
     settings: Settings
     warehouse: Any  # salesml.warehouse.Warehouse (kept Any to avoid importing it at start-up)
@@ -30,12 +94,37 @@ class JobRun:
     model_version: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    executor: Executor = field(default=DIRECT, repr=False)
+
+    @property
+    def partitions(self) -> int:
+        """How many parts partitionable work should be split into (1 unless scaled out)."""
+        return self.executor.partitions
+
+    def step(
+        self, name: str, fn: Callable[..., T], *args: Any, io: bool = False, **kwargs: Any
+    ) -> T:
+        """Run `fn(*args, **kwargs)` as the step `name` through the run's executor.
+
+        io=True marks a step that only moves data (read, load a model, write) and may be
+        retried; compute and validation steps (the default) fail at once.
+        """
+        return self.executor.run(name, fn, args, kwargs, io=io)
+
+    def map(self, name: str, fn: Callable[..., T], items: Sequence[Any], **shared: Any) -> list[T]:
+        """`[fn(item, **shared) for item in items]` as steps `name`, maybe in parallel.
+
+        `fn` must be a module-level function and the results picklable: a scaled-out executor
+        runs it on other workers, passing `shared` and the results through files.
+        """
+        return self.executor.map(name, fn, items, shared)
 
     def load(self, names: list[str]) -> dict[str, pl.DataFrame]:
-        """Read and validate `names` as of `as_of` (see `validate`)."""
+        """Read ("pull", io) then validate ("validate") `names` as of `as_of`."""
         from salesml.inputs import read_tables
 
-        return self.validate(read_tables(self.settings, self.as_of, names))
+        raw = self.step("pull", read_tables, self.settings, self.as_of, names, io=True)
+        return self.step("validate", self.validate, raw)
 
     def validate(self, raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         """Validate raw input frames; quarantined rows are written at once.
@@ -59,9 +148,15 @@ class JobRun:
         return tables
 
     def write(self, frames: dict[str, pl.DataFrame]) -> None:
-        """Write all `frames` in one transaction, replacing earlier rows of this as_of."""
-        self.warehouse.write_batch(
-            frames, as_of=self.as_of, run_id=self.run_id, model_version=self.model_version
+        """Write all `frames` in one transaction ("write", io), replacing rows of this as_of."""
+        self.step(
+            "write",
+            self.warehouse.write_batch,
+            frames,
+            as_of=self.as_of,
+            run_id=self.run_id,
+            model_version=self.model_version,
+            io=True,
         )
         for name, frame in frames.items():
             self.row_counts[name] = frame.height
@@ -69,14 +164,30 @@ class JobRun:
 
 @contextmanager
 def job_run(
-    settings: Settings, flow: str, as_of: datetime, params: dict[str, Any] | None = None
+    settings: Settings,
+    flow: str,
+    as_of: datetime,
+    params: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> Iterator[JobRun]:
-    """Open a `runs` record for `flow` at `as_of`; close it as succeeded or failed."""
+    """Open a `runs` record for `flow` at `as_of`; close it as succeeded or failed.
+
+    executor: how steps run (default: the one set by `use_executor`, else in place).
+    Raises RunConflictError when another run of `flow` at `as_of` is still running after
+    `compute.run_wait_seconds`.
+    """
     from salesml.warehouse import Warehouse
 
     warehouse = Warehouse.from_settings(settings)
-    run_id = warehouse.start_run(flow=flow, as_of=as_of, params=params)
-    run = JobRun(settings=settings, warehouse=warehouse, run_id=run_id, flow=flow, as_of=as_of)
+    run_id = start_exclusive(warehouse, settings, flow, as_of, params)
+    run = JobRun(
+        settings=settings,
+        warehouse=warehouse,
+        run_id=run_id,
+        flow=flow,
+        as_of=as_of,
+        executor=executor or current_executor(),
+    )
     try:
         yield run
     except BaseException as exc:
@@ -96,3 +207,38 @@ def job_run(
         row_counts=run.row_counts,
         message="; ".join(run.notes) or None,
     )
+
+
+def start_exclusive(
+    warehouse: Any,
+    settings: Settings,
+    flow: str,
+    as_of: datetime,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """`warehouse.start_run`, refused while the same flow and as_of is running; waits with
+    backoff up to `compute.run_wait_seconds` for that run to finish, then re-raises
+    RunConflictError with what to do about it."""
+    from salesml.warehouse import RunConflictError
+
+    compute = settings.compute
+    stale = compute.stale_run_minutes * 60.0
+    deadline = time.monotonic() + compute.run_wait_seconds
+    delay = 0.2
+    while True:
+        try:
+            return str(
+                warehouse.start_run(
+                    flow=flow, as_of=as_of, params=params, exclusive_for_seconds=stale
+                )
+            )
+        except RunConflictError as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunConflictError(
+                    f"{exc}; waited {compute.run_wait_seconds:g} s (compute.run_wait_seconds). "
+                    f"If that run died, it stops blocking after {compute.stale_run_minutes:g} "
+                    "minutes (compute.stale_run_minutes)"
+                ) from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -97,6 +97,10 @@ class WarehouseLockedError(WarehouseError):
     """Another salesml run held the warehouse for longer than `lock_timeout_seconds`."""
 
 
+class RunConflictError(WarehouseError):
+    """A run of the same flow and as_of is still running (see `Warehouse.start_run`)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Public API
 
@@ -120,14 +124,28 @@ class Warehouse:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def start_run(self, flow: str, as_of: datetime, params: Mapping[str, Any] | None = None) -> str:
-        """Insert a 'running' row in `runs` and return its run_id (uuid4 hex)."""
+    def start_run(
+        self,
+        flow: str,
+        as_of: datetime,
+        params: Mapping[str, Any] | None = None,
+        *,
+        exclusive_for_seconds: float | None = None,
+    ) -> str:
+        """Insert a 'running' row in `runs` and return its run_id (uuid4 hex).
+
+        exclusive_for_seconds: refuse with RunConflictError while a 'running' row of the same
+        flow and as_of started less than this many seconds ago (an older one is taken as dead).
+        The check and the insert share the writer lock, so two racing starts cannot both pass.
+        """
         run_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        as_of = _utc(as_of)
         row = {
             "run_id": run_id,
             "flow": flow,
-            "as_of": _utc(as_of),
-            "started_at": datetime.now(UTC),
+            "as_of": as_of,
+            "started_at": now,
             "status": "running",
             "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
         }
@@ -136,6 +154,9 @@ class Warehouse:
             self._ensure_table(
                 session, _Catalog.load(session, write=True), RUNS, frame.schema, ["run_id"]
             )
+            if exclusive_for_seconds is not None:
+                since = now - timedelta(seconds=exclusive_for_seconds)
+                _refuse_live_run(session, flow, as_of, since)
             self._replace(session, RUNS, frame, key=["run_id"], scope=None)
         return run_id
 
@@ -411,6 +432,21 @@ def _run_as_of(session: _Session, catalog: _Catalog, run_id: str) -> pl.Expr:
     if found.height == 0:
         return pl.lit(None, DATETIME)
     return pl.lit(_restore(found, {"as_of": DATETIME})["as_of"][0], DATETIME)
+
+
+def _refuse_live_run(session: _Session, flow: str, as_of: datetime, since: datetime) -> None:
+    """Raise RunConflictError when a run of `flow` at `as_of` is 'running' since `since`."""
+    live = session.fetch(
+        f"SELECT run_id, started_at FROM {_q(RUNS)} WHERE flow = $1 AND as_of = $2 "
+        "AND status = 'running' AND started_at > $3 ORDER BY started_at LIMIT 1",
+        [flow, as_of, since],
+    )
+    if live.height:
+        started = _restore(live, {"started_at": DATETIME})["started_at"][0]
+        raise RunConflictError(
+            f"{flow} for as_of {as_of.isoformat()} is already running "
+            f"(run_id {live['run_id'][0]}, started {started:%Y-%m-%d %H:%M:%S} UTC)"
+        )
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,9 @@ def test_start_up_does_not_import_heavy_libraries() -> None:
 
 
 def test_config_show_prints_effective_config() -> None:
-    result = runner.invoke(app, ["config", "show", "--config", str(ROOT / "configs" / "minimal.yaml")])
+    result = runner.invoke(
+        app, ["config", "show", "--config", str(ROOT / "configs" / "minimal.yaml")]
+    )
     assert result.exit_code == 0
     assert "max_bad_share: 0.01" in result.output
     assert "decay_hours: 72.0" in result.output

@@ -17,7 +17,9 @@ def test_bare_date_is_midnight_in_config_timezone() -> None:
 
 def test_aware_as_of_keeps_its_offset() -> None:
     assert parse_as_of("2025-01-15T10:00:00+02:00", "UTC") == datetime(2025, 1, 15, 8, tzinfo=UTC)
-    assert parse_as_of("2025-01-15T10:00:00Z", "Asia/Tokyo") == datetime(2025, 1, 15, 10, tzinfo=UTC)
+    assert parse_as_of("2025-01-15T10:00:00Z", "Asia/Tokyo") == datetime(
+        2025, 1, 15, 10, tzinfo=UTC
+    )
 
 
 def test_bad_as_of_is_a_clear_error() -> None:

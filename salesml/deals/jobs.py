@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from salesml.config import Settings
-from salesml.jobrun import job_run
+from salesml.jobrun import Executor, job_run
 from salesml.progress import Progress, report, scaled
 
 MODEL_NAME = "salesml-deal-win"
@@ -87,7 +87,12 @@ def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.
     )
 
 
-def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
+def train(
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> TrainReport:
     """Train on data known at `as_of`, log and register in MLflow, gate `@champion`, and write
     the behaviour value map (`behavior_value`) of the new model."""
     from salesml import tracking
@@ -95,7 +100,7 @@ def train(settings: Settings, as_of: datetime, progress: Progress | None = None)
     from salesml.deals.training import METRIC_DIRECTION, fit_deal_win
 
     deals_settings = settings.deals
-    with job_run(settings, flow="train_deal_win", as_of=as_of) as run:
+    with job_run(settings, flow="train_deal_win", as_of=as_of, executor=executor) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)
         trained = run.step(
@@ -237,14 +242,19 @@ def _input_example(trained: Any) -> Any:
     return trained.features.select(trained.model.feature_names_).head(5).to_pandas()
 
 
-def score(settings: Settings, as_of: datetime, progress: Progress | None = None) -> ScoreReport:
+def score(
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> ScoreReport:
     """Score every deal open at `as_of` with `@champion`; write deal_scores,
     deal_score_factors and pipeline_forecast in one batch."""
     from salesml import tracking
     from salesml.deals.scoring import score_open_deals
 
     deals_settings = settings.deals
-    with job_run(settings, flow="score_deals", as_of=as_of) as run:
+    with job_run(settings, flow="score_deals", as_of=as_of, executor=executor) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
         loaded = run.step("load champion", tracking.load_champion, MODEL_NAME, io=True)
@@ -312,13 +322,21 @@ def _unscored_rows_allowed() -> bool:
 
 
 def backtest(
-    settings: Settings, as_of: datetime, n_origins: int = 4, progress: Progress | None = None
+    settings: Settings,
+    as_of: datetime,
+    n_origins: int = 4,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the deal-win model and its baselines (JSON-serialisable)."""
     from salesml.deals.evaluation import backtest_deal_win, summarize
 
     with job_run(
-        settings, flow="backtest_deal_win", as_of=as_of, params={"n_origins": n_origins}
+        settings,
+        flow="backtest_deal_win",
+        as_of=as_of,
+        params={"n_origins": n_origins},
+        executor=executor,
     ) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)

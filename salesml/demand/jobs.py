@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from salesml.config import Settings
-from salesml.jobrun import job_run
+from salesml.jobrun import Executor, job_run
 from salesml.progress import Progress, report, scaled
 
 MODEL_NAME = "salesml-demand"
@@ -107,18 +107,35 @@ def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.
     )
 
 
-def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
+def train(
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> TrainReport:
     """Train on sales known at `as_of`, log and register `salesml-demand` in MLflow, and move
     `@champion` if it is at least as good on the same held-out weeks (WAPE of P50)."""
     from salesml import tracking
     from salesml.demand import pipeline
 
-    with job_run(settings, flow="train_demand", as_of=as_of, params=run_params(settings)) as run:
+    with job_run(
+        settings,
+        flow="train_demand",
+        as_of=as_of,
+        params=run_params(settings),
+        executor=executor,
+    ) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)
         signals = tables.get("signals")
-        result = pipeline.fit(
-            tables["sales"], settings, as_of, signals, progress=scaled(progress, 0.05, 0.7)
+        result = run.step(
+            "train",
+            pipeline.fit,
+            tables["sales"],
+            settings,
+            as_of,
+            signals,
+            progress=scaled(progress, 0.05, 0.7),
         )
         report(progress, "champion comparison", 0.7)
         tracking.configure(settings)
@@ -227,56 +244,152 @@ def _input_example(result: Any) -> Any:
     return None if example is None else example.to_pandas()
 
 
-def forecast(
-    settings: Settings, as_of: datetime, progress: Progress | None = None
-) -> ForecastReport:
-    """Forecast every active series' buckets ahead with `@champion`; write demand_forecast,
-    demand_forecast_factors and (with an inventory table) sku_health in one batch."""
-    from salesml import tracking
+@dataclass
+class ForecastPart:
+    """Forecast rows, SKU health and drivers of some series (see `forecast_series`)."""
+
+    frame: pl.DataFrame  # pipeline.Forecast.frame: keys, bucket, closed, mean, var, p10..p90
+    table: pl.DataFrame  # demand_forecast rows
+    health: pl.DataFrame | None  # sku_health rows (None without an inventory table)
+    factors: pl.DataFrame  # demand_forecast_factors of the explained rows
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def forecast_series(
+    series_ids: list[int],
+    *,
+    model: Any,
+    model_version: str,
+    history: Any,
+    tables: dict[str, pl.DataFrame],
+    settings: Settings,
+    as_of: datetime,
+) -> ForecastPart:
+    """Forecast, rate and explain the series `series_ids` of `history` (pure).
+
+    Every row reads the whole history, so forecast rows and health do not depend on how the
+    series are partitioned. Drivers are computed for the partition's own selection (at most
+    `explain_max_rows` rows); `combine_parts` then keeps the global selection, which is always
+    inside the union of the partitions' selections (same priority order, a partition's rows
+    keep their relative order).
+    """
     from salesml.demand import drivers, health, pipeline
 
     demand = settings.demand
     seconds: dict[str, float] = {}
-    with job_run(settings, flow="forecast_demand", as_of=as_of, params=run_params(settings)) as run:
+    tick = time.perf_counter()
+    result = pipeline.forecast(
+        model,
+        tables["sales"],
+        settings,
+        as_of,
+        tables.get("signals"),
+        history=history,
+        series_ids=series_ids,
+    )
+    seconds["forecast"] = time.perf_counter() - tick
+    rated: pl.DataFrame | None = None
+    inventory = tables.get("inventory")
+    if inventory is not None:
+        tick = time.perf_counter()
+        rated = health.sku_health(result.frame, inventory, tables["sales"], demand, as_of)
+        seconds["health"] = time.perf_counter() - tick
+    mask = drivers.rows_to_explain(result.frame, demand, as_of, rated)
+    explained = drivers.explain_rows(model, result.frame, result.features, demand, mask)
+    seconds["drivers"] = explained.seconds
+    table = pipeline.forecast_table(result, model_version)
+    return ForecastPart(result.frame, table, rated, explained.factors, seconds)
+
+
+def combine_parts(
+    parts: list[ForecastPart], settings: Settings, as_of: datetime
+) -> tuple[ForecastPart, int, int]:
+    """The parts as one forecast (in series order), drivers cut to the global selection;
+    returns it with the open rows explained and the open rows the selection wanted."""
+    from salesml.demand import drivers
+
+    demand = settings.demand
+    frame = pl.concat([p.frame for p in parts])
+    healths = [p.health for p in parts if p.health is not None]
+    rated = pl.concat(healths) if healths else None
+    mask = drivers.rows_to_explain(frame, demand, as_of, rated)
+    keys = ["customer_id", "sku", "bucket_start"]
+    chosen = frame.filter(mask).select(keys)
+    factors = pl.concat([p.factors for p in parts]).join(chosen, on=keys, how="semi")
+    seconds: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+    combined = ForecastPart(frame, pl.concat([p.table for p in parts]), rated, factors, seconds)
+    explained = int((mask & ~frame["closed"]).sum())
+    wanted = drivers.selected_open_rows(frame, demand, as_of, rated)
+    return combined, explained, wanted
+
+
+def forecast(
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> ForecastReport:
+    """Forecast every active series' buckets ahead with `@champion`; write demand_forecast,
+    demand_forecast_factors and (with an inventory table) sku_health in one batch.
+
+    The active series are forecast in `run.partitions` parts (1 unless the executor scales
+    out, e.g. on Dask); the result does not depend on the number of parts."""
+    from salesml import tracking
+    from salesml.demand import pipeline
+
+    demand = settings.demand
+    with job_run(
+        settings,
+        flow="forecast_demand",
+        as_of=as_of,
+        params=run_params(settings),
+        executor=executor,
+    ) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
-        loaded = tracking.load_champion(MODEL_NAME)
+        loaded = run.step("load champion", tracking.load_champion, MODEL_NAME, io=True)
         run.model_version = loaded.version
         report(progress, "load inputs", 0.1)
         tables = run.load(INPUTS)
-        signals = tables.get("signals")
-        report(progress, "forecast", 0.2)
+        report(progress, "history", 0.2)
         tick = time.perf_counter()
-        result = pipeline.forecast(loaded.model, tables["sales"], settings, as_of, signals)
-        seconds["forecast"] = time.perf_counter() - tick
-        frames = {"demand_forecast": pipeline.forecast_table(result, loaded.version)}
-        report(progress, "SKU health", 0.5)
-        inventory = tables.get("inventory")
-        rated: pl.DataFrame | None = None
-        if inventory is None:
+        history = run.step(
+            "history", pipeline.build_history, tables["sales"], demand, settings.timezone, as_of
+        )
+        seconds = {"history": time.perf_counter() - tick}
+        report(progress, "forecast, SKU health, drivers (SHAP)", 0.3)
+        parts = run.map(
+            "forecast",
+            forecast_series,
+            pipeline.partition_series(history, run.partitions),
+            model=loaded.model,
+            model_version=loaded.version,
+            history=history,
+            tables=tables,
+            settings=settings,
+            as_of=as_of,
+        )
+        result, explained, wanted = combine_parts(parts, settings, as_of)
+        seconds.update(result.seconds)
+        if result.health is None:
             run.notes.append(NO_INVENTORY_NOTE)
-        else:
-            tick = time.perf_counter()
-            rated = health.sku_health(result.frame, inventory, tables["sales"], demand, as_of)
-            frames["sku_health"] = rated
-            seconds["health"] = time.perf_counter() - tick
-        report(progress, "drivers (SHAP)", 0.6)
-        mask = drivers.rows_to_explain(result.frame, demand, as_of, rated)
-        explained = drivers.explain_rows(loaded.model, result.frame, result.features, demand, mask)
-        wanted = drivers.selected_open_rows(result.frame, demand, as_of, rated)
-        if wanted > explained.rows_explained:
+        if wanted > explained:
             run.notes.append(
-                f"drivers for {explained.rows_explained} of {wanted} selected rows "
+                f"drivers for {explained} of {wanted} selected rows "
                 f"(explain_max_rows={demand.explain_max_rows})"
             )
-        seconds["drivers"] = explained.seconds
-        frames["demand_forecast_factors"] = explained.factors
+        frames = {"demand_forecast": result.table, "demand_forecast_factors": result.factors}
+        if result.health is not None:
+            frames["sku_health"] = result.health
         frames = {
             name: _lineage(frame, loaded.version, loaded.run_id) for name, frame in frames.items()
         }
         report(progress, "write", 0.9)
         run.write(frames)
-        counts = rated.group_by("health").len().rows() if rated is not None else []
+        counts = result.health.group_by("health").len().rows() if result.health is not None else []
         report(progress, "done", 1.0)
         return ForecastReport(
             run_id=run.run_id,
@@ -286,8 +399,10 @@ def forecast(
             series=int(result.frame["series_id"].n_unique()),
             rows_written={name: frame.height for name, frame in frames.items()},
             health={str(k): int(v) for k, v in counts},
-            rows_explained=explained.rows_explained,
-            explain_ms_per_row=explained.ms_per_row,
+            rows_explained=explained,
+            explain_ms_per_row=1000.0 * seconds.get("drivers", 0.0) / explained
+            if explained
+            else 0.0,
             notes=list(run.notes),
             seconds=seconds,
         )
@@ -295,17 +410,27 @@ def forecast(
 
 
 def backtest(
-    settings: Settings, as_of: datetime, n_origins: int = 4, progress: Progress | None = None
+    settings: Settings,
+    as_of: datetime,
+    n_origins: int = 4,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the demand model and its baselines (JSON-serialisable)."""
     from salesml.demand import evaluate
 
     with job_run(
-        settings, flow="backtest_demand", as_of=as_of, params={"n_origins": n_origins}
+        settings,
+        flow="backtest_demand",
+        as_of=as_of,
+        params={"n_origins": n_origins},
+        executor=executor,
     ) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)
-        result = evaluate.backtest(
+        result = run.step(
+            "backtest",
+            evaluate.backtest,
             tables["sales"],
             settings,
             as_of,

@@ -32,6 +32,7 @@ P90 worsens). Hence the defaults: 1 week, no refit.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -271,16 +272,22 @@ def forecast(
     signals: pl.DataFrame | None = None,
     history: History | None = None,
     origin: int | None = None,
+    series_ids: Sequence[int] | None = None,
 ) -> Forecast:
     """P10/P50/P90 for each active series and bucket ahead of `as_of`'s origin.
 
     `origin` (default: the origin at as_of) may be earlier, for a backtest on a history built
-    at a later as_of (features still only read up to that origin).
+    at a later as_of (features still only read up to that origin). `series_ids` (default: all)
+    keeps the rows of those series only; as every feature reads the whole history, the rows of
+    any partition of the series equal those of the forecast of all series at once.
     """
     demand = settings.demand
     history = history or build_history(sales, demand, settings.timezone, as_of)
     origin = history.origin if origin is None else origin
     rows = origin_rows(history, origin)
+    if series_ids is not None:  # a partition: every feature still reads the whole history
+        wanted = pl.Series(list(series_ids), dtype=history.series.schema["series_id"])
+        rows = rows.filter(history.col("series_id").gather(pl.col("row")).is_in(wanted.implode()))
     frame = make_features(history, rows, demand, signals, as_of, columns=model.feature_names_)
     mean = model.predict(frame) if frame.height else np.zeros(0)
     closed = frame["closed"].to_numpy()
@@ -303,6 +310,15 @@ def forecast(
         .join(keys, on="series_id", how="left", maintain_order="left")
     )
     return Forecast(out, frame.select(model.feature_names_), history)
+
+
+def partition_series(history: History, parts: int) -> list[list[int]]:
+    """The active series ids of `history` in at most `parts` contiguous, non-empty groups, in
+    series order (one empty group when no series is active, so a forecast still runs once)."""
+    ids = history.series.filter(pl.col("active"))["series_id"].to_list()
+    if not ids:
+        return [[]]
+    return [chunk.tolist() for chunk in np.array_split(np.array(ids), min(parts, len(ids)))]
 
 
 def forecast_table(result: Forecast, model_version: str) -> pl.DataFrame:

@@ -1,0 +1,170 @@
+"""job_run and JobRun: steps through an executor, and one run per flow and as_of at a time
+(DuckDB and, when SALESML_TEST_PG_URL is set, PostgreSQL; threads racing for real)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from salesml.config import Settings, from_dict
+from salesml.jobrun import Executor, JobRun, job_run, use_executor
+from salesml.warehouse import RunConflictError, Warehouse
+from tests.pipelines.conftest import fresh_pg_schema
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+class Recorder(Executor):
+    """Runs steps in place and records (name, io) of each."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, bool]] = []
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        io: bool,
+    ) -> Any:
+        self.steps.append((name, io))
+        return fn(*args, **kwargs)
+
+
+def _settings(url: str, wait: float = 30.0, stale_minutes: float = 360.0) -> Settings:
+    return from_dict(
+        {
+            "sources": {"path": str(SAMPLE)},
+            "warehouse": {"url": url, "lock_timeout_seconds": 10},
+            "compute": {"run_wait_seconds": wait, "stale_run_minutes": stale_minutes},
+        }
+    )
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_schema() as url:
+        yield url
+
+
+def test_a_step_calls_its_function_in_place_by_default() -> None:
+    run = JobRun(settings=Settings(), warehouse=None, run_id="r", flow="f", as_of=AS_OF)
+    assert run.step("add", lambda a, b=0: a + b, 2, b=3) == 5
+    assert run.map("double", lambda x, k: x * k, [1, 2, 3], k=2) == [2, 4, 6]
+    assert run.partitions == 1
+
+
+def test_load_and_write_are_steps_with_io_marked(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    recorder = Recorder()
+    with job_run(settings, "unit", AS_OF, executor=recorder) as run:
+        tables = run.load(["accounts"])
+        run.write({"unit_output": pl.DataFrame({"n": [tables["accounts"].height]})})
+    assert recorder.steps == [("pull", True), ("validate", False), ("write", True)]
+    runs = Warehouse.from_settings(settings).read("runs")
+    assert runs["status"].to_list() == ["succeeded"]
+
+
+def test_job_run_takes_the_executor_set_by_use_executor(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    context, explicit = Recorder(), Recorder()
+    with use_executor(context):
+        with job_run(settings, "unit", AS_OF) as run:
+            run.step("compute", lambda: 1)
+        with job_run(settings, "unit", datetime(2025, 6, 2, tzinfo=UTC), executor=explicit) as run:
+            run.step("other", lambda: 1)
+    with job_run(settings, "unit", datetime(2025, 6, 3, tzinfo=UTC)) as run:
+        run.step("outside", lambda: 1)  # back to the in-place default
+    assert context.steps == [("compute", False)]
+    assert explicit.steps == [("other", False)]
+
+
+def test_a_running_run_blocks_the_same_flow_and_as_of_only(url: str) -> None:
+    wh = Warehouse(url, lock_timeout_seconds=10)
+    first = wh.start_run("score_deals", AS_OF, exclusive_for_seconds=3600)
+    with pytest.raises(RunConflictError, match=f"already running \\(run_id {first}"):
+        wh.start_run("score_deals", AS_OF, exclusive_for_seconds=3600)
+    wh.start_run("score_deals", datetime(2025, 6, 2, tzinfo=UTC), exclusive_for_seconds=3600)
+    wh.start_run("forecast_demand", AS_OF, exclusive_for_seconds=3600)
+    wh.start_run("score_deals", AS_OF)  # no guard asked for: allowed, as before
+    time.sleep(0.05)
+    wh.start_run("score_deals", AS_OF, exclusive_for_seconds=0.01)  # older ones are stale
+    wh.finish_run(first, status="failed")
+    runs = wh.read("runs")
+    assert runs.height == 5
+
+
+def _race(settings: Settings, hold: float) -> list[tuple[str, float, float] | BaseException]:
+    """Two threads start job_run for the same flow and as_of at once; each holds its run for
+    `hold` seconds and writes; returns (run_id, entered, left) or the exception, per thread."""
+    barrier = threading.Barrier(2)
+    out: list[tuple[str, float, float] | BaseException] = []
+
+    def worker(value: int) -> None:
+        barrier.wait()
+        try:
+            with job_run(settings, "score_deals", AS_OF) as run:
+                entered = time.monotonic()
+                time.sleep(hold)
+                run.write({"race_output": pl.DataFrame({"id": [1, 2], "value": [value] * 2})})
+                out.append((run.run_id, entered, time.monotonic()))
+        except BaseException as exc:
+            out.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return out
+
+
+def test_a_second_run_waits_for_the_first_then_runs(url: str) -> None:
+    settings = _settings(url, wait=30)
+    results = _race(settings, hold=0.6)
+    spans = [r for r in results if isinstance(r, tuple)]
+    assert len(spans) == 2, results
+    (_, _, out1), (_, in2, _) = sorted(spans, key=lambda r: r[1])
+    assert in2 >= out1  # never inside the job at the same time
+    wh = Warehouse.from_settings(settings)
+    assert wh.read("runs")["status"].to_list() == ["succeeded", "succeeded"]
+    assert wh.read("race_output").height == 2  # one write replaced the other
+
+
+def test_a_second_run_that_cannot_wait_fails_with_a_clear_message(url: str) -> None:
+    settings = _settings(url, wait=0.3)
+    results = _race(settings, hold=1.5)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], RunConflictError)
+    message = str(errors[0])
+    assert "score_deals for as_of 2025-06-01T00:00:00+00:00 is already running" in message
+    assert "compute.run_wait_seconds" in message and "\n" not in message
+    runs = Warehouse.from_settings(settings).read("runs")
+    assert runs["status"].to_list() == ["succeeded"]  # the refused run left no record
+
+
+def test_a_dead_run_stops_blocking_once_stale(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}", wait=0, stale_minutes=0.001)
+    wh = Warehouse.from_settings(settings)
+    wh.start_run("score_deals", AS_OF)  # a run whose process died: never finished
+    time.sleep(0.1)
+    with job_run(settings, "score_deals", AS_OF) as run:
+        run.notes.append("ran after a dead run")
+    assert "succeeded" in wh.read("runs")["status"].to_list()
