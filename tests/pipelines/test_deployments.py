@@ -112,7 +112,7 @@ def _sqlalchemy_2_1() -> bool:
 @pytest.mark.xfail(
     _sqlalchemy_2_1(),
     reason="prefect 3.8.8's scheduler cannot insert runs with SQLAlchemy 2.1 ('Can't evaluate "
-    "bulk DML statement'): pin SQLAlchemy==2.0.58 (README "Scheduling")",
+    "bulk DML statement'): pin SQLAlchemy==2.0.58 (README 'Scheduling')",
     strict=True,
 )
 def test_the_server_turns_a_schedule_into_scheduled_runs(prefect_harness: None) -> None:

@@ -85,7 +85,7 @@ def _outputs(config: str) -> dict[str, pl.DataFrame]:
 @pytest.mark.skipif(
     not _demand_fans_out(),
     reason="salesml.demand does not split its forecast by series yet "
-    "(needs pipeline.partition_series and jobs.forecast_series: see README "Scaling out on Dask")",
+    "(needs pipeline.partition_series and jobs.forecast_series: see README 'Scaling out on Dask')",
 )
 def test_forecast_on_a_local_cluster_equals_the_single_process_forecast(
     make_config: MakeConfig,
