@@ -242,3 +242,12 @@ def start_exclusive(
                 ) from None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
+
+
+def with_lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
+    """`frame` with the model version and MLflow run that produced it (the warehouse stamps
+    run_id and as_of); every model output row carries both."""
+    return frame.with_columns(
+        pl.lit(model_version, pl.String).alias("model_version"),
+        pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from salesml.config import Settings
-from salesml.jobrun import Executor, job_run
+from salesml.jobrun import Executor, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 
 MODEL_NAME = "salesml-deal-win"
@@ -78,13 +78,6 @@ class ScoreReport:
             f"scored {self.scored} open deals with {MODEL_NAME} v{self.model_version} "
             f"({health}); {self.not_scored} not scored"
         )
-
-
-def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.lit(model_version, pl.String).alias("model_version"),
-        pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
-    )
 
 
 def train(
@@ -153,7 +146,7 @@ def train(
         )
         run.model_version = version.version
         run.notes.append(decision.reason)
-        run.write({"behavior_value": _lineage(behavior, version.version, version.run_id)})
+        run.write({"behavior_value": with_lineage(behavior, version.version, version.run_id)})
         report(progress, "done", 1.0)
         return TrainReport(
             run_id=run.run_id,
@@ -275,24 +268,18 @@ def score(
             timezone=settings.timezone,
             progress=scaled(progress, 0.2, 0.9),
         )
-        scores = result.scores
-        if _unscored_rows_allowed():
-            scores = pl.concat(
-                [
-                    scores.with_columns(pl.lit(None, pl.String).alias("not_scored_reason")),
-                    result.not_scored,
-                ],
-                how="diagonal_relaxed",
-            ).sort("deal_id")
-        elif result.not_scored.height:
-            run.notes.append(
-                f"{result.not_scored.height} open deals not scored "
-                f"(open less than {deals_settings.min_open_days:g} days)"
-            )
+        # Deals too young to score get a row with a not_scored_reason instead of a probability.
+        scores = pl.concat(
+            [
+                result.scores.with_columns(pl.lit(None, pl.String).alias("not_scored_reason")),
+                result.not_scored,
+            ],
+            how="diagonal_relaxed",
+        ).sort("deal_id")
         frames = {
-            "deal_scores": _lineage(scores, loaded.version, loaded.run_id),
-            "deal_score_factors": _lineage(result.factors, loaded.version, loaded.run_id),
-            "pipeline_forecast": _lineage(result.forecast, loaded.version, loaded.run_id),
+            "deal_scores": with_lineage(scores, loaded.version, loaded.run_id),
+            "deal_score_factors": with_lineage(result.factors, loaded.version, loaded.run_id),
+            "pipeline_forecast": with_lineage(result.forecast, loaded.version, loaded.run_id),
         }
         report(progress, "write", 0.9)
         run.write(frames)
@@ -311,14 +298,6 @@ def score(
             rows_written={name: frame.height for name, frame in frames.items()},
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _unscored_rows_allowed() -> bool:
-    """Whether the deal_scores contract lets a row carry no probability (not_scored_reason)."""
-    from salesml import contract
-
-    columns = contract.output_columns("deal_scores")
-    return bool(columns["win_probability"].nullable and columns["health"].nullable)
 
 
 def backtest(

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from salesml.config import Settings
-from salesml.jobrun import Executor, job_run
+from salesml.jobrun import Executor, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 
 MODEL_NAME = "salesml-demand"
@@ -98,13 +98,6 @@ def run_params(settings: Settings) -> dict[str, Any]:
         "explain_health": list(demand.explain_health),
         "explain_max_rows": demand.explain_max_rows,
     }
-
-
-def _lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.lit(model_version, pl.String).alias("model_version"),
-        pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
-    )
 
 
 def train(
@@ -385,7 +378,8 @@ def forecast(
         if result.health is not None:
             frames["sku_health"] = result.health
         frames = {
-            name: _lineage(frame, loaded.version, loaded.run_id) for name, frame in frames.items()
+            name: with_lineage(frame, loaded.version, loaded.run_id)
+            for name, frame in frames.items()
         }
         report(progress, "write", 0.9)
         run.write(frames)
