@@ -12,12 +12,22 @@ import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from salesml import secrets
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_URL_PASSWORD = re.compile(r"^[a-z0-9+]+://[^/:@]+:([^@/]+)@", re.IGNORECASE)
+_ONLY_ENV_REFS = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is at most 1 MiB: anything larger is not a hand-written config."""
+MAX_CONFIG_VALUES = 100_000
+"""Values a config may hold once YAML aliases are expanded (stops "billion laughs" files)."""
+MAX_CONFIG_DEPTH = 32
+"""Nesting a config may have (the real schema is 4 levels deep)."""
 
 
 class ConfigError(ValueError):
@@ -34,6 +44,11 @@ class SourcesSettings(_Section):
     path: Path | None = Field(None, description="Folder holding deals.parquet / deals.csv, ...")
     url: str | None = Field(
         None, description="Database URL: duckdb:///file.duckdb or postgresql://..."
+    )
+    encoding: str | dict[str, str] = Field(
+        "utf-8",
+        description="Text encoding of CSV files: one for all (e.g. latin-1, cp1252) or per "
+        "table ({deals: latin-1}; tables not named are UTF-8); Parquet and databases ignore it",
     )
 
     @model_validator(mode="after")
@@ -66,6 +81,17 @@ class ValidationSettings(_Section):
         "at or above it the run stops before writing anything",
     )
     example_rows: int = Field(3, ge=1, description="Example rows named in a stopping error")
+    max_abs: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "deals": {"amount": 1e12},
+            "sales": {"quantity": 1e12, "unit_price": 1e12},
+            "inventory": {"on_hand": 1e12},
+            "signals": {"value": 1e12},
+        },
+        description="Per table, per number column, the largest absolute value taken as real; "
+        "a row beyond it goes to quarantine (check max_abs). A mapping given in the config "
+        "replaces this default as a whole",
+    )
 
 
 class HealthBands(_Section):
@@ -350,7 +376,17 @@ class ComputeSettings(_Section):
     stale_run_minutes: float = Field(
         360.0,
         gt=0,
-        description="A 'running' run older than this is taken as dead and no longer blocks",
+        description="A 'running' run without heartbeat (older salesml) older than this is "
+        "taken as dead (marked 'abandoned') and no longer blocks",
+    )
+    heartbeat_seconds: float = Field(
+        30.0, gt=0, description="A running job refreshes runs.heartbeat_at this often"
+    )
+    heartbeat_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A run on another host without a heartbeat for this long is marked "
+        "'abandoned' (on the same host, a run whose process is gone is marked at once)",
     )
 
 
@@ -388,11 +424,13 @@ class Settings(_Section):
 
 
 def _mask_secrets(value: Any) -> Any:
+    """Every string of the dumped config through `secrets.redact` (URL passwords, ${VAR} values)."""
     if isinstance(value, dict):
-        return {k: _mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, str) and _URL_PASSWORD.match(value):
-        start, end = _URL_PASSWORD.match(value).span(1)  # type: ignore[union-attr]
-        return value[:start] + "***" + value[end:]
+        return {_mask_secrets(k): _mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_secrets(v) for v in value]
+    if isinstance(value, str):
+        return secrets.redact(value)
     return value
 
 
@@ -402,29 +440,57 @@ def _expand_env(value: Any, where: str) -> Any:
         return {k: _expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand_env(v, where) for v in value]
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "${" not in value:
         return value
+    return _expand_string(value, where)
+
+
+def _expand_string(value: str, where: str) -> str:
+    """Expand ${VAR}s; a value landing in a password position is remembered as a secret.
+
+    Inside a URL that value is percent-encoded, so a password holding `/`, `@`, `:` or `?`
+    keeps the URL readable (libpq and SQLAlchemy decode it again): the variable holds the
+    password as is, like PGPASSWORD. Passwords a variable brings in whole (`${DATABASE_URL}`)
+    are remembered too, so `secrets.redact` masks them in any text.
+    """
+    in_url = secrets.is_url(value)
+    spans = secrets.password_spans(value)
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ConfigError(f"config key '{where}' refers to ${{{name}}}, which is not set")
-        return os.environ[name]
+        expanded = os.environ[name]
+        if any(start <= match.start() and match.end() <= end for start, end in spans):
+            secrets.remember(expanded)
+            return quote(expanded, safe="") if in_url else expanded
+        return expanded
 
-    return _ENV_REF.sub(sub, value)
+    result = _ENV_REF.sub(sub, value)
+    for password in secrets.passwords(result):
+        secrets.remember(password)
+    return result
 
 
 def _reject_literal_secrets(raw: Any, where: str = "") -> None:
-    """Passwords belong in environment variables (or PGPASSWORD), never in the YAML."""
+    """Passwords belong in environment variables (or PGPASSWORD), never in the YAML.
+
+    Any password a URL or connection string holds (userinfo, `?password=`, `password=`) must
+    be entirely `${VAR}` references, in every way the URL can be read.
+    """
     if isinstance(raw, dict):
         for k, v in raw.items():
             _reject_literal_secrets(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(raw, str):
-        match = _URL_PASSWORD.match(raw)
-        if match and not _ENV_REF.fullmatch(match.group(1)):
-            raise ConfigError(
-                f"config key '{where}' holds a literal password; use ${{VAR}} or PGPASSWORD instead"
-            )
+    elif isinstance(raw, list):
+        for v in raw:
+            _reject_literal_secrets(v, where)
+    elif isinstance(raw, str) and any(
+        not _ONLY_ENV_REFS.fullmatch(p) for p in secrets.passwords(raw)
+    ):
+        raise ConfigError(
+            f"config key '{where}' holds a literal password; write ${{VAR}} in its place "
+            "(postgresql://app:${PGPASSWORD}@db/sales) or let libpq read PGPASSWORD"
+        )
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -445,19 +511,166 @@ def from_dict(raw: dict[str, Any]) -> Settings:
         raise ConfigError(_first_error(exc)) from None
 
 
+class _RefusedYaml(Exception):
+    """A YAML document the config loader will not build (the message names the key)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that checks the composed document before building any Python object.
+
+    Aliases are shared nodes until construction, so the expanded size is counted on the node
+    graph (memoised per node: linear in the file) and a file that would expand beyond
+    MAX_CONFIG_VALUES, nest beyond MAX_CONFIG_DEPTH, refer to itself, or repeat a key in a
+    mapping is refused before it costs time or memory.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """Count nesting while composing, so a deep file stops before Python's recursion limit."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _RefusedYaml(f"nested deeper than {MAX_CONFIG_DEPTH} levels at line {line}")
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_node(self, node, "", 0, {}, set())
+        return node
+
+
+def _check_node(
+    loader: _ConfigLoader,
+    node: yaml.Node,
+    where: str,
+    depth: int,
+    sizes: dict[int, int],
+    open_nodes: set[int],
+) -> int:
+    """Expanded size of `node`; raises _RefusedYaml on the first rule it breaks."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    name = f"key '{where}'" if where else "the top level"
+    if key in open_nodes:
+        raise _RefusedYaml(f"{name} contains itself through a YAML alias")
+    if depth > MAX_CONFIG_DEPTH:
+        raise _RefusedYaml(f"{name} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        _check_duplicate_keys(loader, node, where)
+        for key_node, value_node in node.value:
+            label = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            child = f"{where}.{label}" if where else str(label)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                child = where
+            size += _check_node(loader, key_node, child, depth + 1, sizes, open_nodes)
+            size += _check_node(loader, value_node, child, depth + 1, sizes, open_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = f"{where}[{i}]"
+            size += _check_node(loader, item, child, depth + 1, sizes, open_nodes)
+    open_nodes.discard(key)
+    if size > MAX_CONFIG_VALUES:
+        raise _RefusedYaml(
+            f"{name} expands to more than {MAX_CONFIG_VALUES} values (each use of a YAML "
+            "alias counts in full); write the values out"
+        )
+    sizes[key] = size
+    return size
+
+
+def _check_duplicate_keys(loader: _ConfigLoader, node: yaml.MappingNode, where: str) -> None:
+    """YAML would keep the last of two equal keys silently; a config must not."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            continue
+        try:
+            key = loader.construct_object(key_node)
+            hash(key)
+        except (yaml.YAMLError, TypeError):
+            continue  # construction reports it later with its own message
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            dotted = f"{where}.{key_node.value}" if where else str(key_node.value)
+            lines = f"on line {line}" if line == seen[key] else f"lines {seen[key]} and {line}"
+            raise _RefusedYaml(f"key '{dotted}' appears twice ({lines}); keep one")
+        seen[key] = line
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """One line: what the parser found and where (line and column, 1-based)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{exc.problem}{where}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        code = char if isinstance(char, int) else ord(char) if len(char) == 1 else 0
+        return f"unacceptable character #x{code:04x} on line {line}: {exc.reason}"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, refusing what is too large, binary or not UTF-8."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES / 2**20:g} MiB; "
+            "is it the right file?"
+        )
+    if b"\x00" in data:
+        raise ConfigError(f"config file {path} is binary, not YAML text; is it the right file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+
+
+def parse_yaml(text: str, source: str = "config") -> dict[str, Any]:
+    """Parse a config document safely: size, aliases, nesting and duplicate keys checked."""
+    if not text.strip():
+        raise ConfigError(f"{source} is empty; start from configs/minimal.yaml")
+    try:
+        raw = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass
+    except _RefusedYaml as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {_yaml_problem(exc, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    if raw is None:
+        raise ConfigError(f"{source} holds no settings; start from configs/minimal.yaml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping at the top level")
+    return raw
+
+
 def load(path: str | Path | None = None) -> Settings:
-    """Load the YAML at `path`; with no path, the documented defaults (bundled sample)."""
+    """Load the YAML at `path`; with no path, the documented defaults (bundled sample).
+
+    The file must be UTF-8 YAML of at most MAX_CONFIG_BYTES, with no repeated key and no
+    alias expansion beyond MAX_CONFIG_VALUES; every failure is a one-line ConfigError.
+    """
     if path is None:
         return Settings()
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {exc}".replace("\n", " ")
-        ) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return from_dict(raw)
+    return from_dict(parse_yaml(_read_text(path), f"config file {path}"))
