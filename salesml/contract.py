@@ -10,12 +10,19 @@ Conventions:
   (after `column_map`); a column marked optional may be absent in a source and is then
   added as nulls by `salesml.validation.conform`;
 - output schemas allow extra columns (`strict=False`); the lineage columns `as_of`, `run_id` and
-  `model_version` are declared but not required in a frame, because the warehouse stamps them.
+  `model_version` are declared but not required in a frame, because the warehouse stamps them;
+- every Float64 column, input or output, carries the `finite` check (NaN and +-inf fail it):
+  a non-finite number is never a value, it is a bug upstream or a broken export;
+- columns marked `label` hold category names (activity types, contact roles, stages) that
+  become feature names and config keys; `normalise_label` gives them one spelling at read time.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandera.polars as pa
 import polars as pl
@@ -25,7 +32,7 @@ from salesml.timeutil import DATETIME
 
 OUTCOMES = ("won", "lost")
 HEALTH_VALUES = ("red", "yellow", "green")
-RUN_STATUSES = ("running", "succeeded", "failed")
+RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,8 @@ class ColumnSpec:
     """One column of the contract.
 
     required: the column must be present in a frame (absent optional input columns are added as
-    nulls). nullable: null values are allowed. unique: no two rows share a value.
+    nulls). nullable: null values are allowed. unique: no two rows share a value. label: a
+    category name, normalised by `normalise_label` when read (so `Demo` and `demo ` are one).
     """
 
     dtype: pl.DataType
@@ -42,6 +50,7 @@ class ColumnSpec:
     unique: bool = False
     checks: tuple[pa.Check, ...] = field(default_factory=tuple)
     description: str = ""
+    label: bool = False
 
 
 def _col(
@@ -52,13 +61,52 @@ def _col(
     unique: bool = False,
     checks: tuple[pa.Check, ...] = (),
     description: str = "",
+    label: bool = False,
 ) -> ColumnSpec:
-    return ColumnSpec(dtype, nullable, required, unique, checks, description)
+    return ColumnSpec(dtype, nullable, required, unique, checks, description, label)
 
 
 def _key(dtype: pl.DataType, description: str = "") -> ColumnSpec:
     """A not-null column that is part of a table's key."""
     return ColumnSpec(dtype, nullable=False, description=description)
+
+
+# ---------------------------------------------------------------------------------------------
+# Category labels
+# ---------------------------------------------------------------------------------------------
+_LABEL_GAPS = r"[\W_]+"
+"""Runs of anything but letters and digits (Unicode-aware): one `_` in a label."""
+
+
+def normalise_label(text: str) -> str:
+    """One spelling of a category name: trimmed, lower-case, runs of spaces and punctuation as
+    one `_` (`" Tech-Doc shared"` -> `tech_doc_shared`); letters of any script are kept.
+
+    Activity types, contact roles and stage names become feature names (`n_demo_7d`) and keys
+    of config (`role_weights`, `stage_order`), so two spellings of one name must not become two
+    categories, and two names must never map to one feature. Idempotent; may return "".
+    """
+    return re.sub(_LABEL_GAPS, "_", text.strip().lower()).strip("_")
+
+
+def label_expr(text: pl.Expr) -> pl.Expr:
+    """`normalise_label` on a String expression; a value with no letter or digit becomes null."""
+    lowered = text.str.strip_chars().str.to_lowercase()
+    label = lowered.str.replace_all(_LABEL_GAPS, "_").str.strip_chars("_")
+    return pl.when(label != "").then(label)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+def _finite_values(data: PolarsData) -> pl.LazyFrame:
+    """NaN and +-inf fail; nulls are the `nullable` rule's business."""
+    return data.lazyframe.select(pl.col(data.key).is_finite().fill_null(True))
+
+
+FINITE = pa.Check(
+    _finite_values, name="finite", error="must be a finite number (not NaN or infinite)"
+)
 
 
 def _non_negative() -> pa.Check:
@@ -135,7 +183,9 @@ _INPUTS: dict[str, dict[str, ColumnSpec]] = {
     },
     "deal_stage_history": {
         "deal_id": _col(_STR, nullable=False),
-        "stage": _col(_STR, nullable=False, description="order set by deals.stage_order"),
+        "stage": _col(
+            _STR, nullable=False, label=True, description="order set by deals.stage_order"
+        ),
         "entered_at": _col(DATETIME, nullable=False),
     },
     "deal_close_date_history": {
@@ -148,8 +198,12 @@ _INPUTS: dict[str, dict[str, ColumnSpec]] = {
         "deal_id": _col(_STR, description="null for an account-level activity"),
         "account_id": _col(_STR, nullable=False),
         "occurred_at": _col(DATETIME, nullable=False),
-        "activity_type": _col(_STR, nullable=False, description="email, call, meeting, demo, ..."),
-        "contact_role": _col(_STR, required=False, description="cto, engineer, procurement, ..."),
+        "activity_type": _col(
+            _STR, nullable=False, label=True, description="email, call, meeting, demo, ..."
+        ),
+        "contact_role": _col(
+            _STR, required=False, label=True, description="cto, engineer, procurement, ..."
+        ),
     },
     "accounts": {
         "account_id": _col(_STR, nullable=False, unique=True),
@@ -369,6 +423,12 @@ _DATAFRAME_CHECKS: dict[str, list[pa.Check]] = {
 }
 
 
+def _checks(spec: ColumnSpec) -> list[pa.Check]:
+    """The column's declared checks, with `finite` first on every float column."""
+    finite = [FINITE] if spec.dtype == pl.Float64 else []
+    return [*finite, *spec.checks]
+
+
 def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
@@ -377,7 +437,7 @@ def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
                 nullable=spec.nullable,
                 unique=spec.unique,
                 required=spec.required,
-                checks=list(spec.checks),
+                checks=_checks(spec),
                 description=spec.description or None,
             )
             for col, spec in columns.items()
@@ -391,6 +451,35 @@ def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
 
 INPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _INPUTS.items()}
 OUTPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _OUTPUTS.items()}
+
+
+def non_finite(table: str, frame: pl.DataFrame) -> str | None:
+    """Where output `frame` holds NaN or +-inf in a float column, in words, or None.
+
+    The pandera schema rejects such values too, but names only the column; this names the row
+    by the table's key (`column 'p90' is inf in the row deal_id=D1`), so the input that led to
+    it can be found. Columns the contract does not declare float are checked when they are.
+    """
+    floats = [c for c, dtype in frame.schema.items() if dtype in (pl.Float32, pl.Float64)]
+    if not floats or frame.height == 0:
+        return None
+    bad = frame.select(pl.any_horizontal(~pl.col(c).is_finite().fill_null(True) for c in floats))
+    rows = bad.to_series().arg_true()
+    if rows.len() == 0:
+        return None
+    first = frame.row(int(rows[0]), named=True)
+    column = next(c for c in floats if first[c] is not None and not math.isfinite(first[c]))
+    key = [c for c in OUTPUT_KEYS.get(table, []) if c in frame.columns] or frame.columns[:1]
+    where = ", ".join(f"{c}={_key_text(first[c])}" for c in key)
+    more = f" (and {rows.len() - 1} more rows)" if rows.len() > 1 else ""
+    return (
+        f"column '{column}' is {first[column]} in the row {where}{more}; "
+        "a non-finite number is never written (check: finite)"
+    )
+
+
+def _key_text(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def input_columns(table: str) -> dict[str, ColumnSpec]:

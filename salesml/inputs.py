@@ -14,7 +14,7 @@ import polars as pl
 
 from salesml import contract, sources
 from salesml.config import Settings
-from salesml.validation import validate_tables
+from salesml.validation import LATER_PREFIX, validate_tables
 
 
 def load_tables(
@@ -37,13 +37,21 @@ def read_tables(
     """The IO half of `load_tables`: raw canonical frames known at `as_of`, not yet validated.
 
     Flows call this as its own (retried) task and `validate_tables` as a separate, never
-    retried one; a missing optional table is an absent key.
+    retried one; a missing optional table is an absent key. With an as_of, tables that rows
+    point at (deals) also come as `later:<table>`: the keys and event times of their rows
+    after as_of, so a row pointing at one is quarantined with a true reason, not "unknown".
+    Raises SourceError (one line naming table and file) for a source polars cannot read.
     """
     wanted = list(dict.fromkeys(names if names is not None else contract.INPUT_ORDER))
-    lazy = {}
+    lazy: dict[str, pl.LazyFrame] = {}
     for name in wanted:
         frame = sources.read(name, settings, as_of)
         if frame is not None:
             lazy[name] = frame
-    collected = pl.collect_all(list(lazy.values()))
-    return dict(zip(lazy, collected, strict=True))
+    if as_of is not None:
+        for table, (_, ref_table, _) in contract.REFERENCES.items():
+            if table in lazy and ref_table in lazy and LATER_PREFIX + ref_table not in lazy:
+                later = sources.read_later(ref_table, settings, as_of)
+                if later is not None:
+                    lazy[LATER_PREFIX + ref_table] = later
+    return sources.collect_tables(lazy, settings)

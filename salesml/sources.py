@@ -14,12 +14,22 @@
   names known in advance (`demand.known_signals`); accounts are static.
 
 A missing optional table gives None; a missing required table raises SourceError.
+
+Hostile files give one line naming the file, or a quarantined row, never a traceback: a 0-byte
+CSV, a CSV not in its configured encoding (`sources.encoding`), a `.parquet` that is not
+Parquet, two `column_map` entries onto one column raise SourceError; a CSV line with too few or
+too many fields (a truncated last line) is read as far as it goes and marked for quarantine
+(check well_formed, `validation.MALFORMED`). `collect_tables` turns errors polars meets while
+collecting (corrupt pages, panics) into SourceError naming the table and file.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -29,8 +39,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from salesml import contract
+from salesml.secrets import redact
 from salesml.timeutil import DATETIME, parse_as_of
-from salesml.validation import DataValidationError, conform
+from salesml.validation import MALFORMED, DataValidationError, conform
 
 if TYPE_CHECKING:
     from salesml.config import Settings
@@ -40,6 +51,15 @@ if TYPE_CHECKING:
 _PUSHDOWN_MARGIN = timedelta(days=1)
 
 Query = Callable[[str], pl.DataFrame]
+
+# What polars may raise on a file it cannot read. PanicException (a Rust assertion) derives
+# from BaseException, so `except Exception` would let it through as a traceback.
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    pl.exceptions.PolarsError,
+    pl.exceptions.PanicException,
+    OSError,
+    ValueError,
+)
 
 
 class SourceError(DataValidationError):
@@ -52,7 +72,70 @@ def read(table: str, settings: Settings, as_of: datetime | None) -> pl.LazyFrame
     use `salesml.inputs.load_tables` to get validated frames."""
     contract.input_columns(table)  # unknown table -> KeyError naming the known ones
     when = parse_as_of(as_of, settings.timezone) if as_of is not None else None
+    frame = _read_conformed(table, settings, when)
+    if frame is None or when is None:
+        return frame
+    return _as_of_filter(frame, table, when, settings.demand.known_signals)
+
+
+def read_later(table: str, settings: Settings, as_of: datetime) -> pl.LazyFrame | None:
+    """The identifying columns and event time of `table`'s rows after `as_of`, or None.
+
+    Never data for a job: validation uses it only to say why a row points at something not
+    there yet (an activity of a deal created in 2200). None for a table without event time
+    or an absent optional table.
+    """
+    column = contract.EVENT_TIME.get(table)
+    if column is None:
+        return None
+    when = parse_as_of(as_of, settings.timezone)
+    frame = _read_conformed(table, settings, None)
+    if frame is None:
+        return None
+    ids = [c for c in contract.ID_COLUMNS[table] if c != column]
+    return frame.filter(pl.col(column) > pl.lit(when, dtype=DATETIME)).select(*ids, column)
+
+
+def collect_tables(
+    frames: Mapping[str, pl.LazyFrame], settings: Settings
+) -> dict[str, pl.DataFrame]:
+    """Collect `frames` together; a table polars cannot read raises SourceError naming it.
+
+    Errors of lazy scans surface only here (a Parquet file with a valid footer and corrupt
+    pages, a panic in a reader), so they are caught here and traced back to their table.
+    """
+    try:
+        return dict(zip(frames, pl.collect_all(list(frames.values())), strict=True))
+    except _READ_ERRORS:
+        pass
+    out = {}
+    for name, frame in frames.items():  # which table was it?
+        try:
+            out[name] = frame.collect()
+        except _READ_ERRORS as exc:
+            raise SourceError(
+                f"{name}: cannot read it from {_location(name, settings)}: "
+                f"{redact(_first_line(exc))} (check: readable)"
+            ) from None
+    return out
+
+
+def _location(table: str, settings: Settings) -> str:
+    """Where `table` is read from, in words for an error message."""
+    if settings.sources.path is None:
+        return f"the sources.url database (table {table})"
+    folder = Path(settings.sources.path)
+    for candidate in (folder / f"{table}.parquet", folder / f"{table}.csv", folder / table):
+        if candidate.exists():
+            return str(candidate)
+    return f"sources.path {folder}"
+
+
+def _read_conformed(table: str, settings: Settings, when: datetime | None) -> pl.LazyFrame | None:
+    """The table conformed to the contract, with only the source-side (widened) as_of
+    pre-filter; None for an absent optional table."""
     mapping = dict(settings.column_map.get(table, {}))
+    _check_column_map(table, mapping)
     if settings.sources.path is not None:
         raw, where = _scan_folder(Path(settings.sources.path), table, mapping, when, settings)
     else:
@@ -64,10 +147,7 @@ def read(table: str, settings: Settings, as_of: datetime | None) -> pl.LazyFrame
                 f"{table}: required table not found in {where} (check: table_present)"
             )
         return None
-    frame = conform(raw, table, settings.timezone)
-    if when is None:
-        return frame
-    return _as_of_filter(frame, table, when, settings.demand.known_signals)
+    return conform(raw, table, settings.timezone)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +208,18 @@ def _pushdown(
 # ---------------------------------------------------------------------------------------------
 # Column map
 # ---------------------------------------------------------------------------------------------
+def _check_column_map(table: str, mapping: dict[str, str]) -> None:
+    """Two of the user's columns onto one canonical column would leave it ambiguous."""
+    seen: dict[str, str] = {}
+    for user, canon in mapping.items():
+        if canon in seen:
+            raise SourceError(
+                f"column_map.{table} maps both '{seen[canon]}' and '{user}' to '{canon}'; "
+                "map only one of them (check: column_map)"
+            )
+        seen[canon] = user
+
+
 def _rename(frame: pl.LazyFrame, table: str, mapping: dict[str, str]) -> pl.LazyFrame:
     names = frame.collect_schema().names()
     present = {user: canon for user, canon in mapping.items() if user in names and user != canon}
@@ -164,28 +256,210 @@ def _scan_folder(
             f"{table}: both {parquet.name} and {csv.name} are in {folder}; keep one (check: source_unique)"
         )
     if parquet.is_file():
-        frame = pl.scan_parquet(parquet)
+        frame = _scan_parquet(parquet, parquet, table)
     elif csv.is_file():
-        frame = _scan_csv(csv, table, mapping)
+        frame = _read_csv(csv, table, settings)
     elif subdir.is_dir() and any(subdir.rglob("*.parquet")):
-        frame = pl.scan_parquet(subdir / "**" / "*.parquet")
+        frame = _scan_parquet(subdir / "**" / "*.parquet", subdir, table)
     else:
         return None, f"{where} (looked for {parquet.name}, {csv.name}, {table}/*.parquet)"
     frame = _rename(frame, table, mapping)
     return _pushdown(frame, table, as_of, settings), where
 
 
-def _scan_csv(path: Path, table: str, mapping: dict[str, str]) -> pl.LazyFrame:
-    """Scan a CSV; text and datetime columns stay text (ids keep leading zeros; dates are
-    parsed by `conform`, which keeps values that do not parse for quarantine)."""
-    header = pl.read_csv(path, n_rows=0).columns
-    text = [
-        _source_name(mapping, name)
-        for name, spec in contract.input_columns(table).items()
-        if spec.dtype == pl.String or isinstance(spec.dtype, pl.Datetime)
-    ]
-    overrides: dict[str, pl.DataType] = {name: pl.String() for name in text if name in header}
-    return pl.scan_csv(path, schema_overrides=overrides, infer_schema_length=None)
+def _scan_parquet(source: Path, shown: Path, table: str) -> pl.LazyFrame:
+    """Scan Parquet, reading its footer now so a file that is not Parquet is named at once."""
+    try:
+        frame = pl.scan_parquet(source)
+        frame.collect_schema()
+    except _READ_ERRORS as exc:
+        raise SourceError(
+            f"{table}: {shown} is not a readable Parquet file ({_first_line(exc)}); "
+            "re-export it as Parquet or CSV (check: parquet)"
+        ) from None
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+# ---------------------------------------------------------------------------------------------
+def _encoding(table: str, settings: Settings) -> str:
+    """`sources.encoding` for `table` (one name for all tables, or per table; UTF-8 default)."""
+    setting = settings.sources.encoding
+    name = setting if isinstance(setting, str) else setting.get(table, "utf-8")
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise SourceError(
+            f"sources.encoding '{name}' for {table} is not a known text encoding; use e.g. "
+            "utf-8, latin-1 or cp1252 (check: encoding)"
+        ) from None
+    return name
+
+
+def _csv_text(path: Path, table: str, settings: Settings) -> str:
+    """The file's text in its configured encoding; a byte-order mark is dropped."""
+    encoding = _encoding(table, settings)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{table}: cannot read {path}: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise SourceError(
+            f"{table}: {path} is empty; write at least its header line, or remove the file "
+            "(check: csv_header)"
+        )
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceError(
+            f"{table}: {path} is not {encoding} text (byte 0x{data[exc.start]:02x} on line "
+            f"{line}); set sources.encoding to the file's encoding, e.g. "
+            f"sources.encoding: {{{table}: latin-1}} (check: encoding)"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _read_csv(path: Path, table: str, settings: Settings) -> pl.LazyFrame:
+    """Read a CSV whole, as text, robustly; extra columns get numeric types where they fit.
+
+    Canonical columns stay text and are cast by `conform`, which keeps values that do not
+    parse for quarantine (ids keep leading zeros). A line whose field count differs from the
+    header's (a truncated last line, a stray comma) is kept with what it has and a reason in
+    `__malformed__`, so it is quarantined rather than crashing the reader or being padded
+    silently. Quote-free files (the common case) are split by polars string kernels; files
+    with quotes go through Python's C csv reader, which handles quoted commas and newlines.
+    """
+    text = _csv_text(path, table, settings)
+    parse = _parse_quoted_csv if '"' in text else _parse_plain_csv
+    try:
+        frame = parse(text, path, table)
+    except SourceError:
+        raise
+    except _READ_ERRORS as exc:  # e.g. a file beyond what one polars string can hold
+        raise SourceError(
+            f"{table}: cannot read {path}: {_first_line(exc)} (check: readable)"
+        ) from None
+    declared = set(contract.input_columns(table)) | set(settings.column_map.get(table, {}))
+    return frame.with_columns(
+        _infer_text(frame.get_column(c))
+        for c in frame.columns
+        if c not in declared and c != MALFORMED
+    ).lazy()
+
+
+def _header(fields: list[str], path: Path, table: str) -> list[str]:
+    names = [name.strip() or f"column_{i + 1}" for i, name in enumerate(fields)]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SourceError(
+            f"{table}: {path} has the column '{duplicated[0]}' twice in its header; rename one "
+            "(check: csv_header)"
+        )
+    return names
+
+
+def _ragged(line: pl.Expr, fields: pl.Expr, expected: int) -> pl.Expr:
+    return pl.format(
+        "line {} has {} fields where the header has {} (a truncated or ragged line)",
+        line,
+        fields,
+        pl.lit(expected),
+    )
+
+
+def _parse_plain_csv(text: str, path: Path, table: str) -> pl.DataFrame:
+    """A CSV without quote characters: each line is a row, fields split at commas."""
+    lines = (
+        pl.Series("text", [text])
+        .str.split("\n")
+        .explode()
+        .str.strip_suffix("\r")
+        .to_frame()
+        .with_row_index("line", offset=1)
+    )
+    names = _header(lines.item(0, "text").split(","), path, table)
+    body = lines.slice(1).filter(pl.col("text") != "")  # blank lines are not rows
+    fields = pl.col("text").str.split(",")
+    count = fields.list.len()
+    return body.select(
+        *[_cell(fields.list.get(i, null_on_oob=True)).alias(n) for i, n in enumerate(names)],
+        pl.when(count != len(names))
+        .then(_ragged(pl.col("line"), count, len(names)))
+        .alias(MALFORMED),
+    )
+
+
+def _parse_quoted_csv(text: str, path: Path, table: str) -> pl.DataFrame:
+    """A CSV with quotes, through Python's csv reader (strict: bad quoting is an error).
+
+    A record that cannot be parsed is kept, empty, with the reason; a quote left open at the
+    end of the file is quarantined when it holds only the last line (a truncated file), and
+    is an error otherwise, since it would swallow every line after it.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    lines = text.splitlines()
+    rows: list[list[str]] = []
+    problems: list[str | None] = []
+    names: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            end = reader.line_num
+            if names is None or (str(exc) == "unexpected end of data" and end > start):
+                raise SourceError(
+                    f"{table}: {path} line {start}: {exc} (a quote opened there is never "
+                    f"closed, so lines {start}-{end} cannot be read); fix the quoting "
+                    "(check: csv_quotes)"
+                ) from None
+            snippet = " ".join(lines[start - 1 : end])[:80]
+            rows.append([])
+            problems.append(f"line {start} is not valid CSV ({exc}): {snippet}")
+            continue
+        if names is None:
+            names = _header(record, path, table)
+        elif record:  # blank lines are not rows
+            rows.append(record)
+            problems.append(
+                None
+                if len(record) == len(names)
+                else f"line {start} has {len(record)} fields where the header has "
+                f"{len(names)} (a truncated or ragged line)"
+            )
+    if names is None:
+        raise SourceError(f"{table}: {path} has no header line (check: csv_header)")
+    width = len(names)
+    cells = [(row + [""] * width)[:width] for row in rows]
+    frame = pl.DataFrame(cells, schema=dict.fromkeys(names, pl.String), orient="row")
+    return frame.select(_cell(pl.col(n)) for n in names).with_columns(
+        pl.Series(MALFORMED, problems, dtype=pl.String)
+    )
+
+
+def _cell(value: pl.Expr) -> pl.Expr:
+    """An empty field is a missing value (as polars' CSV reader has it)."""
+    return pl.when(value != "").then(value)
+
+
+def _infer_text(column: pl.Series) -> pl.Series:
+    """An extra column's type from its text: integer, float, boolean, else text."""
+    values = column.str.strip_chars()
+    present = values.is_not_null().sum()
+    if present == 0:
+        return column
+    for dtype in (pl.Int64, pl.Float64):
+        cast = values.cast(dtype, strict=False)
+        if cast.is_not_null().sum() == present:
+            return cast
+    lowered = values.str.to_lowercase()
+    if lowered.drop_nulls().is_in(["true", "false"]).all():
+        return (lowered == "true").alias(column.name)
+    return column
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +508,7 @@ def _postgres(url: str) -> Iterator[Query]:
         con = dbapi.connect(postgres_uri(url))
     except Exception as exc:  # the driver's errors vary; the URL (with secrets) is not printed
         raise SourceError(
-            f"sources.url: cannot connect to PostgreSQL: {_first_line(exc)}"
+            f"sources.url: cannot connect to PostgreSQL: {redact(_first_line(exc))}"
         ) from None
     try:
         yield lambda sql: pl.read_database(sql, con)

@@ -12,28 +12,43 @@ Row checks come from the pandera schemas in `salesml.contract` (validated lazily
 vectorised: one pass per check, no Python loops over rows.
 
 Check names: not_null, unique, non_negative, allowed_values, parse_datetime, parse_number,
+finite (NaN, +-inf in any float column), max_abs (beyond `validation.max_abs`), well_formed (a
+row the source could not read whole, e.g. a ragged or truncated CSV line),
 outcome_matches_closed_at, closed_after_created, known_deal, not_after_as_of.
+
+Category labels (`activity_type`, `contact_role`, `stage`) are normalised by `conform` with
+`contract.label_expr`, so `Demo`, `demo ` and `DEMO` are one activity type.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
 from pandera.errors import SchemaErrors
 
 from salesml import contract
-from salesml.timeutil import DATETIME, parse_as_of, to_utc
+from salesml.config import ConfigError
+from salesml.timeutil import DATETIME, parse_as_of
 
 if TYPE_CHECKING:
     from salesml.config import Settings
 
 RAW_PREFIX = "__raw__"
 """Prefix of helper columns that keep the original text of values that failed to parse."""
+
+MALFORMED = "__malformed__"
+"""Helper column a source fills with a reason when it could not read a row whole (a ragged or
+truncated CSV line); `validate` quarantines such rows with check well_formed."""
+
+LATER_PREFIX = "later:"
+"""`validate_tables` key prefix of rows that exist after as_of (`later:deals`: deal_id and
+created_at of deals created after it), read only to give rows pointing at them a true reason."""
 
 _ROW = "__row_nr"
 
@@ -102,11 +117,55 @@ def empty_quarantine() -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Conforming a frame to the canonical dtypes
 # ---------------------------------------------------------------------------------------------
+# A wall time in a DST gap moves to the first minute after the gap. Gaps start and end on a
+# quarter hour and last at most two hours in every zone of the tz database.
+_GAP_STEP = timedelta(minutes=15)
+_GAP_STEPS = 12
+
+
+def wall_time_to_utc_series(naive: pl.Series, timezone: str) -> pl.Series:
+    """Naive wall times in `timezone` -> UTC instants (microseconds).
+
+    An ambiguous time (the repeated hour when clocks go back) is read as its first occurrence.
+    A time that does not exist (the hour skipped when clocks go forward, e.g. 02:30 on the
+    spring-forward night in Europe/Berlin) is read as the wall time right after the gap (03:00),
+    like pandas' `nonexistent="shift_forward"`: such a value is a clock reading rounded into
+    the gap, not a bad value, so it is kept rather than quarantined as "not a datetime".
+    """
+    naive = naive.dt.cast_time_unit("us")
+    local = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    gap = local.is_null() & naive.is_not_null()
+    if gap.any():
+        rows = gap.arg_true()
+        wall = naive.gather(rows)
+        floor = wall.dt.truncate("15m")
+        start = pl.select(
+            pl.when(floor == wall).then(floor).otherwise(floor + _GAP_STEP)
+        ).to_series()
+        shifted = pl.select(
+            pl.coalesce(
+                pl.lit(start + step * _GAP_STEP).dt.replace_time_zone(
+                    timezone, ambiguous="earliest", non_existent="null"
+                )
+                for step in range(_GAP_STEPS + 1)
+            )
+        ).to_series()
+        local = local.scatter(rows, shifted)
+    return local.dt.convert_time_zone("UTC")
+
+
+def wall_time_to_utc(naive: pl.Expr, timezone: str) -> pl.Expr:
+    """Expression form of `wall_time_to_utc_series` (elementwise, usable in lazy scans)."""
+    return naive.map_batches(
+        lambda s: wall_time_to_utc_series(s, timezone), return_dtype=DATETIME, is_elementwise=True
+    )
+
+
 def _to_datetime(text: pl.Series, fmt: str, aware: bool, timezone: str) -> pl.Series:
     if aware:
         return text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False, cache=False)
     naive = text.str.to_datetime(fmt, time_unit="us", strict=False, cache=False)
-    return naive.to_frame().select(to_utc(pl.first(), timezone)).to_series()
+    return wall_time_to_utc_series(naive, timezone)
 
 
 def _format_order(sample: pl.Series, timezone: str) -> list[tuple[str, bool]]:
@@ -177,10 +236,10 @@ def _coerce(
     if isinstance(target, pl.Datetime):
         if isinstance(source, pl.Datetime):
             if source.time_zone is None:
-                return to_utc(col.dt.cast_time_unit("us"), timezone), False
+                return wall_time_to_utc(col, timezone), False
             return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us"), False
         if source == pl.Date:
-            return to_utc(col.cast(pl.Datetime("us")), timezone), False
+            return wall_time_to_utc(col.cast(pl.Datetime("us")), timezone), False
         if source == pl.String:
             return parse_datetime(col, timezone), True
         raise _dtype_error(table, column, source, target)
@@ -199,9 +258,11 @@ def conform(frame: pl.DataFrame | pl.LazyFrame, table: str, timezone: str = "UTC
     Datetimes become UTC (naive = wall time in `timezone`; strings parsed as ISO 8601). A text
     value that does not parse becomes null and its original text is kept in `__raw__<column>`,
     so `validate` can quarantine that row (check parse_datetime / parse_number) instead of
-    failing the table. Absent optional columns are added as nulls; extra columns are kept after
-    the canonical ones. Raises DataValidationError for a missing required column or a dtype
-    that cannot be cast. Idempotent.
+    failing the table. Category labels (`ColumnSpec.label`) are normalised
+    (`contract.label_expr`). Absent optional columns are added as nulls; extra columns are kept
+    after the canonical ones, then the helper columns (`__raw__*`, `__malformed__`). Raises
+    DataValidationError for a missing required column or a dtype that cannot be cast.
+    Idempotent.
     """
     lf = frame.lazy()
     schema = lf.collect_schema()
@@ -221,17 +282,24 @@ def conform(frame: pl.DataFrame | pl.LazyFrame, table: str, timezone: str = "UTC
         value, may_fail = _coerce(table, name, schema[name], spec.dtype, timezone)
         if table == "deals" and name == "outcome":
             value = value.str.strip_chars().str.to_lowercase().replace("", None)
+        if spec.label:
+            value = contract.label_expr(value)
         exprs.append(value.alias(name))
         if may_fail:  # keep the text beside the parsed value (parsed once, never twice)
             exprs.append(pl.col(name).alias(RAW_PREFIX + name))
             fallible.append(name)
     raws = [c for c in schema.names() if c.startswith(RAW_PREFIX)]
     raws += [RAW_PREFIX + n for n in fallible if RAW_PREFIX + n not in raws]
-    extras = [c for c in schema.names() if c not in specs and not c.startswith(RAW_PREFIX)]
+    helpers = [*raws, *([MALFORMED] if MALFORMED in schema else [])]
+    extras = [c for c in schema.names() if c not in specs and not _is_helper(c)]
     lf = lf.with_columns(exprs)
     if fallible:
         lf = lf.with_columns(_failed(pl.col(RAW_PREFIX + n), pl.col(n)) for n in fallible)
-    return lf.select([*specs, *extras, *raws])
+    return lf.select([*specs, *extras, *helpers])
+
+
+def _is_helper(column: str) -> bool:
+    return column.startswith(RAW_PREFIX) or column == MALFORMED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,13 +359,18 @@ def _schema_issues(df: pl.DataFrame, table: str) -> list[pl.DataFrame]:
             f"(found {first['failure_case']}) (check: schema)"
         )
     names = _check_names(table)
-    check = pl.col("check").replace_strict(names, default=pl.col("check"))
+    named = pl.col("check").replace_strict(names, default=pl.col("check"))
+    # pandera counts NaN as a missing value; a NaN is a non-finite number, not an empty cell
+    nan = (named == "not_null") & pl.col("failure_case").is_not_null()
+    check = pl.when(nan).then(pl.lit("finite")).otherwise(named)
     value = pl.col("failure_case").fill_null("null")
     reason = (
         pl.when(check == "not_null")
         .then(pl.format("{} is empty", pl.col("column")))
         .when(check == "unique")
         .then(pl.format("{} '{}' appears in more than one row", pl.col("column"), value))
+        .when(check == "finite")
+        .then(_not_finite_reason(pl.col("column"), value))
         .otherwise(pl.format("{} '{}' {}", pl.col("column"), value, pl.col("check")))
     )
     return [
@@ -308,6 +381,66 @@ def _schema_issues(df: pl.DataFrame, table: str) -> list[pl.DataFrame]:
             reason.alias("reason"),
         )
     ]
+
+
+def _not_finite_reason(column: pl.Expr, value: pl.Expr) -> pl.Expr:
+    return pl.format(
+        "{} is {}, not a finite number (leave the cell empty for an unknown value)", column, value
+    )
+
+
+def _extra_finite_issues(df: pl.DataFrame, table: str) -> list[pl.DataFrame]:
+    """`finite` on float columns the contract does not declare (the schema covers the rest):
+    an extra column may be named as a feature, and a NaN or inf there breaks the model."""
+    declared = contract.input_columns(table)
+    floats = [
+        c
+        for c, dtype in df.schema.items()
+        if c not in declared and not _is_helper(c) and dtype in (pl.Float32, pl.Float64)
+    ]
+    return [
+        _issues(
+            df,
+            ~pl.col(c).is_finite().fill_null(True),
+            c,
+            "finite",
+            _not_finite_reason(pl.lit(c), pl.col(c).cast(pl.String)),
+        )
+        for c in floats
+    ]
+
+
+def _max_abs_issues(
+    df: pl.DataFrame, table: str, max_abs: Mapping[str, float]
+) -> list[pl.DataFrame]:
+    """Numbers beyond the configured bound: finite, but no real amount or quantity is that
+    large (1e308 from a broken export would otherwise become a forecast)."""
+    out = []
+    for column, bound in max_abs.items():
+        key = f"validation.max_abs.{table}.{column}"
+        if column not in df.columns:
+            raise ConfigError(f"{key}: {table} has no column '{column}'")
+        if not df.schema[column].is_numeric():
+            raise ConfigError(f"{key}: {table}.{column} is not a number column")
+        if not (math.isfinite(bound) and bound > 0):
+            raise ConfigError(f"{key}: the bound must be a positive finite number, not {bound}")
+        value = pl.col(column).cast(pl.Float64)
+        reason = pl.format(
+            "{} {} is beyond {} in absolute value (limit {})",
+            pl.lit(column),
+            value.cast(pl.String),
+            pl.lit(f"{bound:g}"),
+            pl.lit(key),
+        )
+        beyond = (value.abs() > bound) & value.is_finite()
+        out.append(_issues(df, beyond.fill_null(False), column, "max_abs", reason))
+    return out
+
+
+def _malformed_issues(df: pl.DataFrame) -> list[pl.DataFrame]:
+    if MALFORMED not in df.columns:
+        return []
+    return [_issues(df, pl.col(MALFORMED).is_not_null(), None, "well_formed", pl.col(MALFORMED))]
 
 
 def _missing(df: pl.DataFrame, column: str) -> pl.Expr:
@@ -346,8 +479,17 @@ def _deal_rule_issues(df: pl.DataFrame) -> list[pl.DataFrame]:
 
 
 def _reference_issues(
-    df: pl.DataFrame, table: str, reference: Mapping[str, pl.DataFrame | pl.LazyFrame] | None
+    df: pl.DataFrame,
+    table: str,
+    reference: Mapping[str, pl.DataFrame | pl.LazyFrame] | None,
+    later: Mapping[str, pl.DataFrame | pl.LazyFrame],
 ) -> list[pl.DataFrame]:
+    """Rows pointing at a row not among the valid rows of the referenced table.
+
+    The reason says when the referenced row exists but only after as_of (`later`): an
+    activity of a deal created in 2200 is not "unknown", its deal is not created yet. Only
+    this reason's text looks at rows after as_of; which rows are valid never depends on them.
+    """
     if reference is None or table not in contract.REFERENCES:
         return []
     column, ref_table, ref_column = contract.REFERENCES[table]
@@ -356,15 +498,33 @@ def _reference_issues(
     known = reference[ref_table].lazy().select(pl.col(ref_column).unique()).collect().to_series()
     value = pl.col(column)
     singular = ref_table.removesuffix("s")
-    return [
-        _issues(
-            df,
-            value.is_not_null() & ~value.is_in(known.implode()),
-            column,
-            f"known_{singular}",
-            pl.format("{} '{}' is not a known valid {}", pl.lit(column), value, pl.lit(singular)),
+    bad = df.filter(value.is_not_null() & ~value.is_in(known.implode()))
+    reason = pl.format("{} '{}' is not a known valid {}", pl.lit(column), value, pl.lit(singular))
+    time_column = contract.EVENT_TIME.get(ref_table)
+    if ref_table in later and time_column is not None and bad.height:
+        created = (
+            later[ref_table]
+            .lazy()
+            .group_by(pl.col(ref_column).alias(column))
+            .agg(pl.col(time_column).min().alias("__later_time"))
+            .collect()
         )
-    ]
+        bad = bad.join(created, on=column, how="left").rechunk()  # see `validate`
+        reason = (
+            pl.when(pl.col("__later_time").is_not_null())
+            .then(
+                pl.format(
+                    "{} '{}' is a {} with {} {}, after as_of: not known yet",
+                    pl.lit(column),
+                    value,
+                    pl.lit(singular),
+                    pl.lit(time_column),
+                    _iso(pl.col("__later_time")),
+                )
+            )
+            .otherwise(reason)
+        )
+    return [_issues(bad, pl.lit(True), column, f"known_{singular}", reason)]
 
 
 def _future_issues(
@@ -389,7 +549,7 @@ def _row_json(df: pl.DataFrame) -> pl.Expr:
     """The row as JSON, with the original text of values that failed to parse."""
     fields = []
     for name in df.columns:
-        if name == _ROW or name.startswith(RAW_PREFIX):
+        if name == _ROW or _is_helper(name):
             continue
         raw = RAW_PREFIX + name
         if raw in df.columns:
@@ -412,16 +572,24 @@ def validate(
     reference: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
     timezone: str = "UTC",
     known_signals: Collection[str] = (),
+    max_abs: Mapping[str, float] | None = None,
+    later: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
 ) -> ValidationResult:
     """Split `frame` (canonical names) into valid rows and quarantine rows.
 
     reference: already-validated tables a row may point at (`{"deals": valid_deals}`); a
-    pointer to a deal not there is quarantined (known_deal). as_of: event times after it are
-    quarantined (not_after_as_of), except known-in-advance signals (`known_signals`). A row may
-    fail several checks and then has one quarantine row per check. Raises DataValidationError
-    when the table cannot be used at all (see `conform`; an empty required table).
+    pointer to a deal not there is quarantined (known_deal); `later` holds the rows of those
+    tables that exist only after as_of, for the reason. as_of: event times after it are
+    quarantined (not_after_as_of), except known-in-advance signals (`known_signals`).
+    max_abs: {column: bound} for this table (check max_abs). A row may fail several checks and
+    then has one quarantine row per check, except a row the source could not read whole
+    (well_formed), which has that one. Raises DataValidationError when the table cannot be used
+    at all (see `conform`; an empty required table), ConfigError for a bound on no number
+    column.
     """
-    df = conform(frame, table, timezone).collect()
+    # one chunk per column: polars 2.1 panics in pl.format over a filtered multi-chunk column
+    # (as a CSV read in parallel or a multi-row-group Parquet file gives)
+    df = conform(frame, table, timezone).collect().rechunk()
     if df.height == 0:
         if table in contract.REQUIRED_INPUTS:
             when = f" at or before as_of {as_of.isoformat()}" if as_of is not None else ""
@@ -431,20 +599,38 @@ def validate(
         as_of = parse_as_of(as_of, timezone)
     df = df.with_row_index(_ROW)
     parse = _parse_issues(df, table)
+    malformed = _malformed_issues(df)
     found = [
         *parse,
+        *malformed,
         *_schema_issues(df, table),
+        *_extra_finite_issues(df, table),
+        *_max_abs_issues(df, table, max_abs or {}),
         *(_deal_rule_issues(df) if table == "deals" else []),
-        *_reference_issues(df, table, reference),
+        *_reference_issues(df, table, reference, later or {}),
         *_future_issues(df, table, as_of, known_signals),
     ]
     issues = pl.concat([pl.DataFrame(schema=_ISSUE_SCHEMA), *found], how="vertical_relaxed")
+    issues = issues.unique([_ROW, "column_name", "check"], keep="first", maintain_order=True)
     if parse:  # a value that failed to parse is null: report the parse, not also not_null
         parsed_away = pl.concat(parse).select(_ROW, "column_name")
         issues = issues.join(
             parsed_away.with_columns(pl.lit("not_null").alias("check")),
             on=[_ROW, "column_name", "check"],
             how="anti",
+        )
+    non_finite = issues.filter(pl.col("check") == "finite").select(_ROW, "column_name")
+    if non_finite.height:  # -inf is also negative; the cause is that it is not a number
+        issues = pl.concat(
+            [
+                issues.filter(pl.col("check") == "finite"),
+                issues.join(non_finite, on=[_ROW, "column_name"], how="anti", nulls_equal=True),
+            ]
+        )
+    if malformed:  # a row read in part fails other checks only because of that: say why once
+        broken = pl.concat(malformed).get_column(_ROW)
+        issues = issues.filter(
+            (pl.col("check") == "well_formed") | ~pl.col(_ROW).is_in(broken.implode())
         )
     if issues.height == 0:
         return ValidationResult(_public(df), empty_quarantine(), df.height, 0)
@@ -460,7 +646,7 @@ def validate(
 
 
 def _public(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select([c for c in df.columns if c != _ROW and not c.startswith(RAW_PREFIX)])
+    return df.select([c for c in df.columns if c != _ROW and not _is_helper(c)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,13 +726,27 @@ def validate_tables(
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Validate every table (deals first) and enforce the threshold for each.
 
+    `tables` may hold `later:<table>` frames (see `LATER_PREFIX`), used only for reasons.
     Returns the clean tables and one quarantine frame. Raises DataValidationError before
     returning anything when a table is unusable or too many of its rows are bad, so nothing
-    downstream gets written.
+    downstream gets written; ConfigError for a `validation.max_abs` naming no input table.
     """
-    unknown = sorted(set(tables) - set(contract.INPUT_ORDER))
+    later = {
+        name.removeprefix(LATER_PREFIX): frame
+        for name, frame in tables.items()
+        if name.startswith(LATER_PREFIX)
+    }
+    unknown = sorted((set(tables) - set(contract.INPUT_ORDER)) - {LATER_PREFIX + t for t in later})
+    unknown += sorted(set(later) - set(contract.INPUT_ORDER))
     if unknown:
         raise ValueError(f"unknown input table(s): {', '.join(unknown)}")
+    bounds = settings.validation.max_abs
+    for table in bounds:
+        if table not in contract.INPUT_ORDER:
+            raise ConfigError(
+                f"validation.max_abs: '{table}' is not an input table; "
+                f"known: {', '.join(contract.INPUT_ORDER)}"
+            )
     clean: dict[str, pl.DataFrame] = {}
     quarantines = [empty_quarantine()]
     for name in (t for t in contract.INPUT_ORDER if t in tables):
@@ -557,6 +757,8 @@ def validate_tables(
             reference=clean,
             timezone=settings.timezone,
             known_signals=settings.demand.known_signals,
+            max_abs=bounds.get(name, {}),
+            later=later,
         )
         quarantines.append(result.quarantine)
         try:

@@ -133,3 +133,47 @@ def test_empty_frame_and_unknown_table() -> None:
     assert contract.empty_frame("deals").schema["created_at"] == DATETIME
     with pytest.raises(KeyError, match="known"):
         contract.output_dtypes("nope")
+
+
+def test_every_float_column_must_be_finite() -> None:
+    for schemas in (contract.INPUT_SCHEMAS, contract.OUTPUT_SCHEMAS):
+        for schema in schemas.values():
+            for column in schema.columns.values():
+                names = [check.name for check in column.checks]
+                assert ("finite" in names) == (column.dtype.type == pl.Float64), column.name
+    with pytest.raises(SchemaErrors) as err:
+        contract.OUTPUT_SCHEMAS["deal_scores"].validate(
+            _scores(win_probability=float("nan")), lazy=True
+        )
+    cases = err.value.failure_cases
+    assert set(cases["column"].to_list()) == {"win_probability"}
+    assert "must be a finite number (not NaN or infinite)" in cases["check"].to_list()
+
+
+def test_non_finite_names_the_key_of_the_first_bad_row() -> None:
+    frame = _scores().vstack(_scores(deal_id="d2", win_probability=float("-inf")))
+    frame = frame.vstack(_scores(deal_id="d3", win_probability=float("nan")))
+    message = contract.non_finite("deal_scores", frame)
+    assert message is not None
+    assert message.startswith(
+        "column 'win_probability' is -inf in the row as_of=2024-01-01T00:00:00+00:00, "
+        "deal_id=d2 (and 1 more rows)"
+    )
+    assert contract.non_finite("deal_scores", _scores()) is None
+
+
+def test_labels_have_one_spelling() -> None:
+    assert contract.normalise_label(" Tech-Doc  Shared ") == "tech_doc_shared"
+    assert contract.normalise_label("Réunion") == "réunion"
+    assert contract.normalise_label("tech_doc_shared") == "tech_doc_shared"  # idempotent
+    values = pl.Series(["Demo", " demo", "DEMO call", "--", None])
+    normalised = values.to_frame("v").select(contract.label_expr(pl.col("v"))).to_series()
+    assert normalised.to_list() == ["demo", "demo", "demo_call", None, None]
+    labelled = {
+        t: [c for c, s in contract.input_columns(t).items() if s.label]
+        for t in ("activities", "deal_stage_history")
+    }
+    assert labelled == {
+        "activities": ["activity_type", "contact_role"],
+        "deal_stage_history": ["stage"],
+    }

@@ -434,3 +434,35 @@ def test_postgres_source(pg_schema: tuple[str, str]) -> None:
     assert deals.filter(pl.col("deal_id") == "D3")["closed_at"].to_list() == [None]
     assert collect("sales", settings)["ts"].to_list() == [_dt(-2)]
     assert sources.read("inventory", settings, AS_OF) is None
+
+
+def test_csv_extra_columns_get_types_and_canonical_ones_stay_text(tmp_path: Path) -> None:
+    """CSV is read as text and typed here (not by polars' inference), so a ragged line can be
+    quarantined: extras become integer, float or boolean where every value fits."""
+    (tmp_path / "deals.csv").write_text(
+        "deal_id,account_id,owner_id,amount,created_at,closed_at,outcome,seats,score,flag,code,"
+        "blank\n"
+        "007,A1,R1,100,2024-01-05,,,3,0.5,true,x1,\n"
+        "008,A1,R2, 2e3 ,2024-01-06,,,4,,FALSE,07,\n"
+    )
+    deals = collect("deals", folder_settings(tmp_path))
+    assert deals["deal_id"].to_list() == ["007", "008"]
+    assert deals["amount"].to_list() == [100.0, 2000.0]
+    assert deals.select("seats", "score", "flag", "code", "blank").schema == pl.Schema(
+        {
+            "seats": pl.Int64,
+            "score": pl.Float64,
+            "flag": pl.Boolean,
+            "code": pl.String,
+            "blank": pl.String,
+        }
+    )
+    assert deals["flag"].to_list() == [True, False]
+
+
+def test_read_later_gives_keys_and_times_of_rows_after_as_of(world: Path) -> None:
+    later = sources.read_later("deals", folder_settings(world), AS_OF)
+    assert later is not None
+    assert later.collect().rows() == [("D4", _dt(5))]
+    assert sources.read_later("accounts", folder_settings(world), AS_OF) is None
+    assert sources.read_later("inventory", folder_settings(world), AS_OF) is None

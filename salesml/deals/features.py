@@ -15,6 +15,12 @@ trained on.
 Static attributes (amount, product, region, custom deal columns, account size and industry) are
 taken as they are in the source: the canonical tables hold no history of them.
 
+Names: activity types, contact roles and stages arrive normalised (`contract.normalise_label`),
+and config keys naming them (`stage_order`, `role_weights`) are normalised the same way here. A
+custom feature keeps the user's column name for display (`feature_labels`) but gets a name
+LightGBM accepts (`custom_feature_name`: no JSON punctuation such as `:{}[],"`); one that would
+collide with a built-in feature or a column salesml uses is refused by name.
+
 Units: every `*_days` feature is in days (float); counts are activities; the decayed features
 weigh an activity by 0.5 ** (hours since it happened / decay_hours), i.e. `decay_hours` is a
 half-life.
@@ -23,13 +29,14 @@ half-life.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from salesml.config import DealsSettings
+from salesml.config import ConfigError, DealsSettings
+from salesml.contract import input_columns, normalise_label
 from salesml.deals.snapshots import MICROS_PER_DAY
 from salesml.timeutil import DATETIME
 
@@ -37,6 +44,18 @@ UNKNOWN_ROLE = "unknown"
 BASE_CATEGORICAL = ["product", "region", "account_industry"]
 CONTEXT = ["stage", "expected_close_at"]
 """Columns `build_features` returns besides the features: what health rules and reasons need."""
+_RESERVED = {"deal_id", "snapshot_at", "initial_expected_close_at", *CONTEXT}
+"""Names `build_features` uses besides the features (internal ones also start with `_`)."""
+
+
+class FeatureNameError(ValueError):
+    """Data whose category names would give two features one name; one-line message."""
+
+
+def custom_feature_name(column: str) -> str:
+    """The feature name of a custom deal column: LightGBM refuses JSON punctuation in names and
+    renames spaces, so every character but letters, digits and `_` becomes `_`."""
+    return re.sub(r"\W", "_", column)
 
 
 @dataclass(frozen=True)
@@ -69,7 +88,7 @@ class FeatureSpec:
     @property
     def categorical(self) -> list[str]:
         """Feature columns holding category labels (strings) rather than numbers."""
-        return [*BASE_CATEGORICAL, *self.custom_categorical]
+        return [*BASE_CATEGORICAL, *map(custom_feature_name, self.custom_categorical)]
 
     @property
     def lookback_days(self) -> float:
@@ -77,7 +96,8 @@ class FeatureSpec:
 
     def feature_names(self) -> list[str]:
         """The feature columns `build_features` returns, in order."""
-        names = ["amount", *self.custom_numeric, *self.custom_categorical, "product", "region"]
+        custom = [*self.custom_numeric, *self.custom_categorical]
+        names = ["amount", *map(custom_feature_name, custom), "product", "region"]
         names += ["age_days", "days_to_expected_close", "close_date_slips", "close_date_changes"]
         names += ["stage_index", "days_in_stage", "stage_changes", "stage_velocity"]
         names += [_window_name("activities", w) for w in self.windows_days]
@@ -171,15 +191,18 @@ def learn_spec(
     categorical: list[str] = []
     for name in settings.custom_features:
         if name not in deals.columns:
-            raise ValueError(f"custom feature '{name}' is not a column of deals")
+            raise ConfigError(
+                f"deals.custom_features: '{name}' is not a column of deals; "
+                f"columns: {', '.join(deals.columns)}"
+            )
         dtype = deals.schema[name]
         (numeric if dtype.is_numeric() or dtype == pl.Boolean else categorical).append(name)
-    return FeatureSpec(
-        stage_order=list(settings.stage_order),
+    spec = FeatureSpec(
+        stage_order=_normalised_list("deals.stage_order", settings.stage_order),
         windows_days=sorted(settings.activity_windows_days),
         decay_hours=settings.decay_hours,
         decay_lookback_days=settings.decay_hours * settings.decay_horizon_half_lives / 24.0,
-        role_weights=dict(settings.role_weights),
+        role_weights=_normalised_keys("deals.role_weights", settings.role_weights),
         prior_strength=settings.prior_strength,
         activity_types=types,
         contact_roles=roles,
@@ -187,6 +210,64 @@ def learn_spec(
         custom_numeric=numeric,
         custom_categorical=categorical,
     )
+    _check_custom_names(spec, settings.custom_features)
+    _check_unique_names(spec)
+    return spec
+
+
+def _normalised_list(key: str, values: list[str]) -> list[str]:
+    """Config names spelt as the data's labels are (`Proposal ` -> `proposal`), once each."""
+    out: list[str] = []
+    for value in values:
+        label = normalise_label(value)
+        if label in out:
+            raise ConfigError(f"{key}: '{value}' is listed twice (names ignore case and spaces)")
+        out.append(label)
+    return out
+
+
+def _normalised_keys(key: str, mapping: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in mapping.items():
+        label = normalise_label(name)
+        if label in out:
+            raise ConfigError(f"{key}: '{name}' is given twice (names ignore case and spaces)")
+        out[label] = value
+    return out
+
+
+def _check_custom_names(spec: FeatureSpec, columns: list[str]) -> None:
+    """A custom feature may not shadow a built-in feature, a column salesml reads for itself
+    (closed_at, outcome: the label) or another custom feature; refused by name."""
+    built_in = replace(spec, custom_numeric=[], custom_categorical=[])
+    taken = {*built_in.feature_names(), *input_columns("deals"), *_RESERVED}
+    seen: dict[str, str] = {}
+    for column in columns:
+        name = custom_feature_name(column)
+        if name in taken or name.startswith("_"):
+            raise ConfigError(
+                f"deals.custom_features: '{column}' is the name of a built-in feature or of a "
+                "column salesml uses; drop it from custom_features, or give the column another "
+                "name with column_map"
+            )
+        if name in seen:
+            raise ConfigError(
+                f"deals.custom_features: '{seen[name]}' and '{column}' both become the feature "
+                f"'{name}'; rename one with column_map"
+            )
+        seen[name] = column
+
+
+def _check_unique_names(spec: FeatureSpec) -> None:
+    """Category names of the data may still clash as feature names (`with_cto` as an activity
+    type and `cto` as a role both give `n_with_cto_7d`); say so instead of failing later."""
+    names = spec.feature_names()
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash is not None:
+        raise FeatureNameError(
+            f"activities: two activity types or contact roles give the feature name '{clash}'; "
+            "rename one of them in the data"
+        )
 
 
 def _days(expr: pl.Expr) -> pl.Expr:
@@ -216,8 +297,14 @@ def build_features(
                 pl.col("amount").cast(pl.Float64),
                 pl.col("product").cast(pl.String),
                 pl.col("region").cast(pl.String),
-                *[pl.col(c).cast(pl.Float64) for c in spec.custom_numeric],
-                *[pl.col(c).cast(pl.String) for c in spec.custom_categorical],
+                *[
+                    pl.col(c).cast(pl.Float64).alias(custom_feature_name(c))
+                    for c in spec.custom_numeric
+                ],
+                *[
+                    pl.col(c).cast(pl.String).alias(custom_feature_name(c))
+                    for c in spec.custom_categorical
+                ],
             ),
             on="deal_id",
             how="left",
@@ -659,7 +746,7 @@ def feature_labels(spec: FeatureSpec) -> dict[str, str]:
         "rep_win_rate": "rep's win rate (smoothed)",
     }
     for c in [*spec.custom_numeric, *spec.custom_categorical]:
-        labels[c] = c.replace("_", " ")
+        labels[custom_feature_name(c)] = c.replace("_", " ")
     for w in spec.windows_days:
         labels[_window_name("activities", w)] = f"activities, last {w} days"
         for a in spec.activity_types:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import polars as pl
 
 from salesml.config import DealHealthRules, HealthBands
+from salesml.contract import normalise_label
 
 LEVELS = ("red", "yellow", "green")
 
@@ -50,10 +51,11 @@ def band_level(probability: pl.Expr, bands: HealthBands) -> pl.Expr:
 
 def rule_reasons(rules: DealHealthRules) -> list[pl.Expr]:
     """One expression per rule: its sentence when it fires, else null."""
+    by_stage = {normalise_label(k): v for k, v in rules.stage_limit_days.items()}  # as in data
     limits = pl.DataFrame(
         {
-            "stage": list(rules.stage_limit_days),
-            "limit": list(rules.stage_limit_days.values()),
+            "stage": list(by_stage),
+            "limit": list(by_stage.values()),
         },
         schema={"stage": pl.String, "limit": pl.Int64},
     )
