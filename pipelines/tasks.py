@@ -6,7 +6,8 @@ score / write shows in the Prefect UI with its own state and duration.
 
 - Steps marked `io=True` (read inputs, load a model, write) retry `compute.io_retries` times
   with exponential backoff (`compute.io_retry_backoff_seconds`, doubling). Errors that a retry
-  cannot fix (bad data, bad config, no champion, a run already going) are never retried.
+  cannot fix (bad data, bad config, no champion, a model whose files are gone, a run
+  already going) are never retried.
 - Other steps (validation, features, training, scoring) run once: a DataValidationError fails
   the flow at once.
 - `JobRun.map` (work split into partitions, e.g. forecasting by partition of series) fans out
@@ -48,11 +49,18 @@ Prefect instead of in the database)."""
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Errors that retrying an IO step cannot fix."""
     from salesml.config import ConfigError
-    from salesml.tracking import NoChampionError
+    from salesml.tracking import ModelArtifactsMissingError, NoChampionError
     from salesml.validation import DataValidationError
     from salesml.warehouse import RunConflictError
 
-    return (DataValidationError, ConfigError, NoChampionError, RunConflictError, TypeError)
+    return (
+        DataValidationError,
+        ConfigError,
+        NoChampionError,
+        ModelArtifactsMissingError,
+        RunConflictError,
+        TypeError,
+    )
 
 
 def should_retry(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -11,24 +11,41 @@ steps marked `io=True`, and may fan `map` out to Dask. `JobRun.load` runs "pull"
 "validate" (never retried); `JobRun.write` runs "write" (io). A job that does not take an
 executor still gets one: `job_run` falls back to the one set by `use_executor`.
 
-Concurrency: `job_run` refuses to start while a run of the same flow and as_of is `running`
-(younger than `compute.stale_run_minutes`); it waits up to `compute.run_wait_seconds` for it to
-finish, then fails with `RunConflictError` naming the other run.
+Concurrency: `job_run` refuses to start while a live run of the same flow and as_of is
+`running`; it waits up to `compute.run_wait_seconds` for it to finish, then fails with
+`RunConflictError` naming the other run.
+
+Runs that die: while a job runs, a daemon thread refreshes `runs.heartbeat_at` every
+`compute.heartbeat_seconds`. Starting a run marks `abandoned` every running row whose process is
+gone (same host: at once) or silent for `compute.heartbeat_timeout_seconds` (another host), and
+the new run's message names them; `salesml runs abandon RUN_ID` does it by hand. A training job
+then reconciles the registry for its abandoned predecessors (`JobRun.reconcile_training`).
+
+Empty outputs: `JobRun.write(frames, main=...)` never replaces the rows an earlier run wrote
+for this as_of by nothing: when the main output is empty and earlier rows exist, nothing of the
+batch is written and the run's message says so (the earlier rows stay, consistent as a set).
+
+Every message and param stored in `runs` goes through `salesml.secrets.redact`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
 from salesml.config import Settings
+from salesml.secrets import redact
+
+if TYPE_CHECKING:
+    from salesml.warehouse import AbandonedRun, OpenedRun
 
 T = TypeVar("T")
 
@@ -147,8 +164,23 @@ class JobRun:
             self.row_counts[f"input_{name}"] = frame.height
         return tables
 
-    def write(self, frames: dict[str, pl.DataFrame]) -> None:
-        """Write all `frames` in one transaction ("write", io), replacing rows of this as_of."""
+    def write(self, frames: dict[str, pl.DataFrame], main: str | None = None) -> None:
+        """Write all `frames` in one transaction ("write", io), replacing rows of this as_of.
+
+        main: the table that is the job's result. When it is empty while the warehouse holds
+        rows of it for this as_of (written by an earlier run), nothing is written: an empty
+        result never silently deletes earlier rows. The run's message says what was kept.
+        """
+        if main is not None and frames[main].height == 0:
+            kept = self.warehouse.count_rows(main, self.as_of)
+            if kept:
+                self.notes.append(
+                    f"{main}: this run produced no rows; kept the {kept} rows an earlier run "
+                    f"wrote for as_of {self.as_of.isoformat()} (nothing written)"
+                )
+                for name in frames:
+                    self.row_counts[name] = 0
+                return
         self.step(
             "write",
             self.warehouse.write_batch,
@@ -160,6 +192,63 @@ class JobRun:
         )
         for name, frame in frames.items():
             self.row_counts[name] = frame.height
+
+    def reconcile_training(self, model_name: str) -> list[str]:
+        """Put in order what abandoned runs of this (training) flow left behind.
+
+        For each: its MLflow run still RUNNING is ended as KILLED, and its model version gets
+        the promotion decision it missed (see `tracking.reconcile_run`); the `runs` row gets
+        the outcome appended to its message and `reconciled_at`. Returns one line per run.
+        Call after `tracking.configure`.
+        """
+        from salesml import tracking
+
+        lines = []
+        for run_id in self.warehouse.abandoned_to_reconcile(self.flow):
+            outcome = tracking.reconcile_run(model_name, run_id)
+            self.warehouse.mark_reconciled(
+                run_id, f"reconciled: {outcome.message}", outcome.version
+            )
+            lines.append(f"reconciled abandoned run {run_id}: {outcome.message}")
+        self.notes.extend(lines)
+        return lines
+
+
+class Heartbeat:
+    """Refreshes the run's `heartbeat_at` every `seconds` from a daemon thread.
+
+    A failed beat (warehouse busy or unreachable) is skipped: the next one tries again; a run
+    on another host is only taken as dead after `compute.heartbeat_timeout_seconds` of silence.
+    """
+
+    def __init__(self, warehouse: Any, run_id: str, seconds: float) -> None:
+        self.warehouse = warehouse
+        self.run_id = run_id
+        self.seconds = seconds
+        self.beats = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"salesml-heartbeat-{run_id[:8]}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop beating; a beat still waiting for the warehouse is left to finish on its own
+        (it only touches a row that is still 'running')."""
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.warehouse.heartbeat(self.run_id)
+                self.beats += 1
+            except Exception:
+                self.failures += 1
 
 
 @contextmanager
@@ -179,21 +268,25 @@ def job_run(
     from salesml.warehouse import Warehouse
 
     warehouse = Warehouse.from_settings(settings)
-    run_id = start_exclusive(warehouse, settings, flow, as_of, params)
+    opened = start_exclusive(warehouse, settings, flow, as_of, params)
     run = JobRun(
         settings=settings,
         warehouse=warehouse,
-        run_id=run_id,
+        run_id=opened.run_id,
         flow=flow,
         as_of=as_of,
+        notes=[f"marked abandoned: {dead.describe()}" for dead in opened.abandoned],
         executor=executor or current_executor(),
     )
     try:
-        yield run
+        with Heartbeat(warehouse, run.run_id, settings.compute.heartbeat_seconds):
+            yield run
     except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else ""
+        message = redact(f"{type(exc).__name__}: {first}")[:1000]
         warehouse.finish_run(
-            run_id,
+            run.run_id,
             status="failed",
             model_version=run.model_version,
             row_counts=run.row_counts,
@@ -201,11 +294,11 @@ def job_run(
         )
         raise
     warehouse.finish_run(
-        run_id,
+        run.run_id,
         status="succeeded",
         model_version=run.model_version,
         row_counts=run.row_counts,
-        message="; ".join(run.notes) or None,
+        message=redact("; ".join(run.notes)) or None,
     )
 
 
@@ -215,30 +308,38 @@ def start_exclusive(
     flow: str,
     as_of: datetime,
     params: dict[str, Any] | None = None,
-) -> str:
-    """`warehouse.start_run`, refused while the same flow and as_of is running; waits with
-    backoff up to `compute.run_wait_seconds` for that run to finish, then re-raises
-    RunConflictError with what to do about it."""
+) -> OpenedRun:
+    """`warehouse.open_run` (exclusive), which first marks dead runs abandoned; while a live
+    run of the same flow and as_of is running, waits with backoff up to
+    `compute.run_wait_seconds` for it to finish (each retry sweeps again), then re-raises
+    RunConflictError with what to do about it. Returns the `OpenedRun`."""
     from salesml.warehouse import RunConflictError
 
     compute = settings.compute
-    stale = compute.stale_run_minutes * 60.0
     deadline = time.monotonic() + compute.run_wait_seconds
     delay = 0.2
+    abandoned: list[AbandonedRun] = []
     while True:
         try:
-            return str(
-                warehouse.start_run(
-                    flow=flow, as_of=as_of, params=params, exclusive_for_seconds=stale
-                )
+            opened = warehouse.open_run(
+                flow=flow,
+                as_of=as_of,
+                params=params,
+                exclusive=True,
+                heartbeat_timeout_seconds=compute.heartbeat_timeout_seconds,
+                stale_after_seconds=compute.stale_run_minutes * 60.0,
             )
+            opened.abandoned[:0] = abandoned
+            return opened
         except RunConflictError as exc:
+            abandoned.extend(exc.abandoned)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RunConflictError(
                     f"{exc}; waited {compute.run_wait_seconds:g} s (compute.run_wait_seconds). "
-                    f"If that run died, it stops blocking after {compute.stale_run_minutes:g} "
-                    "minutes (compute.stale_run_minutes)"
+                    "A run whose process died is marked abandoned at once on its host, after "
+                    f"{compute.heartbeat_timeout_seconds:g} s without heartbeat elsewhere "
+                    "(compute.heartbeat_timeout_seconds); or run `salesml runs abandon RUN_ID`"
                 ) from None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)

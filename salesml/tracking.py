@@ -13,6 +13,17 @@ it while `load_champion` gives back the original Python object (SHAP needs the r
 
 mlflow is imported inside functions (`import_mlflow`): importing it costs ~3 s and the CLI must
 start instantly. Decisions are tagged `salesml.promotion.*` on the candidate run and version.
+
+Time: every version records the as_of it was trained at (`salesml.as_of`, on the version and
+its run) and whether it passed the gate (`salesml.gate.passed`: champion-eligible). Scoring at
+an as_of (`load_for`) uses `@champion` when it was trained at or before that as_of, else the
+newest eligible version trained at or before it, else refuses naming the versions
+(`choose_version`). A candidate trained at an earlier as_of than the champion never replaces
+it, even when it passes the gate (`older_than_champion`); it stays eligible for past as_ofs.
+
+Faults are one-line project errors (`TrackingError` and subclasses): a store that is not an
+SQLite database, a model whose artifacts are gone. Params and tags logged go through
+`salesml.secrets.redact`.
 """
 
 from __future__ import annotations
@@ -21,13 +32,17 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from salesml.secrets import redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,11 +54,36 @@ CHAMPION_ALIAS = "champion"
 MODEL_ARTIFACT = "model"
 PICKLE_FILE = "model.pkl"
 TAG_PREFIX = "salesml.promotion"
+AS_OF_TAG = "salesml.as_of"
+"""The as_of a version was trained at (ISO), on the version and on its MLflow run."""
+GATE_TAG = "salesml.gate.passed"
+"""'true' when the version passed the gate when registered: eligible to serve past as_ofs."""
+WAREHOUSE_RUN_TAG = "salesml.warehouse_run_id"
+"""The warehouse `runs.run_id` of the training run (finds what an abandoned run left)."""
 _PIP_PACKAGES = ("lightgbm", "numpy", "pandas", "polars", "scikit-learn", "statsmodels")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_LISTED_VERSIONS = 5
 
 
-class NoChampionError(RuntimeError):
+class TrackingError(RuntimeError):
+    """The MLflow store or a model in it cannot be used; the message is one line."""
+
+
+class NoChampionError(TrackingError):
     """The registry has no `@champion` version for a model (nothing trained and promoted yet)."""
+
+
+class NoServableVersionError(NoChampionError):
+    """No version may serve this as_of: the champion was trained later, and no eligible
+    version was trained at or before it."""
+
+
+class ModelLoadError(TrackingError):
+    """A registered version could not be loaded (store unreachable, files unreadable)."""
+
+
+class ModelArtifactsMissingError(ModelLoadError):
+    """A registered version's artifact files are gone (e.g. its folder was deleted)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +108,7 @@ class PromotionDecision:
     champion_value: float | None
     champion_version: str | None
     higher_is_better: bool
+    passed_gate: bool = False  # eligible to serve as_ofs before a newer champion's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +121,7 @@ class PromotionDecision:
             "champion_value": _json_float(self.champion_value),
             "champion_version": self.champion_version,
             "higher_is_better": self.higher_is_better,
+            "passed_gate": self.passed_gate,
         }
 
 
@@ -90,6 +132,27 @@ class LoadedModel:
     model: Any
     version: str
     run_id: str
+    trained_as_of: datetime | None = None
+    note: str | None = None  # why this version and not @champion (time travel), if so
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered version as scoring sees it: when it was trained and whether it passed the
+    gate (eligible); `as_of` None when it was registered without `salesml.as_of`."""
+
+    version: str
+    run_id: str
+    as_of: datetime | None
+    eligible: bool
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What `reconcile_run` found and did, in one line, and the version it concerned."""
+
+    message: str
+    version: str | None
 
 
 @dataclass(frozen=True)
@@ -148,13 +211,44 @@ def configure(settings: Settings) -> str:
     Creates the parent folder of a SQLite database and the experiment if missing. Safe to call
     again (e.g. once per flow run) and from concurrent processes.
     """
-    mlflow = import_mlflow()
-    from mlflow.exceptions import MlflowException
-
     uri = settings.mlflow.tracking_uri
     db = sqlite_path(uri)
     if db is not None:
+        _check_sqlite_file(db)
+    try:
+        return _configure(settings, uri)
+    except TrackingError:
+        raise
+    except Exception as exc:  # SQLAlchemy, alembic, HTTP: one line naming the store
+        raise TrackingError(
+            f"cannot use the MLflow store {redact(uri)} (mlflow.tracking_uri): "
+            f"{redact(_first_line(exc))}"
+        ) from None
+
+
+def _check_sqlite_file(db: Path) -> None:
+    """The folder exists (created) and the file, if any, is an SQLite database."""
+    where = f"the MLflow store {db} (mlflow.tracking_uri)"
+    try:
         db.parent.mkdir(parents=True, exist_ok=True)
+        if db.is_dir():
+            raise TrackingError(f"{where} is a folder; point mlflow.tracking_uri at a file")
+        if db.is_file() and db.stat().st_size:
+            with db.open("rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+            if header != _SQLITE_HEADER:
+                raise TrackingError(
+                    f"{where} is not an SQLite database; move it away or point "
+                    "mlflow.tracking_uri at another file"
+                )
+    except OSError as exc:
+        raise TrackingError(f"cannot use {where}: {exc.strerror or exc}") from None
+
+
+def _configure(settings: Settings, uri: str) -> str:
+    mlflow = import_mlflow()
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()
@@ -188,6 +282,7 @@ def log_and_register(
     input_example: pd.DataFrame | pl.DataFrame | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    as_of: datetime | None = None,
 ) -> RegisteredVersion:
     """Log one MLflow run (params, metrics, artifact files, the model) and register a version.
 
@@ -199,6 +294,8 @@ def log_and_register(
     `predict_proba(X)[:, 1]`). Non-scalar params are logged as JSON; NaN metrics as NaN.
     Call `configure(settings)` first. The new version is NOT champion until `promote_if_better`
     says so. Inside an active run (e.g. a flow's), the run is nested under it.
+    `as_of`: the training as_of, tagged `salesml.as_of` on the run and the version (scoring
+    at an earlier as_of never uses this version). Params and tags are redacted.
     """
     mlflow = import_mlflow()
 
@@ -209,11 +306,12 @@ def log_and_register(
         raise FileNotFoundError(f"artifact files not found: {', '.join(missing)}")
     example = _as_pandas(input_example)  # infer_signature reads polars strings as AnyType
     active = mlflow.active_run()
-    with mlflow.start_run(
-        run_name=run_name, tags=dict(tags or {}), nested=active is not None
-    ) as run:
+    run_tags = {key: redact(str(value)) for key, value in (tags or {}).items()}
+    if as_of is not None:
+        run_tags[AS_OF_TAG] = as_of.isoformat()
+    with mlflow.start_run(run_name=run_name, tags=run_tags, nested=active is not None) as run:
         if params:
-            mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+            mlflow.log_params({key: redact(_param_value(value)) for key, value in params.items()})
         numeric = {key: float(value) for key, value in metrics.items() if _is_number(value)}
         if numeric:  # NaN is logged as NaN: an undefined metric is information
             mlflow.log_metrics(numeric)
@@ -223,6 +321,10 @@ def log_and_register(
         version = info.registered_model_version
         if version is None:  # pragma: no cover - MLflow always registers when a name is given
             raise RuntimeError(f"MLflow did not register a version of {model_name}")
+        if as_of is not None:
+            mlflow.MlflowClient().set_model_version_tag(
+                model_name, str(version), AS_OF_TAG, as_of.isoformat()
+            )
         return RegisteredVersion(name=model_name, version=str(version), run_id=run.info.run_id)
 
 
@@ -347,33 +449,55 @@ def promote_if_better(
     champion_value: float | None,
     higher_is_better: bool = True,
     champion_version: str | None = None,
+    as_of: datetime | None = None,
 ) -> PromotionDecision:
-    """Move `@champion` to `candidate` if there is no champion or the candidate is at least as
-    good as the champion on the same backtest; log the decision on the candidate run.
+    """Gate `candidate` and move `@champion` to it when it passed and may replace the champion;
+    log the decision on the candidate run and version.
 
-    Both values must come from the same backtest origins: the caller evaluates the current
-    champion (`champion_info`) and passes its value, and ideally the `champion_version` it
-    evaluated: if the alias has moved since (another trainer promoted meanwhile), the candidate
-    is not promoted. The rule itself is `decide`.
+    The gate compares the candidate with the reference version on the SAME backtest (the
+    caller evaluates the reference and passes its value, and ideally its `champion_version`:
+    if the reference changed since, e.g. another trainer promoted meanwhile, the candidate
+    fails). Without `as_of` the reference is `@champion`. With `as_of` (the candidate's
+    training as_of) it is the version that serves that as_of (`reference_version`): usually
+    the champion, but an older eligible version when the champion was trained later; and a
+    candidate that passes is promoted only if it is not older than the champion
+    (`older_than_champion`). Passing is recorded as `salesml.gate.passed` (eligible to serve
+    past as_ofs); the rule itself is `decide`. Tags are written before the alias moves, so a
+    crash in between leaves a decision that `reconcile_run` can put right.
     """
     mlflow = import_mlflow()
 
     client = mlflow.MlflowClient()
     current = _champion_version(client, model_name)
-    if champion_version is not None and current is not None and champion_version != current:
-        promoted, reason = (
+    current_as_of: datetime | None = None
+    reference = current
+    if as_of is not None:
+        versions = [v for v in list_versions(model_name) if v.version != candidate.version]
+        current_as_of = next((v.as_of for v in versions if v.version == current), None)
+        reference = _reference(model_name, versions, current, as_of)
+    if champion_version is not None and reference != champion_version:
+        passed, reason = (
             False,
             (
-                f"champion moved from v{champion_version} (evaluated) to v{current}; "
+                f"champion moved from v{champion_version} (evaluated) to "
+                f"{f'v{reference}' if reference else 'none'}; "
                 "evaluate the new champion on the same backtest"
             ),
         )
-    else:
-        promoted, reason = decide(
-            metric, candidate.version, current, candidate_value, champion_value, higher_is_better
+    elif reference is None and current is not None:
+        passed = not math.isnan(float(candidate_value))
+        reason = (
+            f"no eligible version trained at or before as_of {_iso(as_of)} to compare with; "
+            f"candidate {metric}={candidate_value:.6g}"
         )
-    if promoted and current != candidate.version:
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate.version)
+    else:
+        passed, reason = decide(
+            metric, candidate.version, reference, candidate_value, champion_value, higher_is_better
+        )
+    blocked = older_than_champion(as_of, current, current_as_of)
+    promoted = passed and blocked is None
+    if passed and blocked is not None:
+        reason = f"{reason}; not promoted: {blocked}"
     decision = PromotionDecision(
         promoted=promoted,
         reason=reason,
@@ -384,9 +508,31 @@ def promote_if_better(
         champion_value=None if champion_value is None else float(champion_value),
         champion_version=current,
         higher_is_better=higher_is_better,
+        passed_gate=passed,
     )
     _record_decision(client, candidate, decision)
+    if promoted and current != candidate.version:
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate.version)
     return decision
+
+
+def older_than_champion(
+    as_of: datetime | None, champion_version: str | None, champion_as_of: datetime | None
+) -> str | None:
+    """Why a candidate trained at `as_of` may not replace the champion (pure), or None.
+
+    A model trained at an earlier as_of knows less than the champion; promoting it would
+    make every later score use older knowledge. Unknown as_ofs never block.
+    """
+    if as_of is None or champion_version is None or champion_as_of is None:
+        return None
+    if as_of >= champion_as_of:
+        return None
+    return (
+        f"champion v{champion_version} was trained as of {_iso(champion_as_of)}, later than "
+        f"this candidate's as_of {_iso(as_of)}; a model trained on older data never replaces "
+        "it (kept eligible for scoring as_ofs before the champion's)"
+    )
 
 
 def decide(
@@ -444,13 +590,13 @@ def _record_decision(
         f"{TAG_PREFIX}.candidate_value": repr(decision.candidate_value),
         f"{TAG_PREFIX}.champion_value": repr(decision.champion_value),
         f"{TAG_PREFIX}.champion_version": str(decision.champion_version),
+        GATE_TAG: str(decision.passed_gate).lower(),
     }
     for key, value in tags.items():
         client.set_tag(candidate.run_id, key, value)
     client.log_dict(candidate.run_id, decision.to_dict(), "promotion_decision.json")
-    client.set_model_version_tag(
-        candidate.name, candidate.version, f"{TAG_PREFIX}.promoted", tags[f"{TAG_PREFIX}.promoted"]
-    )
+    for key in (f"{TAG_PREFIX}.promoted", f"{TAG_PREFIX}.reason", GATE_TAG):
+        client.set_model_version_tag(candidate.name, candidate.version, key, tags[key])
 
 
 # --- reading the champion --------------------------------------------------------------------
@@ -507,24 +653,271 @@ def load_champion(model_name: str) -> LoadedModel:
 
 
 def load_version(model_name: str, version: str) -> LoadedModel:
-    """Load one registered version as the original Python object (see `load_champion`)."""
+    """Load one registered version as the original Python object (see `load_champion`).
+
+    Raises ModelArtifactsMissingError (one line) when its files are gone, ModelLoadError when
+    it cannot be loaded for another reason (unreadable store, unknown version).
+    """
     mlflow = import_mlflow()
 
     client = mlflow.MlflowClient()
-    model_version = client.get_model_version(model_name, version)
-    uri = f"models:/{model_name}/{version}"
-    flavors = mlflow.models.get_model_info(uri).flavors
-    if "lightgbm" in flavors:
-        model = mlflow.lightgbm.load_model(uri)
-    else:
-        with tempfile.TemporaryDirectory(prefix="salesml-load-") as staging:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=staging))
-            data = flavors["python_function"].get("data", PICKLE_FILE)
-            model = _unpickle(local / data)
-    return LoadedModel(model=model, version=str(version), run_id=str(model_version.run_id))
+    run_id = "?"
+    try:
+        model_version = client.get_model_version(model_name, version)
+        run_id = str(model_version.run_id)
+        uri = f"models:/{model_name}/{version}"
+        flavors = mlflow.models.get_model_info(uri).flavors
+        if "lightgbm" in flavors:
+            model = mlflow.lightgbm.load_model(uri)
+        else:
+            with tempfile.TemporaryDirectory(prefix="salesml-load-") as staging:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=staging)
+                )
+                data = flavors["python_function"].get("data", PICKLE_FILE)
+                model = _unpickle(local / data)
+    except Exception as exc:
+        raise _load_error(model_name, version, run_id, exc) from None
+    return LoadedModel(model=model, version=str(version), run_id=run_id)
+
+
+def _load_error(model_name: str, version: str, run_id: str, exc: Exception) -> ModelLoadError:
+    text = redact(_first_line(exc))
+    command = model_name.removeprefix("salesml-")
+    where = f"{model_name} v{version} (MLflow run {run_id})"
+    if isinstance(exc, FileNotFoundError) or re.search(r"no such (artifact|file)", text, re.I):
+        return ModelArtifactsMissingError(
+            f"cannot load {where}: its model artifacts are missing ({text}); restore them or "
+            f"train a new version with `salesml train {command}`"
+        )
+    return ModelLoadError(f"cannot load {where}: {text}")
+
+
+# --- versions and time -----------------------------------------------------------------------
+
+
+def list_versions(model_name: str) -> list[VersionInfo]:
+    """Every registered version of `model_name` with its training as_of and eligibility.
+
+    The as_of comes from the version's `salesml.as_of` tag, else its run's tag or `as_of`
+    param (versions registered before the tag existed). Eligible: `salesml.gate.passed` is
+    'true' or, on a version from before that tag, it was promoted.
+    """
+    mlflow = import_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        found = client.search_model_versions(f"name='{_quoted(model_name)}'")
+    except MlflowException:
+        return []
+    out = []
+    for item in found:
+        tags = dict(item.tags or {})
+        text = tags.get(AS_OF_TAG) or _run_as_of_text(client, str(item.run_id))
+        gate = tags.get(GATE_TAG)
+        eligible = (
+            gate == "true" if gate is not None else tags.get(f"{TAG_PREFIX}.promoted") == "true"
+        )
+        out.append(VersionInfo(str(item.version), str(item.run_id), _parse_as_of(text), eligible))
+    return sorted(out, key=lambda v: _version_number(v.version))
+
+
+def choose_version(
+    model_name: str,
+    versions: Sequence[VersionInfo],
+    champion: str | None,
+    as_of: datetime,
+) -> tuple[VersionInfo, str | None]:
+    """The version that may serve `as_of` (pure), with a note when it is not the champion.
+
+    The champion, when it was trained at or before `as_of` (or its as_of is unknown: nothing
+    to check); else the newest eligible version trained at or before `as_of`. Raises
+    NoChampionError without a champion, NoServableVersionError when nothing qualifies (one
+    line naming the newest versions and their as_of).
+    """
+    if champion is None:
+        raise _no_champion(model_name)
+    by_version = {v.version: v for v in versions}
+    current = by_version.get(champion, VersionInfo(champion, "", None, True))
+    if current.as_of is None or current.as_of <= as_of:
+        return current, None
+    usable = [v for v in versions if v.eligible and v.as_of is not None and v.as_of <= as_of]
+    if not usable:
+        raise _no_servable(model_name, versions, champion, as_of)
+    best = max(usable, key=lambda v: (v.as_of, _version_number(v.version)))
+    note = (
+        f"{model_name} champion v{champion} was trained as of {_iso(current.as_of)}, after "
+        f"as_of {_iso(as_of)}; used v{best.version} (trained as of {_iso(best.as_of)}), the "
+        "newest eligible version trained at or before it"
+    )
+    return best, note
+
+
+def serving_version(model_name: str, as_of: datetime) -> tuple[VersionInfo, str | None]:
+    """`choose_version` on the registry as it is now (see there)."""
+    mlflow = import_mlflow()
+
+    champion = _champion_version(mlflow.MlflowClient(), model_name)
+    if champion is None:
+        raise _no_champion(model_name)
+    return choose_version(model_name, list_versions(model_name), champion, as_of)
+
+
+def reference_version(model_name: str, as_of: datetime) -> VersionInfo | None:
+    """The version a candidate trained at `as_of` is gated against: the one serving `as_of`;
+    None when there is none (no champion, or only versions trained later)."""
+    try:
+        return serving_version(model_name, as_of)[0]
+    except NoChampionError:
+        return None
+
+
+def load_for(model_name: str, as_of: datetime) -> LoadedModel:
+    """Load the version that may serve `as_of` (see `choose_version`), resolved once.
+
+    Nothing trained after `as_of` is used: scoring the past with a model that saw later
+    outcomes would let the future in. `note` says when the champion was passed over.
+    """
+    choice, note = serving_version(model_name, as_of)
+    loaded = load_version(model_name, choice.version)
+    return replace(loaded, trained_as_of=choice.as_of, note=note)
+
+
+def _reference(
+    model_name: str, versions: Sequence[VersionInfo], champion: str | None, as_of: datetime
+) -> str | None:
+    try:
+        return choose_version(model_name, versions, champion, as_of)[0].version
+    except NoChampionError:
+        return None
+
+
+def _no_servable(
+    model_name: str, versions: Sequence[VersionInfo], champion: str, as_of: datetime
+) -> NoServableVersionError:
+    newest = sorted(versions, key=lambda v: _version_number(v.version), reverse=True)
+    described = []
+    for v in newest[:_LISTED_VERSIONS]:
+        flags = ["champion"] if v.version == champion else []
+        if not v.eligible:
+            flags.append("not eligible")
+        extra = f" ({', '.join(flags)})" if flags else ""
+        described.append(f"v{v.version} as of {_iso(v.as_of)}{extra}")
+    if len(newest) > _LISTED_VERSIONS:
+        described.append(f"and {len(newest) - _LISTED_VERSIONS} older")
+    command = model_name.removeprefix("salesml-")
+    return NoServableVersionError(
+        f"no version of {model_name} may serve as_of {_iso(as_of)}: every eligible version was "
+        f"trained later ({', '.join(described)}); train one with "
+        f"`salesml train {command} --as-of {_iso(as_of)}`"
+    )
+
+
+# --- runs that died --------------------------------------------------------------------------
+
+
+def reconcile_run(model_name: str, warehouse_run_id: str) -> Reconciled:
+    """Put in order what an abandoned training run (warehouse `run_id`) left in MLflow.
+
+    Its MLflow run, if still RUNNING, is ended as KILLED. Its model version, if one was
+    registered, gets the decision it missed:
+    - it is `@champion` (died after promoting): kept; nothing to undo;
+    - tagged promoted but not champion (died between recording the decision and moving the
+      alias): re-tagged not promoted; it stays eligible for past as_ofs if it passed the gate;
+    - no decision (died before the gate): tagged not promoted and not eligible;
+    - rejected by the gate: left as it is.
+    Idempotent. Returns one line for the `runs` row, and the version concerned.
+    """
+    mlflow = import_mlflow()
+
+    if not re.fullmatch(r"[0-9a-f]{32}", warehouse_run_id):
+        return Reconciled(f"{warehouse_run_id!r} is not a salesml run id", None)
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, filter_string=f"tags.`{WAREHOUSE_RUN_TAG}` = '{warehouse_run_id}'"
+    )
+    parts = []
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+            parts.append(f"MLflow run {run.info.run_id} ended as KILLED")
+    run_ids = {run.info.run_id for run in runs}
+    versions = [
+        v
+        for v in client.search_model_versions(f"name='{_quoted(model_name)}'")
+        if str(v.run_id) in run_ids
+    ]
+    if not versions:
+        parts.append("no model version was registered")
+        return Reconciled("; ".join(parts), None)
+    champion = _champion_version(client, model_name)
+    for item in versions:
+        parts.append(_reconcile_version(client, model_name, item, champion))
+    return Reconciled("; ".join(parts), str(versions[-1].version))
+
+
+def _reconcile_version(client: Any, model_name: str, item: Any, champion: str | None) -> str:
+    version, tags = str(item.version), dict(item.tags or {})
+    promoted = tags.get(f"{TAG_PREFIX}.promoted")
+
+    def record(reason: str, gate: str | None = None) -> None:
+        client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}.promoted", "false")
+        client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}.reason", reason)
+        if gate is not None:
+            client.set_model_version_tag(model_name, version, GATE_TAG, gate)
+
+    if version == champion:
+        return f"v{version} is champion (the run died after promoting it); nothing to undo"
+    if promoted == "true":
+        record("the training run died before moving @champion to it; not promoted")
+        return (
+            f"v{version} passed the gate but @champion never moved to it; recorded as not promoted"
+        )
+    if promoted is None:
+        record("the training run died before the promotion gate; never promoted", gate="false")
+        return f"v{version} was registered but never gated; recorded as not promoted, not eligible"
+    return f"v{version} was not promoted ({tags.get(f'{TAG_PREFIX}.reason', 'gate')})"
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _run_as_of_text(client: Any, run_id: str) -> str | None:
+    """A version's as_of from its run (tag, else param), for versions without the tag."""
+    try:
+        data = client.get_run(run_id).data
+    except Exception:  # a deleted run: as_of unknown
+        return None
+    return data.tags.get(AS_OF_TAG) or data.params.get("as_of")
+
+
+def _parse_as_of(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _iso(value: datetime | None) -> str:
+    return "unknown" if value is None else value.isoformat()
+
+
+def _version_number(version: str) -> int:
+    return int(version) if version.isdigit() else -1
+
+
+def _quoted(name: str) -> str:
+    return name.replace("'", "''")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _param_value(value: Any) -> str:

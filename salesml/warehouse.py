@@ -15,13 +15,20 @@ Contract:
 - Connections live for one operation. DuckDB lets one process at a time hold the file (even a
   reader blocks a writer), so opening retries with backoff for `lock_timeout_seconds`, then fails
   with a one-line `WarehouseLockedError`. PostgreSQL writers serialise on a transaction-level
-  advisory lock per schema, waiting at most as long.
+  advisory lock per schema, waiting at most as long. A file that cannot be opened or created
+  (unwritable folder, not a DuckDB file) is a one-line `WarehouseError` naming it.
+- `runs` rows record the process that owns them (host, pid, process start) and a heartbeat.
+  Starting a run first marks `abandoned` every `running` row whose process is gone (same host:
+  pid not alive, or reused by another process) or whose heartbeat is older than the timeout
+  (another host), so a killed run never blocks the next one for long.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -32,10 +39,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
+from salesml.secrets import redact
 from salesml.timeutil import DATETIME
 
 if TYPE_CHECKING:
@@ -47,7 +54,7 @@ if TYPE_CHECKING:
 
 RUNS = "runs"
 QUARANTINE = "quarantine"
-RUN_STATUSES = ("running", "succeeded", "failed")
+RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
 _COLUMNS_TABLE = "_salesml_columns"
 _STAGED = "_salesml_staged"  # the frame being written, as a registered view / temp table
 
@@ -63,6 +70,11 @@ RUNS_SCHEMA = pl.Schema(
         "row_counts": pl.String(),  # JSON object {table: rows}
         "params": pl.String(),  # JSON object
         "message": pl.String(),
+        "host": pl.String(),  # the process that owns the run: host name,
+        "pid": pl.Int64(),  # process id,
+        "process_start": pl.String(),  # and start token (tells a reused pid apart)
+        "heartbeat_at": DATETIME,  # refreshed while the job runs
+        "reconciled_at": DATETIME,  # an abandoned run whose leftovers were put in order
     }
 )
 QUARANTINE_COLUMNS = ("table_name", "row", "check", "reason")
@@ -98,7 +110,10 @@ class WarehouseLockedError(WarehouseError):
 
 
 class RunConflictError(WarehouseError):
-    """A run of the same flow and as_of is still running (see `Warehouse.start_run`)."""
+    """A run of the same flow and as_of is still running (see `Warehouse.open_run`);
+    `abandoned` lists the dead runs the refused start marked on its way."""
+
+    abandoned: list[AbandonedRun] = []  # noqa: RUF012 - replaced per instance, never mutated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,36 +144,81 @@ class Warehouse:
         flow: str,
         as_of: datetime,
         params: Mapping[str, Any] | None = None,
-        *,
-        exclusive_for_seconds: float | None = None,
+        **policy: Any,
     ) -> str:
-        """Insert a 'running' row in `runs` and return its run_id (uuid4 hex).
+        """Insert a 'running' row in `runs` and return its run_id (see `open_run`)."""
+        return self.open_run(flow, as_of, params, **policy).run_id
 
-        exclusive_for_seconds: refuse with RunConflictError while a 'running' row of the same
-        flow and as_of started less than this many seconds ago (an older one is taken as dead).
-        The check and the insert share the writer lock, so two racing starts cannot both pass.
+    def open_run(
+        self,
+        flow: str,
+        as_of: datetime,
+        params: Mapping[str, Any] | None = None,
+        *,
+        exclusive: bool = False,
+        heartbeat_timeout_seconds: float | None = None,
+        stale_after_seconds: float | None = None,
+    ) -> OpenedRun:
+        """Mark dead runs abandoned, then insert a 'running' row owned by this process.
+
+        Dead runs (see `why_dead`): same host and the process is gone; another host and no
+        heartbeat for `heartbeat_timeout_seconds`; no heartbeat at all (a row of an older
+        salesml) and started more than `stale_after_seconds` ago. exclusive: refuse with
+        RunConflictError while a live run of the same flow and as_of is 'running'. The sweep,
+        the check and the insert share the writer lock, so two racing starts cannot both pass;
+        the sweep is committed even when the start is refused.
+        `params` are stored as JSON with secrets redacted.
         """
         run_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         as_of = _utc(as_of)
+        owner = current_owner()
+        text = json.dumps(dict(params or {}), sort_keys=True, default=str)
         row = {
             "run_id": run_id,
             "flow": flow,
             "as_of": as_of,
             "started_at": now,
             "status": "running",
-            "params": json.dumps(dict(params or {}), sort_keys=True, default=str),
+            "params": redact(text),
+            "host": owner.host,
+            "pid": owner.pid,
+            "process_start": owner.process_start,
+            "heartbeat_at": now,
         }
         frame = pl.DataFrame([row], schema=RUNS_SCHEMA)
         with self._transaction() as session:
             self._ensure_table(
                 session, _Catalog.load(session, write=True), RUNS, frame.schema, ["run_id"]
             )
-            if exclusive_for_seconds is not None:
-                since = now - timedelta(seconds=exclusive_for_seconds)
-                _refuse_live_run(session, flow, as_of, since)
-            self._replace(session, RUNS, frame, key=["run_id"], scope=None)
-        return run_id
+            abandoned = _sweep(
+                session,
+                owner,
+                now,
+                f"by a {flow} run starting as pid {owner.pid} on {owner.host}",
+                heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                stale_after_seconds=stale_after_seconds,
+            )
+            conflict = _live_run(session, flow, as_of) if exclusive else None
+            if conflict is None:
+                self._replace(session, RUNS, frame, key=["run_id"], scope=None)
+        if conflict is not None:  # raised after the commit: the sweep's marks are kept
+            error = RunConflictError(conflict)
+            error.abandoned = abandoned
+            raise error
+        return OpenedRun(run_id, abandoned)
+
+    def heartbeat(self, run_id: str) -> str:
+        """Refresh `heartbeat_at` of a running run; returns the run's status (a run someone
+        marked 'abandoned' meanwhile is left as it is)."""
+        with self._transaction() as session:
+            status = _run_status(session, run_id, self._backend.display)
+            if status == "running":
+                session.execute(
+                    f"UPDATE {_q(RUNS)} SET heartbeat_at = $1 WHERE run_id = $2",
+                    [datetime.now(UTC), run_id],
+                )
+        return status
 
     def finish_run(
         self,
@@ -168,24 +228,141 @@ class Warehouse:
         row_counts: Mapping[str, int] | None = None,
         message: str | None = None,
     ) -> None:
-        """Close a run: status 'succeeded' or 'failed'; None arguments keep what is stored."""
-        if status not in RUN_STATUSES[1:]:
-            raise ValueError(f"run status must be one of {RUN_STATUSES[1:]}, not {status!r}")
+        """Close a run: status 'succeeded' or 'failed'; None arguments keep what is stored.
+
+        The message is stored with secrets redacted. A run another run marked 'abandoned'
+        while it was alive still gets its final status; its message says it had been marked.
+        """
+        if status not in ("succeeded", "failed"):
+            raise ValueError(f"run status must be 'succeeded' or 'failed', not {status!r}")
         counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
         with self._transaction() as session:
             self._ensure_table(
                 session, _Catalog.load(session, write=True), RUNS, RUNS_SCHEMA, ["run_id"]
             )
-            found = session.fetch(f"SELECT 1 AS x FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
+            found = session.fetch(
+                f"SELECT status, message FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
+            )
             if found.height == 0:
                 raise WarehouseError(f"unknown run_id {run_id!r} in {self._backend.display}")
+            if found["status"][0] == "abandoned":
+                earlier = found["message"][0] or "marked abandoned"
+                message = f"{message or status} (it had been marked abandoned: {earlier})"
             session.execute(
                 f"UPDATE {_q(RUNS)} SET finished_at = $1, status = $2, "
                 "model_version = COALESCE($3, model_version), "
                 "row_counts = COALESCE($4, row_counts), message = COALESCE($5, message) "
                 "WHERE run_id = $6",
-                [datetime.now(UTC), status, model_version, counts, message, run_id],
+                [
+                    datetime.now(UTC),
+                    status,
+                    model_version,
+                    counts,
+                    None if message is None else redact(message),
+                    run_id,
+                ],
             )
+
+    def abandon_run(self, run_id: str, reason: str) -> AbandonedRun:
+        """Mark a 'running' run abandoned (e.g. `salesml runs abandon`); refuses any other."""
+        with self._transaction() as session:
+            catalog = _Catalog.load(session, write=True)
+            self._ensure_table(session, catalog, RUNS, RUNS_SCHEMA, ["run_id"])
+            found = session.fetch(
+                f"SELECT run_id, flow, as_of, status FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
+            )
+            if found.height == 0:
+                raise WarehouseError(f"unknown run_id {run_id!r} in {self._backend.display}")
+            if found["status"][0] != "running":
+                raise WarehouseError(
+                    f"run {run_id} is {found['status'][0]}, not running: nothing to abandon"
+                )
+            as_of = _restore(found, {"as_of": DATETIME})["as_of"][0]
+            _mark_abandoned(session, run_id, datetime.now(UTC), reason)
+        return AbandonedRun(run_id, str(found["flow"][0]), as_of, reason)
+
+    def abandoned_to_reconcile(self, flow: str) -> list[str]:
+        """Run ids of `flow` marked abandoned whose leftovers were not reconciled yet."""
+        if not self._backend.exists():
+            return []
+        with self._session(write=False) as session:
+            columns = _Catalog.load(session, write=False).columns.get(RUNS, [])
+            if "reconciled_at" not in columns:
+                return []
+            found = session.fetch(
+                f"SELECT run_id FROM {_q(RUNS)} WHERE flow = $1 AND status = 'abandoned' "
+                "AND reconciled_at IS NULL ORDER BY started_at",
+                [flow],
+            )
+        return [str(r) for r in found["run_id"]]
+
+    def mark_reconciled(self, run_id: str, message: str, model_version: str | None) -> None:
+        """Record what reconciling an abandoned run did (appended to its message)."""
+        with self._transaction() as session:
+            found = session.fetch(f"SELECT message FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
+            if found.height == 0:
+                raise WarehouseError(f"unknown run_id {run_id!r} in {self._backend.display}")
+            earlier = found["message"][0]
+            text = redact(f"{earlier}; {message}" if earlier else message)
+            session.execute(
+                f"UPDATE {_q(RUNS)} SET reconciled_at = $1, message = $2, "
+                "model_version = COALESCE($3, model_version) WHERE run_id = $4",
+                [datetime.now(UTC), text, model_version, run_id],
+            )
+
+    def list_runs(
+        self, flow: str | None = None, status: str | None = None, limit: int = 20
+    ) -> pl.DataFrame:
+        """The latest `limit` runs (newest first), optionally of one flow and/or status."""
+        empty = pl.DataFrame(schema=RUNS_SCHEMA)
+        if not self._backend.exists():
+            return empty
+        where, params = [], []
+        for column, value in (("flow", flow), ("status", status)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} = ${len(params)}")
+        sql = f"SELECT * FROM {_q(RUNS)}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY started_at DESC LIMIT {max(0, int(limit))}"
+        with self._session(write=False) as session:
+            catalog = _Catalog.load(session, write=False)
+            if RUNS not in catalog.columns:
+                return empty
+            raw = session.fetch(sql, params)
+            recorded = catalog.dtypes.get(RUNS, {})
+        found = _restore(raw, recorded)
+        missing = [
+            pl.lit(None, d).alias(c) for c, d in RUNS_SCHEMA.items() if c not in found.columns
+        ]
+        return found.with_columns(missing) if missing else found
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The `runs` row of `run_id` as a dict, or None when there is no such run."""
+        if not self._backend.exists():
+            return None
+        with self._session(write=False) as session:
+            catalog = _Catalog.load(session, write=False)
+            if RUNS not in catalog.columns:
+                return None
+            raw = session.fetch(f"SELECT * FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
+            recorded = catalog.dtypes.get(RUNS, {})
+        found = _restore(raw, recorded)
+        return found.row(0, named=True) if found.height else None
+
+    def count_rows(self, table: str, as_of: datetime) -> int:
+        """Rows of `table` at `as_of` (0 when the warehouse or the table does not exist)."""
+        _check_table_name(table)
+        if not self._backend.exists():
+            return 0
+        with self._session(write=False) as session:
+            if table not in _Catalog.load(session, write=False).columns:
+                return 0
+            found = session.fetch(
+                f"SELECT count(*) AS n FROM {_q(table)} WHERE as_of = $1", [_utc(as_of)]
+            )
+        return int(found["n"][0])
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -434,19 +611,193 @@ def _run_as_of(session: _Session, catalog: _Catalog, run_id: str) -> pl.Expr:
     return pl.lit(_restore(found, {"as_of": DATETIME})["as_of"][0], DATETIME)
 
 
-def _refuse_live_run(session: _Session, flow: str, as_of: datetime, since: datetime) -> None:
-    """Raise RunConflictError when a run of `flow` at `as_of` is 'running' since `since`."""
+def _live_run(session: _Session, flow: str, as_of: datetime) -> str | None:
+    """Why a run of `flow` at `as_of` cannot start now: one is still 'running' (the caller
+    swept dead runs first, so what is left is alive or not yet known to be dead)."""
     live = session.fetch(
-        f"SELECT run_id, started_at FROM {_q(RUNS)} WHERE flow = $1 AND as_of = $2 "
-        "AND status = 'running' AND started_at > $3 ORDER BY started_at LIMIT 1",
-        [flow, as_of, since],
+        f"SELECT run_id, started_at, host, pid FROM {_q(RUNS)} WHERE flow = $1 AND as_of = $2 "
+        "AND status = 'running' ORDER BY started_at LIMIT 1",
+        [flow, as_of],
     )
     if live.height:
-        started = _restore(live, {"started_at": DATETIME})["started_at"][0]
-        raise RunConflictError(
+        row = _restore(live, {"started_at": DATETIME}).row(0, named=True)
+        where = f", pid {row['pid']} on {row['host']}" if row["host"] else ""
+        return (
             f"{flow} for as_of {as_of.isoformat()} is already running "
-            f"(run_id {live['run_id'][0]}, started {started:%Y-%m-%d %H:%M:%S} UTC)"
+            f"(run_id {row['run_id']}, started {row['started_at']:%Y-%m-%d %H:%M:%S} UTC{where})"
         )
+    return None
+
+
+def _run_status(session: _Session, run_id: str, display: str) -> str:
+    found = session.fetch(f"SELECT status FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
+    if found.height == 0:
+        raise WarehouseError(f"unknown run_id {run_id!r} in {display}")
+    return str(found["status"][0])
+
+
+def _mark_abandoned(session: _Session, run_id: str, now: datetime, reason: str) -> None:
+    session.execute(
+        f"UPDATE {_q(RUNS)} SET status = 'abandoned', finished_at = $1, message = $2 "
+        "WHERE run_id = $3 AND status = 'running'",
+        [now, redact(reason), run_id],
+    )
+
+
+def _sweep(
+    session: _Session,
+    owner: RunOwner,
+    now: datetime,
+    by: str,
+    *,
+    heartbeat_timeout_seconds: float | None,
+    stale_after_seconds: float | None,
+) -> list[AbandonedRun]:
+    """Mark every dead 'running' run abandoned (see `why_dead`); returns what was marked."""
+    running = session.fetch(
+        "SELECT run_id, flow, as_of, started_at, host, pid, process_start, heartbeat_at "
+        f"FROM {_q(RUNS)} WHERE status = 'running'"
+    )
+    if running.height == 0:
+        return []
+    running = _restore(
+        running, {"as_of": DATETIME, "started_at": DATETIME, "heartbeat_at": DATETIME}
+    )
+    marked = []
+    for row in running.iter_rows(named=True):
+        reason = why_dead(
+            row,
+            owner,
+            now,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            stale_after_seconds=stale_after_seconds,
+        )
+        if reason is not None:
+            _mark_abandoned(session, row["run_id"], now, f"abandoned: {reason}; marked {by}")
+            marked.append(AbandonedRun(row["run_id"], row["flow"], row["as_of"], reason))
+    return marked
+
+
+# ---------------------------------------------------------------------------------------------
+# Who owns a run: host, process and its start; is that process still there?
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process running a job. `process_start` tells a reused pid from the original
+    process (Linux: start time in clock ticks since boot; None where that is unknown)."""
+
+    host: str
+    pid: int
+    process_start: str | None
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A run just started, and the dead runs its start marked abandoned."""
+
+    run_id: str
+    abandoned: list[AbandonedRun]
+
+
+@dataclass(frozen=True)
+class AbandonedRun:
+    """A run marked 'abandoned' and why (one line)."""
+
+    run_id: str
+    flow: str
+    as_of: datetime
+    reason: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id} ({self.flow}, as_of {self.as_of.isoformat()}): {self.reason}"
+
+
+def current_owner() -> RunOwner:
+    """This process as the owner of the runs it starts."""
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return RunOwner(socket.gethostname(), pid, None if stat is None else stat[1])
+
+
+def why_dead(
+    row: Mapping[str, Any],
+    owner: RunOwner,
+    now: datetime,
+    *,
+    heartbeat_timeout_seconds: float | None,
+    stale_after_seconds: float | None,
+) -> str | None:
+    """Why the 'running' run `row` (host, pid, process_start, heartbeat_at, started_at) is
+    dead, seen from `owner` at `now`, or None while it may be alive.
+
+    Same host: its process is gone, or its pid now belongs to another process (decided at
+    once; another container with the same host name would look dead: give each a hostname).
+    Another host: no heartbeat for `heartbeat_timeout_seconds`. No heartbeat recorded at all
+    (started by an older salesml): started more than `stale_after_seconds` ago.
+    """
+    host, pid = row.get("host"), row.get("pid")
+    if host == owner.host and pid is not None:
+        if pid == owner.pid and row.get("process_start") == owner.process_start:
+            return None
+        if process_is_gone(int(pid), row.get("process_start")):
+            return f"its process {pid} on {host} is gone"
+        return None
+    beat = row.get("heartbeat_at")
+    if beat is not None:
+        if heartbeat_timeout_seconds is not None and (
+            now - beat > timedelta(seconds=heartbeat_timeout_seconds)
+        ):
+            return (
+                f"no heartbeat from pid {pid} on {host} since {beat:%Y-%m-%d %H:%M:%S} UTC "
+                f"(compute.heartbeat_timeout_seconds = {heartbeat_timeout_seconds:g})"
+            )
+        return None
+    started = row.get("started_at")
+    if (
+        stale_after_seconds is not None
+        and isinstance(started, datetime)
+        and now - started > timedelta(seconds=stale_after_seconds)
+    ):
+        return (
+            f"started {started:%Y-%m-%d %H:%M:%S} UTC without a heartbeat, longer ago "
+            "than compute.stale_run_minutes"
+        )
+    return None
+
+
+def process_is_gone(pid: int, process_start: str | None) -> bool:
+    """True when no live process has `pid`, or the one that has it started at another time
+    than `process_start`. False when this cannot be told (not POSIX, no such info)."""
+    if os.name != "posix" or pid <= 0:
+        return False  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by another user
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    state, started = stat
+    if state in ("Z", "X"):  # a zombie finished; only its exit status is left
+        return True
+    return process_start is not None and started != process_start
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) from /proc/PID/stat; None without /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()  # the command name may hold spaces and ')'
+    if len(fields) < 20:
+        return None
+    return fields[0], fields[19]  # fields 3 and 22 of proc(5)
 
 
 @dataclass(frozen=True)
@@ -484,6 +835,9 @@ def _validate_output(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     schema = _contract().OUTPUT_SCHEMAS.get(table)
     if schema is None:
         return frame
+    non_finite = _contract().non_finite(table, frame)  # names the row by its key
+    if non_finite is not None:
+        raise WarehouseError(f"{table} does not match its output schema: {non_finite}")
     import pandera.errors
 
     try:
@@ -721,16 +1075,8 @@ def _backend_for(url: str) -> _Backend:
     if scheme.split("+", 1)[0] in ("postgresql", "postgres"):
         return _PostgresBackend("postgresql://" + url.split("://", 1)[1])
     raise WarehouseError(
-        f"unsupported warehouse url {_redact(url)!r}: use duckdb:///file.duckdb or postgresql://..."
+        f"unsupported warehouse url {redact(url)!r}: use duckdb:///file.duckdb or postgresql://..."
     )
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
@@ -784,6 +1130,10 @@ class _DuckDBBackend:
 
     @contextmanager
     def session(self, *, write: bool, timeout: float) -> Iterator[_Session]:
+        """One connection; any DuckDB error (a full disk, a file turned unwritable) becomes
+        a one-line WarehouseError naming the file, after the transaction rolled back."""
+        import duckdb
+
         with _process_lock(str(self.path.resolve())):
             con = self._connect(read_only=not write, timeout=timeout)
             try:
@@ -795,26 +1145,39 @@ class _DuckDBBackend:
                 try:
                     yield _DuckDBSession(con)
                 except BaseException:
-                    con.rollback()
+                    with suppress(duckdb.Error):
+                        con.rollback()
                     raise
                 con.commit()
+            except duckdb.Error as exc:
+                raise WarehouseError(f"warehouse {self.path}: {_duckdb_message(exc)}") from None
             finally:
                 con.close()
 
     def _connect(self, *, read_only: bool, timeout: float) -> Any:
-        """Open the file, retrying with backoff while another process holds its lock."""
+        """Open the file, retrying with backoff while another process holds its lock; a file
+        or folder that cannot be opened is a one-line WarehouseError."""
         import duckdb
 
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WarehouseError(
+                    f"cannot create the warehouse folder {self.path.parent}: "
+                    f"{exc.strerror or exc}; point warehouse.url at a writable folder"
+                ) from None
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise
+            except duckdb.Error as exc:
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
+                    raise WarehouseError(
+                        f"cannot open warehouse {self.path}: {_duckdb_message(exc)}; "
+                        "warehouse.url must name a DuckDB file in a writable folder"
+                    ) from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WarehouseLockedError(
@@ -823,6 +1186,11 @@ class _DuckDBBackend:
                     ) from None
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 1.0)
+
+
+def _duckdb_message(exc: BaseException) -> str:
+    """DuckDB's first line without its 'IO Error: ' style prefix."""
+    return re.sub(r"^[A-Za-z ]*Error: ", "", _first_line(exc))
 
 
 class _PostgresSession:
@@ -859,7 +1227,7 @@ class _PostgresSession:
 class _PostgresBackend:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.display = _redact(url)
+        self.display = redact(url)
 
     def exists(self) -> bool:
         return True

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +17,13 @@ import pytest
 
 from salesml.config import Settings, from_dict
 from salesml.jobrun import Executor, JobRun, job_run, use_executor
-from salesml.warehouse import RunConflictError, Warehouse
+from salesml.warehouse import RUNS_SCHEMA, RunConflictError, Warehouse, _Catalog
 from tests.pipelines.conftest import fresh_pg_schema
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
+LATER = datetime(2025, 6, 2, tzinfo=UTC)
+NEW_RUNS_COLUMNS = ("host", "pid", "process_start", "heartbeat_at", "reconciled_at")
 
 
 class Recorder(Executor):
@@ -98,17 +102,16 @@ def test_job_run_takes_the_executor_set_by_use_executor(tmp_path: Path) -> None:
 
 def test_a_running_run_blocks_the_same_flow_and_as_of_only(url: str) -> None:
     wh = Warehouse(url, lock_timeout_seconds=10)
-    first = wh.start_run("score_deals", AS_OF, exclusive_for_seconds=3600)
-    with pytest.raises(RunConflictError, match=f"already running \\(run_id {first}"):
-        wh.start_run("score_deals", AS_OF, exclusive_for_seconds=3600)
-    wh.start_run("score_deals", datetime(2025, 6, 2, tzinfo=UTC), exclusive_for_seconds=3600)
-    wh.start_run("forecast_demand", AS_OF, exclusive_for_seconds=3600)
+    first = wh.start_run("score_deals", AS_OF, exclusive=True)
+    with pytest.raises(RunConflictError, match=f"already running \\(run_id {first}.*pid"):
+        wh.start_run("score_deals", AS_OF, exclusive=True, heartbeat_timeout_seconds=0.0)
+    wh.start_run("score_deals", datetime(2025, 6, 2, tzinfo=UTC), exclusive=True)
+    wh.start_run("forecast_demand", AS_OF, exclusive=True)
     wh.start_run("score_deals", AS_OF)  # no guard asked for: allowed, as before
-    time.sleep(0.05)
-    wh.start_run("score_deals", AS_OF, exclusive_for_seconds=0.01)  # older ones are stale
     wh.finish_run(first, status="failed")
     runs = wh.read("runs")
-    assert runs.height == 5
+    assert runs.height == 4
+    assert set(runs["status"]) == {"running", "failed"}  # a live process is never abandoned
 
 
 def _race(settings: Settings, hold: float) -> list[tuple[str, float, float] | BaseException]:
@@ -160,11 +163,77 @@ def test_a_second_run_that_cannot_wait_fails_with_a_clear_message(url: str) -> N
     assert runs["status"].to_list() == ["succeeded"]  # the refused run left no record
 
 
-def test_a_dead_run_stops_blocking_once_stale(tmp_path: Path) -> None:
-    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}", wait=0, stale_minutes=0.001)
+def test_a_run_of_an_older_salesml_stops_blocking_once_stale(tmp_path: Path) -> None:
+    """A warehouse from before heartbeats: its `runs` table lacks host/pid/heartbeat columns.
+    The table gains them on the next start; its old 'running' row blocks until stale, then is
+    marked abandoned."""
+    import duckdb
+
+    path = tmp_path / "wh.duckdb"
+    settings = _settings(f"duckdb:///{path}", wait=0, stale_minutes=0.001)
     wh = Warehouse.from_settings(settings)
-    wh.start_run("score_deals", AS_OF)  # a run whose process died: never finished
-    time.sleep(0.1)
+    first_release = [c for c in RUNS_SCHEMA if c not in NEW_RUNS_COLUMNS]
+    with wh._transaction() as session:  # the runs table as the first release made it
+        catalog = _Catalog.load(session, write=True)
+        schema = pl.Schema({c: RUNS_SCHEMA[c] for c in first_release})
+        wh._ensure_table(session, catalog, "runs", schema, ["run_id"])
+    with duckdb.connect(str(path)) as con:
+        assert [r[1] for r in con.sql("PRAGMA table_info('runs')").fetchall()] == first_release
+        con.execute(
+            "INSERT INTO runs VALUES ('old', 'score_deals', ?, now() - INTERVAL 1 HOUR, NULL, "
+            "'running', NULL, NULL, '{}', NULL)",
+            [AS_OF],
+        )
     with job_run(settings, "score_deals", AS_OF) as run:
-        run.notes.append("ran after a dead run")
-    assert "succeeded" in wh.read("runs")["status"].to_list()
+        run.write({"unit_output": pl.DataFrame({"n": [2]})})
+    runs = wh.read("runs").sort("started_at")
+    assert runs["status"].to_list() == ["abandoned", "succeeded"]
+    assert "without a heartbeat" in runs["message"][0]
+    assert "marked abandoned: run old (score_deals" in runs["message"][1]
+    assert runs["pid"][1] is not None and runs["heartbeat_at"][1] is not None
+
+
+def test_an_empty_main_output_keeps_the_rows_an_earlier_run_wrote(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    wh = Warehouse.from_settings(settings)
+    first = pl.DataFrame({"id": [1, 2, 3]})
+    with job_run(settings, "score_deals", AS_OF) as run:
+        run.write({"unit_scores": first, "unit_factors": first}, main="unit_scores")
+    empty = first.clear()
+    with job_run(settings, "score_deals", AS_OF) as run:
+        run.write({"unit_scores": empty, "unit_factors": first.head(1)}, main="unit_scores")
+        kept_run = run.run_id
+    assert wh.read("unit_scores", as_of=AS_OF)["id"].to_list() == [1, 2, 3]
+    assert wh.read("unit_factors", as_of=AS_OF).height == 3  # the batch is kept whole
+    row = wh.get_run(kept_run)
+    assert row is not None and row["status"] == "succeeded"
+    assert "unit_scores: this run produced no rows; kept the 3 rows" in row["message"]
+    assert row["row_counts"] == '{"unit_factors": 0, "unit_scores": 0}'
+    # an empty result where nothing was written before is written (an empty table)
+    with job_run(settings, "score_deals", LATER) as run:
+        run.write({"unit_scores": empty}, main="unit_scores")
+    assert wh.count_rows("unit_scores", LATER) == 0
+
+
+def test_heartbeats_while_a_job_runs_and_stops_after(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    settings.compute.heartbeat_seconds = 0.05
+    wh = Warehouse.from_settings(settings)
+    with job_run(settings, "unit", AS_OF) as run:
+        started = wh.get_run(run.run_id)
+        time.sleep(0.4)
+        beating = wh.get_run(run.run_id)
+    assert started is not None and beating is not None
+    assert beating["heartbeat_at"] > started["heartbeat_at"]
+    assert (beating["host"], beating["pid"]) == (socket.gethostname(), os.getpid())
+    assert not [t for t in threading.enumerate() if t.name.startswith("salesml-heartbeat")]
+
+
+def test_messages_and_params_in_runs_are_redacted(tmp_path: Path) -> None:
+    settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    url = "postgresql://app:hunter2@db/sales"
+    with pytest.raises(RuntimeError), job_run(settings, "unit", AS_OF, params={"source": url}):
+        raise RuntimeError(f"cannot connect to {url}\nsecond line")
+    row = Warehouse.from_settings(settings).read("runs").row(0, named=True)
+    assert "hunter2" not in row["params"] and "hunter2" not in row["message"]
+    assert row["message"] == "RuntimeError: cannot connect to postgresql://app:***@db/sales"

@@ -28,6 +28,7 @@ from salesml.warehouse import Warehouse, WarehouseError, WarehouseLockedError
 PG_URL_ENV = "SALESML_TEST_PG_URL"
 AS_OF = datetime(2024, 6, 1, tzinfo=UTC)
 LATER = AS_OF + timedelta(days=1)
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 SCORE_COLUMNS = ["as_of", "deal_id", "win_probability", "health", "health_reasons"]
 
 
@@ -408,6 +409,106 @@ def test_unsupported_url_is_refused(bad: str) -> None:
 def test_password_is_not_shown() -> None:
     wh = Warehouse("postgresql://u:s3cret@127.0.0.1:1/db")
     assert "s3cret" not in repr(wh)
+
+
+# --- files that cannot be used: one line naming the file, never a DuckDB traceback -----------
+
+
+def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and exc.value.__cause__ is None and exc.value.__suppress_context__
+    return text
+
+
+def test_a_warehouse_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    wh = Warehouse(f"duckdb:///{tmp_path / 'afile' / 'wh.duckdb'}")
+    with pytest.raises(WarehouseError) as err:
+        wh.write_batch({"deal_scores": scores(["d1"], 0.5)}, as_of=AS_OF, run_id="r")
+    assert _one_line(err).startswith(f"cannot create the warehouse folder {tmp_path / 'afile'}: ")
+    assert "warehouse.url" in str(err.value)
+
+
+def test_a_file_that_is_not_duckdb_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "wh.duckdb"
+    path.write_text("<html>a report written over the warehouse</html>" * 50)
+    wh = Warehouse(f"duckdb:///{path}")
+    for attempt in (lambda: wh.read("deal_scores"), lambda: wh.start_run("validate", AS_OF)):
+        with pytest.raises(WarehouseError) as err:
+            attempt()
+        assert _one_line(err) == (
+            f'cannot open warehouse {path}: The file "{path}" exists, but it is not a valid '
+            "DuckDB database file!; warehouse.url must name a DuckDB file in a writable folder"
+        )
+
+
+def test_an_unwritable_warehouse_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    path = tmp_path / "wh.duckdb"
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise duckdb.IOException(f'IO Error: Cannot open file "{path}": Permission denied')
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    with pytest.raises(WarehouseError) as err:
+        Warehouse(f"duckdb:///{path}").start_run("validate", AS_OF)
+    assert _one_line(err).startswith(
+        f'cannot open warehouse {path}: Cannot open file "{path}": Permission denied;'
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(WarehouseError) as err:
+            Warehouse(f"duckdb:///{folder / 'wh.duckdb'}").start_run("validate", AS_OF)
+    finally:
+        folder.chmod(0o700)
+    assert _one_line(err).startswith(f"cannot open warehouse {folder / 'wh.duckdb'}: ")
+
+
+def test_a_duckdb_error_mid_transaction_is_one_line_and_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    wh_duckdb = Warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    wh_duckdb.write_batch({"deal_scores": scores(["d1"], 0.5)}, as_of=AS_OF, run_id="r")
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise duckdb.IOException("IO Error: Could not write file: No space left on device")
+
+    monkeypatch.setattr(Warehouse, "_replace", disk_full)
+    with pytest.raises(WarehouseError) as err:
+        wh_duckdb.write_batch({"deal_scores": scores(["d1"], 0.9)}, as_of=AS_OF, run_id="r")
+    assert _one_line(err).endswith("Could not write file: No space left on device")
+    monkeypatch.undo()
+    assert wh_duckdb.read("deal_scores")["win_probability"].to_list() == [0.5]
+
+
+def test_cli_prints_one_line_for_an_unusable_warehouse(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from salesml.cli import app
+
+    (tmp_path / "afile").write_text("x")
+    config = tmp_path / "salesml.yaml"
+    config.write_text(
+        f'sources: {{path: "{SAMPLE}"}}\n'
+        f'warehouse: {{url: "duckdb:///{tmp_path / "afile" / "wh.duckdb"}"}}\n'
+    )
+    result = CliRunner().invoke(app, ["validate", "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: cannot create the warehouse folder {tmp_path / 'afile'}: File exists; "
+        "point warehouse.url at a writable folder"
+    ]
 
 
 # --- locks -----------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ written in one warehouse batch. No printing: progress goes to the `progress` cal
 
 Lineage: every written row carries `run_id` (the warehouse run, see `runs`), `model_version`
 (registry version of `salesml-deal-win`) and `mlflow_run_id` (the MLflow run that trained it).
+
+Order of training, so that a crash at any point leaves a state the next run can explain:
+reconcile what abandoned training runs left, fit, register the version (tagged with its as_of),
+write `behavior_value` (the map of this newest version), gate and maybe promote, close the run.
+Scoring at `as_of` uses the version that may serve it (`tracking.load_for`): never a model
+trained after `as_of`.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class ScoreReport:
     not_scored_reasons: dict[str, int] = field(default_factory=dict)
     health: dict[str, int] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items()))
@@ -95,6 +102,8 @@ def train(
     deals_settings = settings.deals
     with job_run(settings, flow="train_deal_win", as_of=as_of, executor=executor) as run:
         report(progress, "load inputs", 0.0)
+        tracking.configure(settings)
+        run.step("reconcile", run.reconcile_training, MODEL_NAME, io=True)
         tables = run.load(INPUTS)
         trained = run.step(
             "fit", fit_deal_win, tables, as_of, deals_settings, scaled(progress, 0.05, 0.6)
@@ -104,9 +113,10 @@ def train(
             "behavior value", _behavior, trained, tables, as_of, deals_settings.seed
         )
         report(progress, "champion comparison", 0.7)
-        tracking.configure(settings)
         metric = deals_settings.gate_metric
-        champion_value, champion_version, problem = _champion_value(trained.holdout, tables, metric)
+        champion_value, champion_version, problem = _champion_value(
+            trained.holdout, tables, metric, as_of
+        )
         if problem:
             run.notes.append(problem)
         report(progress, "log model", 0.75)
@@ -133,8 +143,15 @@ def train(
                 artifacts={name: str(path) for name, path in paths.items()},
                 input_example=_input_example(trained),
                 run_name=f"deal-win as of {as_of.isoformat()}",
-                tags={"salesml.as_of": as_of.isoformat(), "salesml.warehouse_run_id": run.run_id},
+                tags={tracking.WAREHOUSE_RUN_TAG: run.run_id},
+                as_of=as_of,
             )
+        run.model_version = version.version
+        report(progress, "write behaviour value", 0.85)
+        run.write(
+            {"behavior_value": with_lineage(behavior, version.version, version.run_id)},
+            main="behavior_value",
+        )
         report(progress, "promotion gate", 0.9)
         decision = tracking.promote_if_better(
             MODEL_NAME,
@@ -143,10 +160,10 @@ def train(
             candidate_value=trained.metrics[metric],
             champion_value=champion_value,
             higher_is_better=METRIC_DIRECTION[metric],
+            champion_version=champion_version,
+            as_of=as_of,
         )
-        run.model_version = version.version
         run.notes.append(decision.reason)
-        run.write({"behavior_value": with_lineage(behavior, version.version, version.run_id)})
         report(progress, "done", 1.0)
         return TrainReport(
             run_id=run.run_id,
@@ -181,10 +198,12 @@ def _behavior(
 
 
 def _champion_value(
-    holdout: pl.DataFrame, tables: dict[str, pl.DataFrame], metric: str
+    holdout: pl.DataFrame, tables: dict[str, pl.DataFrame], metric: str, as_of: datetime
 ) -> tuple[float | None, str | None, str | None]:
-    """The current champion's `metric` on the candidate's holdout rows, its version, and why it
-    could not be evaluated (None, None, None: no champion yet).
+    """The reference version's `metric` on the candidate's holdout rows, its version, and why
+    it could not be evaluated (None, None, None: nothing to compare with). The reference is
+    the version serving `as_of` (`tracking.reference_version`): the champion, unless it was
+    trained after `as_of`.
 
     A champion that cannot be evaluated here (e.g. a model from an incompatible release) gets
     NaN, which the gate treats as beaten, so a broken champion does not block every new model;
@@ -195,14 +214,14 @@ def _champion_value(
     from salesml import tracking
     from salesml.deals.training import evaluate_model
 
-    info = tracking.champion_info(MODEL_NAME)
+    info = tracking.reference_version(MODEL_NAME, as_of)
     if info is None:
         return None, None, None
     try:
         loaded = tracking.load_version(MODEL_NAME, info.version)
         return evaluate_model(loaded.model, holdout, tables, metric), info.version, None
     except Exception as exc:  # any failure means "no valid comparison", never a crash
-        reason = f"champion v{info.version} could not be evaluated ({type(exc).__name__}: {exc})"
+        reason = f"v{info.version} could not be evaluated ({type(exc).__name__}: {exc})"
         return math.nan, info.version, reason.splitlines()[0][:300]
 
 
@@ -241,8 +260,10 @@ def score(
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> ScoreReport:
-    """Score every deal open at `as_of` with `@champion`; write deal_scores,
-    deal_score_factors and pipeline_forecast in one batch."""
+    """Score every deal open at `as_of` with the version that may serve it (`@champion`
+    unless it was trained after `as_of`); write deal_scores, deal_score_factors and
+    pipeline_forecast in one batch. No open deal to score while an earlier run wrote scores
+    for this as_of: those are kept, and the run says so."""
     from salesml import tracking
     from salesml.deals.scoring import score_open_deals
 
@@ -250,8 +271,10 @@ def score(
     with job_run(settings, flow="score_deals", as_of=as_of, executor=executor) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
-        loaded = run.step("load champion", tracking.load_champion, MODEL_NAME, io=True)
+        loaded = run.step("load champion", tracking.load_for, MODEL_NAME, as_of, io=True)
         run.model_version = loaded.version
+        if loaded.note:
+            run.notes.append(loaded.note)
         report(progress, "load inputs", 0.1)
         tables = run.load(INPUTS)
         result = run.step(
@@ -282,7 +305,7 @@ def score(
             "pipeline_forecast": with_lineage(result.forecast, loaded.version, loaded.run_id),
         }
         report(progress, "write", 0.9)
-        run.write(frames)
+        run.write(frames, main="deal_scores")
         reasons = result.not_scored.group_by("not_scored_reason").len().rows()
         health = result.scores.group_by("health").len().rows()
         report(progress, "done", 1.0)
@@ -295,7 +318,8 @@ def score(
             not_scored=result.not_scored.height,
             not_scored_reasons={str(k): int(v) for k, v in reasons},
             health={str(k): int(v) for k, v in health},
-            rows_written={name: frame.height for name, frame in frames.items()},
+            rows_written={name: run.row_counts.get(name, 0) for name in frames},
+            notes=list(run.notes),
         )
     raise AssertionError("unreachable")  # pragma: no cover
 

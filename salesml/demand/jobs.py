@@ -6,6 +6,10 @@ written in one warehouse batch. No printing: progress goes to the `progress` cal
 
 Lineage: every written row carries `run_id` (the warehouse run), `model_version` (registry
 version of `salesml-demand`) and `mlflow_run_id` (the MLflow run that trained it).
+
+Training reconciles what abandoned training runs left, fits, registers the version (tagged with
+its as_of), gates and maybe promotes, then closes its run. Forecasting at `as_of` uses the
+version that may serve it (`tracking.load_for`): never a model trained after `as_of`.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def train(
         executor=executor,
     ) as run:
         report(progress, "load inputs", 0.0)
+        tracking.configure(settings)
+        run.step("reconcile", run.reconcile_training, MODEL_NAME, io=True)
         tables = run.load(INPUTS)
         signals = tables.get("signals")
         result = run.step(
@@ -131,7 +137,6 @@ def train(
             progress=scaled(progress, 0.05, 0.7),
         )
         report(progress, "champion comparison", 0.7)
-        tracking.configure(settings)
         champion_value, champion_version = _champion_value(result, settings, signals, as_of)
         report(progress, "log model", 0.75)
         with tempfile.TemporaryDirectory(prefix="salesml-demand-") as folder:
@@ -146,11 +151,12 @@ def train(
                 input_example=_input_example(result),
                 run_name=f"demand as of {as_of.isoformat()}",
                 tags={
-                    "salesml.as_of": as_of.isoformat(),
-                    "salesml.warehouse_run_id": run.run_id,
+                    tracking.WAREHOUSE_RUN_TAG: run.run_id,
                     "salesml.contribution_unit": "units (log-space SHAP rescaled)",
                 },
+                as_of=as_of,
             )
+        run.model_version = version.version
         report(progress, "promotion gate", 0.9)
         candidate_value = result.metrics.get(GATE_METRIC, math.nan)
         decision = tracking.promote_if_better(
@@ -160,8 +166,9 @@ def train(
             candidate_value=candidate_value,
             champion_value=champion_value,
             higher_is_better=False,
+            champion_version=champion_version,
+            as_of=as_of,
         )
-        run.model_version = version.version
         run.notes.append(decision.reason)
         report(progress, "done", 1.0)
         return TrainReport(
@@ -187,12 +194,14 @@ def train(
 def _champion_value(
     result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
 ) -> tuple[float | None, str | None]:
-    """The champion's WAPE on the candidate's held-out rows (None: no champion; NaN: it cannot
-    be evaluated here, which the gate treats as beaten)."""
+    """The reference version's WAPE on the candidate's held-out rows (None: nothing to compare
+    with; NaN: it cannot be evaluated here, which the gate treats as beaten). The reference is
+    the version serving `as_of` (`tracking.reference_version`): the champion, unless it was
+    trained after `as_of`."""
     from salesml import tracking
     from salesml.demand import pipeline
 
-    info = tracking.champion_info(MODEL_NAME)
+    info = tracking.reference_version(MODEL_NAME, as_of)
     if info is None:
         return None, None
     try:
@@ -325,8 +334,10 @@ def forecast(
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> ForecastReport:
-    """Forecast every active series' buckets ahead with `@champion`; write demand_forecast,
-    demand_forecast_factors and (with an inventory table) sku_health in one batch.
+    """Forecast every active series' buckets ahead with the version that may serve `as_of`
+    (`@champion` unless it was trained after `as_of`); write demand_forecast,
+    demand_forecast_factors and (with an inventory table) sku_health in one batch. An empty
+    forecast never replaces the rows an earlier run wrote for this as_of (the run says so).
 
     The active series are forecast in `run.partitions` parts (1 unless the executor scales
     out, e.g. on Dask); the result does not depend on the number of parts."""
@@ -343,8 +354,10 @@ def forecast(
     ) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
-        loaded = run.step("load champion", tracking.load_champion, MODEL_NAME, io=True)
+        loaded = run.step("load champion", tracking.load_for, MODEL_NAME, as_of, io=True)
         run.model_version = loaded.version
+        if loaded.note:
+            run.notes.append(loaded.note)
         report(progress, "load inputs", 0.1)
         tables = run.load(INPUTS)
         report(progress, "history", 0.2)
@@ -382,7 +395,7 @@ def forecast(
             for name, frame in frames.items()
         }
         report(progress, "write", 0.9)
-        run.write(frames)
+        run.write(frames, main="demand_forecast")
         counts = result.health.group_by("health").len().rows() if result.health is not None else []
         report(progress, "done", 1.0)
         return ForecastReport(
@@ -391,7 +404,7 @@ def forecast(
             model_version=loaded.version,
             mlflow_run_id=loaded.run_id,
             series=int(result.frame["series_id"].n_unique()),
-            rows_written={name: frame.height for name, frame in frames.items()},
+            rows_written={name: run.row_counts.get(name, 0) for name in frames},
             health={str(k): int(v) for k, v in counts},
             rows_explained=explained,
             explain_ms_per_row=1000.0 * seconds.get("drivers", 0.0) / explained

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -76,6 +78,111 @@ def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
 
     runs = warehouse.read("runs")
     assert runs["status"].to_list() == ["succeeded"] * 3
+
+
+def test_an_empty_scoring_run_keeps_the_scores_of_that_as_of(
+    deal_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a zero-row scoring run silently replaced the earlier rows of that as_of. And
+    scoring before the only model's as_of is refused: that model saw later outcomes."""
+    import dataclasses
+
+    import salesml.deals.scoring
+    from salesml.tracking import NoServableVersionError
+
+    jobs.train(deal_settings, AS_OF)
+    first = jobs.score(deal_settings, AS_OF)
+    real = salesml.deals.scoring.score_open_deals
+
+    def nothing_open(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        return dataclasses.replace(
+            result, **{f.name: getattr(result, f.name).clear() for f in dataclasses.fields(result)}
+        )
+
+    monkeypatch.setattr(salesml.deals.scoring, "score_open_deals", nothing_open)
+    empty = jobs.score(deal_settings, AS_OF)
+    assert empty.scored == 0 and empty.rows_written["deal_scores"] == 0
+    kept = first.scored + first.not_scored
+    assert empty.notes == [
+        f"deal_scores: this run produced no rows; kept the {kept} rows an earlier run wrote "
+        f"for as_of {AS_OF.isoformat()} (nothing written)"
+    ]
+    warehouse = Warehouse.from_settings(deal_settings)
+    scores = warehouse.read("deal_scores", as_of=AS_OF)
+    assert scores.height == kept and scores["run_id"].unique().to_list() == [first.run_id]
+    assert warehouse.get_run(empty.run_id)["message"] == empty.notes[0]  # type: ignore[index]
+
+    earlier = AS_OF - timedelta(days=60)
+    with pytest.raises(NoServableVersionError) as err:
+        jobs.score(deal_settings, earlier)
+    assert str(err.value).startswith(
+        f"no version of {jobs.MODEL_NAME} may serve as_of {earlier.isoformat()}: every eligible "
+        f"version was trained later (v1 as of {AS_OF.isoformat()} (champion)); train one with"
+    )
+    failed = warehouse.list_runs(status="failed").row(0, named=True)
+    assert failed["message"] == f"NoServableVersionError: {err.value}"
+
+
+class Killed(BaseException):
+    """What kill -9 does to a run, as far as the warehouse can tell: nothing more is written."""
+
+
+def test_training_killed_after_promotion_is_reconciled_and_time_is_respected(
+    deal_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a kill right after promotion left @champion moved, the run 'running' and
+    behavior_value of the older model; and training at an earlier as_of than the champion
+    promoted the older model."""
+    from salesml import tracking
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Warehouse, "finish_run", killed)  # the process dies before closing
+        with pytest.raises(Killed):
+            jobs.train(deal_settings, AS_OF)
+    warehouse = Warehouse.from_settings(deal_settings)
+    (dead,) = warehouse.list_runs().rows(named=True)
+    assert dead["status"] == "running"
+    assert tracking.champion_info(jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
+    behavior = warehouse.read("behavior_value", as_of=AS_OF)  # written before the promotion
+    assert behavior["model_version"].unique().to_list() == ["1"]
+    _give_run_a_dead_process(warehouse, deal_settings, dead["run_id"])
+
+    earlier = AS_OF - timedelta(days=30)
+    older = jobs.train(deal_settings, earlier)  # the next run: reconciles, then trains
+    reconciled = warehouse.get_run(dead["run_id"])
+    assert reconciled is not None and reconciled["status"] == "abandoned"
+    assert reconciled["reconciled_at"] is not None and reconciled["model_version"] == "1"
+    assert "is gone" in reconciled["message"]
+    assert "reconciled: v1 is champion (the run died after promoting it)" in reconciled["message"]
+    message = warehouse.get_run(older.run_id)["message"]  # type: ignore[index]
+    assert f"marked abandoned: run {dead['run_id']}" in message
+    assert f"reconciled abandoned run {dead['run_id']}: v1 is champion" in message
+
+    assert not older.promoted and older.model_version == "2"
+    assert "not promoted: champion v1 was trained as of" in older.decision
+    assert tracking.champion_info(jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
+    between = jobs.score(deal_settings, AS_OF - timedelta(days=10))
+    assert between.model_version == "2"  # eligible, trained before; v1 saw later outcomes
+    assert any("used v2" in note for note in between.notes)
+    assert jobs.score(deal_settings, AS_OF).model_version == "1"
+
+
+def _give_run_a_dead_process(warehouse: Warehouse, settings: Settings, run_id: str) -> None:
+    """Point the run's pid at a process that has exited (this test's process lives on)."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = settings.warehouse.url.removeprefix("duckdb:///")
+    with duckdb.connect(path) as con:
+        con.execute("UPDATE runs SET pid = ? WHERE run_id = ?", [child.pid, run_id])
 
 
 def test_train_refuses_thin_data_and_records_the_failed_run(deal_settings: Settings) -> None:

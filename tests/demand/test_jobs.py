@@ -108,3 +108,24 @@ def test_forecast_needs_a_champion(mlflow_settings: Settings, tmp_path: Path) ->
     settings = _settings(mlflow_settings, tmp_path / "src")
     with pytest.raises(NoChampionError):
         jobs.forecast(settings, AS_OF)
+
+
+def test_the_registry_respects_time(mlflow_settings: Settings, tmp_path: Path) -> None:
+    """Issue 11: forecasting at an as_of before the champion's silently used it; training at
+    an earlier as_of than the champion promoted the older model."""
+    from salesml.tracking import NoServableVersionError
+
+    settings = _settings(mlflow_settings, tmp_path / "src", with_inventory=False)
+    earlier = AS_OF - timedelta(days=2)
+    assert jobs.train(settings, AS_OF).promoted
+    older = jobs.train(settings, earlier)
+    assert (older.model_version, older.promoted) == ("2", False)
+    assert "not promoted: champion v1 was trained as of" in older.decision
+
+    between = jobs.forecast(settings, AS_OF - timedelta(days=1))
+    assert between.model_version == "2"
+    assert any("champion v1 was trained as of" in note for note in between.notes)
+    runs = Warehouse.from_settings(settings).list_runs(flow="forecast_demand")
+    assert "used v2" in runs["message"][0]
+    with pytest.raises(NoServableVersionError, match=r"v2 as of .*, v1 as of .*; train one"):
+        jobs.forecast(settings, AS_OF - timedelta(days=3))
