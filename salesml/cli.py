@@ -1,34 +1,108 @@
 """The `salesml` command line: parse arguments, call the library, print.
 
 Heavy libraries (mlflow, shap, lightgbm, prefect) are imported inside commands so that
-`salesml --help` answers at once. Every failure a user can fix exits non-zero with one line.
+`salesml --help` answers at once.
+
+One line, always: every failure exits non-zero with exactly one line on stderr, `error: ...`,
+passwords masked by `salesml.secrets.redact`. The top-level group (`_OneLineGroup`) catches
+whatever a command raises, so no command needs its own handler. An error salesml raises on
+purpose (bad config, data, path) prints its message; anything else (a library's exception, a
+polars panic) prints its type and message and points at `--debug` (or SALESML_DEBUG=1), which
+also prints the traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer._click import exceptions as click_errors
+from typer._click.core import Context
+from typer.core import TyperGroup
 
 from salesml.config import ConfigError, Settings, load
 from salesml.progress import Progress
+from salesml.runs_cli import runs_app
+
+_PACKAGE = Path(__file__).resolve().parent
+DEBUG_ENV = "SALESML_DEBUG"
+DEBUG_HINT = "(run with --debug for the traceback)"
+# Not failures of a command: exits, Ctrl-C, help pages, a closed pipe (typer handles these).
+# typer 0.29 carries its own copy of click (`typer._click`): its exceptions are the ones raised.
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    click_errors.NoArgsIsHelpError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    BrokenPipeError,
+)
+
+
+class _OneLineGroup(TyperGroup):
+    """The `salesml` group: a usage error or a failure of any sub-command becomes one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Context | None = None,
+        **extra: Any,
+    ) -> Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _PASS_THROUGH:
+            raise
+        except click_errors.ClickException as exc:
+            _exit_usage(exc)
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except click_errors.ClickException as exc:
+            _exit_usage(exc)
+        except BaseException as exc:  # polars' PanicException is not an Exception
+            _exit_failure(exc, debug=_debug_requested(ctx))
+
 
 app = typer.Typer(
     name="salesml",
     help="Deal-win and 4-hour demand models with SHAP reasons and health ratings.",
+    cls=_OneLineGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(runs_app, name="runs")
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help="On a failure, print the full traceback as well as the one-line error.",
+        ),
+    ] = False,
+) -> None:
+    """Deal-win and 4-hour demand models with SHAP reasons and health ratings."""
+
 
 ConfigOpt = Annotated[
     Path | None,
@@ -50,33 +124,109 @@ class ModelName(StrEnum):
     demand = "demand"
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+# --- failures: one line -----------------------------------------------------------------------
+
+
+def failure_message(exc: BaseException, debug: bool = False) -> tuple[str, int]:
+    """The one stderr line for a command that raised `exc`, and the exit code.
+
+    A config error exits 2, anything else 1. An error salesml raised on purpose is its message;
+    any other exception is named by type, with a pointer to --debug unless it is on.
+    """
+    from salesml.secrets import redact
+
+    text = _first_line(exc)
+    if _expected(exc):
+        message = text or type(exc).__name__
+    else:
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        if not debug:
+            message = f"{message} {DEBUG_HINT}"
+    return "error: " + redact(message), 2 if isinstance(exc, ConfigError) else 1
+
+
+def _expected(exc: BaseException) -> bool:
+    """Whether `exc` is an error with a message meant for the user.
+
+    Yes for salesml's own error classes and for OS errors (they name the file); for a plain
+    ValueError / RuntimeError only when salesml raised it (numpy's "'list' argument must have
+    no negative elements" is a bug to report, not a message).
+    """
+    if type(exc).__module__.split(".")[0] == "salesml" or isinstance(exc, OSError):
+        return True
+    return isinstance(exc, (ValueError, RuntimeError)) and _raised_in_salesml(exc)
+
+
+def _raised_in_salesml(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _debug_requested(ctx: Context | None = None) -> bool:
+    if ctx is not None and ctx.find_root().params.get("debug"):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _exit_failure(exc: BaseException, debug: bool) -> NoReturn:
+    from salesml.secrets import redact
+
+    if debug:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        typer.echo(redact(trace), err=True, nl=False)
+    line, code = failure_message(exc, debug)
+    typer.echo(line, err=True)
+    raise typer.Exit(code)
+
+
+def _exit_usage(exc: click_errors.ClickException) -> NoReturn:
+    """A usage error (unknown option, bad value) as one line naming the command's help."""
+    from salesml.secrets import redact
+
+    text = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if isinstance(ctx, Context) else ""
+    typer.echo(f"error: {redact(text)}{hint}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    from salesml.secrets import redact
+
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn errors a user can fix into one line on stderr and a non-zero exit."""
-    from salesml.validation import DataValidationError
-
-    try:
-        yield
-    except ConfigError as exc:
-        _fail(str(exc), code=2)
-    except DataValidationError as exc:
-        _fail(str(exc).splitlines()[0], code=1)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as exc:
-        text = str(exc).strip().splitlines()
-        _fail(text[0] if text else type(exc).__name__, code=1)
+    """Kept for callers: failures are turned into one line by `_OneLineGroup` for every command."""
+    yield
 
 
 def _settings(config: Path | None) -> Settings:
+    """The config at `config`; any failure to load it is a ConfigError naming the file."""
     try:
         return load(config)
-    except ConfigError as exc:
-        _fail(str(exc), code=2)
-        raise  # unreachable; keeps mypy happy
+    except ConfigError:
+        raise
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:  # e.g. a binary file, a polars panic
+        if config is None:
+            raise
+        detail = _first_line(exc) or type(exc).__name__
+        raise ConfigError(
+            f"config file {config} could not be loaded ({type(exc).__name__}: {detail})"
+        ) from exc
 
 
 def _as_of(text: str | None, settings: Settings) -> datetime:
@@ -84,9 +234,8 @@ def _as_of(text: str | None, settings: Settings) -> datetime:
 
     try:
         return parse_as_of(text, settings.timezone)
-    except ValueError as exc:
-        _fail(str(exc), code=2)
-        raise
+    except (ValueError, OverflowError) as exc:
+        _fail(_first_line(exc) or f"--as-of {text!r} cannot be used", code=2)
 
 
 @contextmanager
@@ -143,13 +292,25 @@ def sample(
     series: Annotated[int, typer.Option(help="Number of customer x SKU demand series.")] = 200,
     days: Annotated[int, typer.Option(help="Days of demand history.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write even where the folder already holds other input tables."
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic world (deals and demand) with planted, documented effects."""
     from salesml.sample import write_sample
 
-    with _user_errors(), _progress_bar("sample") as progress:
+    with _progress_bar("sample") as progress:
         paths = write_sample(
-            out, deals=deals, series=series, days=days, seed=seed, progress=progress
+            out,
+            deals=deals,
+            series=series,
+            days=days,
+            seed=seed,
+            progress=progress,
+            force=force,
         )
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -162,8 +323,7 @@ def validate(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
-    with _user_errors():
-        summary = validate_inputs(settings, when)
+    summary = validate_inputs(settings, when)
     _emit(summary, as_json=False)
 
 
@@ -177,7 +337,7 @@ def train(
     settings = _settings(config)
     when = _as_of(as_of, settings)
     job = _job(model, "train")
-    with _user_errors(), _progress_bar(f"train {model.value}") as progress:
+    with _progress_bar(f"train {model.value}") as progress:
         report = job(settings, when, progress=progress)
     _emit(_as_dict(report), as_json=False)
 
@@ -195,7 +355,7 @@ def score_deals(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
-    with _user_errors(), _progress_bar("score deals") as progress:
+    with _progress_bar("score deals") as progress:
         report = jobs.score(settings, when, progress=progress)
     _emit(_as_dict(report), as_json=False)
 
@@ -207,7 +367,7 @@ def forecast_demand(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
-    with _user_errors(), _progress_bar("forecast demand") as progress:
+    with _progress_bar("forecast demand") as progress:
         report = jobs.forecast(settings, when, progress=progress)
     _emit(_as_dict(report), as_json=False)
 
@@ -226,7 +386,7 @@ def backtest(
     settings = _settings(config)
     when = _as_of(as_of, settings)
     job = _job(model, "backtest")
-    with _user_errors(), _progress_bar(f"backtest {model.value}") as progress:
+    with _progress_bar(f"backtest {model.value}") as progress:
         result = job(settings, when, n_origins=origins, progress=progress)
     _emit(result, as_json=as_json)
 
@@ -237,17 +397,27 @@ def report(
     as_of: AsOfOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="HTML file to write (default: beside the warehouse)."),
+        typer.Option(
+            "--out",
+            help="HTML file to write (default: beside the warehouse). Never an input, the "
+            "warehouse, the MLflow store or the config.",
+        ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing --out file that is not a salesml report."
+        ),
+    ] = False,
 ) -> None:
     """Write one self-contained HTML report (opens offline) for the outputs at --as-of."""
     from salesml.report import build
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
-    with _user_errors(), _progress_bar("report") as progress:
+    with _progress_bar("report") as progress:
         progress("gather and render", 0.1)
-        path = build(settings, when, out)
+        path = build(settings, when, out, force=force, config_path=config)
     typer.echo(f"report: {path}")
 
 
@@ -261,7 +431,7 @@ def demo(
     """From nothing: sample data, validate, train, score, forecast, rate health, report."""
     from salesml.demo import run_demo
 
-    with _user_errors(), _progress_bar("demo") as progress:
+    with _progress_bar("demo") as progress:
         result = run_demo(workdir, progress=progress)
     for line in result.summary_lines():
         typer.echo(line)

@@ -1,6 +1,11 @@
 """`salesml demo`: the whole product on a synthetic world, from nothing, in one call.
 
 A notebook can call `run_demo(workdir)` and get the same result as the command line.
+
+The demo rewrites its own files on every run (config, sample data, report) and adds to its own
+warehouse and MLflow store, so it refuses a workdir holding files it did not write: a config
+without its marker line, input tables that are not an earlier demo's sample, or a warehouse,
+MLflow store or report without a demo config beside them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ from salesml.progress import Progress, report, scaled
 DEMO_DEALS = 3000
 DEMO_SERIES = 60
 DEMO_DAYS = 120
+CONFIG_NAME = "salesml.yaml"
+CONFIG_MARKER = "# Written by `salesml demo`; rewritten by every demo run in this folder."
+# What a demo workdir holds besides its config and data; any of them without a demo config
+# beside it belongs to someone else.
+DEMO_OUTPUTS = ("warehouse.duckdb", "mlflow.db", "mlartifacts", "report.html")
+
+
+class WorkdirError(ValueError):
+    """The demo would overwrite or mix with files it did not write; one-line message."""
 
 
 @dataclass
@@ -65,14 +79,19 @@ def demo_settings(workdir: Path) -> dict[str, Any]:
 
 
 def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
-    """Generate a sample world in `workdir`, then validate, train, score and forecast it."""
+    """Generate a sample world in `workdir`, then validate, train, score and forecast it.
+
+    Raises WorkdirError, before writing anything, when `workdir` holds files the demo did not
+    write (see `check_workdir`).
+    """
     from salesml.jobs import validate_inputs
     from salesml.sample import WORLD_END, write_sample
 
-    workdir.mkdir(parents=True, exist_ok=True)
     raw = demo_settings(workdir)
-    config_path = workdir / "salesml.yaml"
-    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    check_workdir(workdir, raw)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / CONFIG_NAME
+    config_path.write_text(config_text(raw))
     settings: Settings = from_dict(raw)
     data_dir = Path(raw["sources"]["path"])
 
@@ -106,9 +125,63 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
     from salesml.report import build
 
     report(progress, "report", 0.95)
-    result.report_path = build(settings, as_of, workdir.resolve() / "report.html")
+    result.report_path = build(
+        settings, as_of, workdir.resolve() / "report.html", config_path=config_path
+    )
     report(progress, "done", 1.0)
     return result
+
+
+def config_text(raw: dict[str, Any]) -> str:
+    """The demo's config file: the marker line, then the settings as YAML."""
+    return f"{CONFIG_MARKER}\n{yaml.safe_dump(raw, sort_keys=False)}"
+
+
+def is_demo_config(path: Path, raw: dict[str, Any]) -> bool:
+    """Whether the config at `path` was written by the demo (marker line, or, from demos
+    before the marker, exactly the settings the demo writes for this workdir)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.startswith(CONFIG_MARKER):
+        return True
+    from salesml.config import ConfigError, parse_yaml
+
+    try:
+        return parse_yaml(text, str(path)) == raw
+    except ConfigError:
+        return False
+
+
+def check_workdir(workdir: Path, raw: dict[str, Any]) -> None:
+    """Refuse a workdir whose files the demo would overwrite or mix with (WorkdirError)."""
+    from salesml.sample.deals import DEAL_TABLES
+    from salesml.sample.demand import DEMAND_TABLES
+    from salesml.sample.write import SampleFolderError, check_out_folder
+
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"demo --workdir {workdir} is a file; choose a folder")
+    config = workdir / CONFIG_NAME
+    if config.exists():
+        if not is_demo_config(config, raw):
+            raise WorkdirError(
+                f"demo --workdir {workdir}: {config} was not written by salesml demo and would "
+                "be overwritten; use another --workdir"
+            )
+    else:
+        found = [name for name in DEMO_OUTPUTS if (workdir / name).exists()]
+        if found:
+            raise WorkdirError(
+                f"demo --workdir {workdir} already holds {', '.join(found)} but no demo "
+                f"{CONFIG_NAME}; use an empty or new --workdir"
+            )
+    try:
+        check_out_folder(Path(raw["sources"]["path"]), DEAL_TABLES + DEMAND_TABLES)
+    except SampleFolderError as exc:
+        raise WorkdirError(
+            f"demo --workdir {workdir}: {str(exc).split(';')[0]}; use another --workdir"
+        ) from None
 
 
 def _model_steps(settings: Settings, as_of: Any, progress: Progress | None) -> dict[str, Any]:

@@ -47,3 +47,22 @@ def test_nonexistent_local_time_becomes_null_not_a_shifted_value() -> None:
     frame = pl.DataFrame({"ts": [datetime(2025, 3, 30, 2, 30)]})
     out = ensure_utc(frame, ["ts"], "Europe/Berlin").collect()
     assert out["ts"][0] is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9999-12-31", "9999-12-31T23:59:59+00:00", "3000-01-01", "1899-12-31", "0001-01-01"],
+)
+def test_as_of_outside_the_supported_years_is_refused_not_an_overflow(value: str) -> None:
+    with pytest.raises(ValueError, match="out of range: use a date from 1900-01-01 to 2999-12-31"):
+        parse_as_of(value, "Pacific/Kiritimati")
+
+
+def test_as_of_at_the_bounds_is_accepted_and_arithmetic_is_safe() -> None:
+    from datetime import timedelta
+
+    last = parse_as_of("2999-12-31T23:59", "Pacific/Kiritimati")
+    first = parse_as_of("1900-01-01", "UTC")
+    assert last + timedelta(days=3650) > last and first - timedelta(days=3650) < first
+    with pytest.raises(ValueError, match="out of range"):
+        parse_as_of(datetime(9999, 12, 31, tzinfo=UTC))

@@ -26,22 +26,27 @@ def build(
     as_of: datetime,
     out_path: str | Path | None = None,
     options: ReportOptions | None = None,
+    *,
+    force: bool = False,
+    config_path: str | Path | None = None,
 ) -> Path:
     """Write the report for `as_of` and return its path.
 
-    out_path: the HTML file to write (folders are created); default `default_path`. The file
-    is written to a temporary name and renamed, so a reader never sees half a report.
+    out_path: the HTML file to write (folders are created); default `default_path`. The path
+    is checked before anything is read (`output.check_out_path`: never an input, the warehouse,
+    the MLflow store or `config_path`; an existing file only if it is a salesml report or
+    `force`), then the page is written to a temporary file and renamed, so a reader never
+    sees half a report.
     """
     from salesml.report.gather import gather
+    from salesml.report.output import check_out_path, write_atomic
     from salesml.report.render import render
 
-    page = render(gather(settings, as_of, options))
     path = Path(out_path) if out_path is not None else default_path(settings, as_of)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
+    config = Path(config_path) if config_path is not None else None
+    check_out_path(path, settings, config_path=config, force=force)
+    page = render(gather(settings, as_of, options))
+    return write_atomic(path, page)
 
 
 def default_path(settings: Settings, as_of: datetime) -> Path:

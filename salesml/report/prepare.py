@@ -74,14 +74,18 @@ def calibration_pairs(
     """Past predictions whose deal has closed since: (scored_as_of, deal_id, win_probability, won).
 
     A score made at `scored_as_of` counts when the deal closed after it and at or before the
-    report's `as_of` (outcomes known by then: `deals` must be read as of `as_of`).
+    report's `as_of` (outcomes known by then: `deals` must be read as of `as_of`). Rows
+    without a probability (deals not scored, e.g. open for less than `deals.min_open_days`)
+    or with one outside [0, 1] made no prediction, so they are not pairs.
     """
     at = pl.lit(as_of, DATETIME)
     closed = deals.filter(pl.col("outcome").is_not_null() & (pl.col("closed_at") <= at)).select(
         "deal_id", "closed_at", (pl.col("outcome") == "won").alias("won")
     )
+    probability = pl.col("win_probability").cast(pl.Float64)
+    predicted = probability.is_not_null() & probability.is_between(0.0, 1.0)
     return (
-        past_scores.filter(pl.col("as_of") < at)
+        past_scores.filter((pl.col("as_of") < at) & predicted.fill_null(False))
         .select(pl.col("as_of").alias("scored_as_of"), "deal_id", "win_probability")
         .join(closed, on="deal_id", how="inner")
         .filter(pl.col("closed_at") > pl.col("scored_as_of"))

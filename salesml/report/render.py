@@ -18,6 +18,7 @@ import polars as pl
 from salesml.report import charts, prepare
 from salesml.report.data import PRODUCING_COMMAND, ReportData
 from salesml.report.html import STYLE, Html, join, table, tag, trusted
+from salesml.report.output import MARKER
 
 SECTIONS = (
     ("deals", "Deals at risk"),
@@ -92,6 +93,7 @@ def render(data: ReportData) -> str:
     head = join(
         [
             Html('<meta charset="utf-8">'),
+            Html(MARKER),
             Html('<meta name="viewport" content="width=device-width, initial-scale=1">'),
             tag("title", title),
             tag("style", trusted(STYLE)),
@@ -218,8 +220,10 @@ def _summary(data: ReportData) -> Html:
         cards.append((f"{quarantine.height:,}", "rows quarantined"))
     runs = data.table("runs")
     if runs is not None:
-        failed = runs.filter(pl.col("status") == "failed").height
-        cards.append((f"{runs.height - failed} / {failed}", "runs succeeded / failed"))
+        status = runs.get_column("status")
+        succeeded = int((status == "succeeded").sum())
+        failed = int(status.is_in(["failed", "abandoned"]).sum())
+        cards.append((f"{succeeded} / {failed}", "runs succeeded / failed or abandoned"))
     if not cards:
         return _note(
             "The warehouse has no output for this as_of yet: run `salesml demo` or the jobs."
@@ -624,7 +628,12 @@ def _runs_table(runs: pl.DataFrame, fmt: _Formats) -> Html:
             else ""
         )
         status = r.get("status")
-        colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(str(status))
+        colour = {
+            "succeeded": "green",
+            "failed": "red",
+            "abandoned": "red",
+            "running": "yellow",
+        }.get(str(status))
         rows.append(
             [
                 r.get("flow"),

@@ -20,19 +20,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", type=int, default=200, help="store x SKU series (0 = none)")
     parser.add_argument("--days", type=int, default=120, help="days of demand history")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="write even beside other input tables")
     args = parser.parse_args(argv)
 
     from salesml.sample import write_sample
 
     started = time.perf_counter()
-    paths = write_sample(
-        args.out,
-        deals=args.deals,
-        series=args.series,
-        days=args.days,
-        deal_days=args.deal_days,
-        seed=args.seed,
-    )
+    try:
+        paths = write_sample(
+            args.out,
+            deals=args.deals,
+            series=args.series,
+            days=args.days,
+            deal_days=args.deal_days,
+            seed=args.seed,
+            force=args.force,
+        )
+    except ValueError as exc:  # a bad argument or a folder it must not write into
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -3,12 +3,16 @@
 Large worlds are written chunk by chunk (row groups appended to one file per table), so memory
 stays bounded by one chunk. Each file is written under a temporary name and moved into place
 when complete: a crash never leaves a half-written table that looks whole.
+
+A folder source is one world: a sample written beside a user's `deals.csv` would shadow it (or
+make the source ambiguous), and beside another world's `sales.parquet` would mix two worlds.
+`check_out_folder` refuses both unless forced; replacing an earlier sample's tables is fine.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,45 @@ from salesml.sample._common import WORLD_END, check_end
 
 COMPRESSION = "zstd"
 TRUTH_DIR = "truth"
+WORLD_FILE = "world.json"
+
+
+class SampleFolderError(ValueError):
+    """The sample would shadow or mix with tables already in its folder; one-line message."""
+
+
+def check_out_folder(out: Path, tables: Iterable[str], force: bool = False) -> None:
+    """Refuse to write `tables` into `out` where other input tables already are.
+
+    Allowed without `force`: an empty or new folder, and an earlier sample's Parquet files
+    (its `truth/world.json` is there) of the tables being written again. Anything else in
+    the canonical names (`deals.csv`, `sales.parquet` that this sample does not write,
+    a `deals/` folder) is named in the error.
+    """
+    if out.exists() and not out.is_dir():
+        raise SampleFolderError(f"sample folder {out} is a file; choose a folder")
+    if force or not out.is_dir():
+        return
+    from salesml.contract import INPUT_ORDER
+
+    earlier_sample = (out / TRUTH_DIR / WORLD_FILE).is_file()
+    writing = set(tables)
+    clashes = []
+    for name in INPUT_ORDER:
+        for candidate in (out / f"{name}.parquet", out / f"{name}.csv", out / name):
+            if not candidate.exists():
+                continue
+            replaced = earlier_sample and candidate.suffix == ".parquet" and name in writing
+            if not replaced:
+                clashes.append(candidate.name + ("/" if candidate.is_dir() else ""))
+    if clashes:
+        shown = ", ".join(clashes[:5]) + (
+            f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        )
+        raise SampleFolderError(
+            f"sample folder {out} already holds input tables the sample would shadow or mix "
+            f"with ({shown}); choose an empty folder, or pass --force"
+        )
 
 
 class _ParquetSink:
@@ -118,18 +161,24 @@ def write_sample(
     deal_days: int = 730,
     end: datetime = WORLD_END,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Generate both worlds and write them as Parquet (zstd) under `out_dir`.
 
     `days` is the demand history (sales, inventory; signals run 7 days further); `deal_days`
     the span over which deals are created. `deals=0` or `series=0` skips that world. Returns
     {table name: path}, with the truth under "truth/deals", "truth/demand", "truth/holidays"
-    and "truth/world" (a JSON of the arguments and every planted effect).
+    and "truth/world" (a JSON of the arguments and every planted effect). Refuses a folder
+    that already holds other input tables unless `force` (`check_out_folder`).
     """
     if deals < 0 or series < 0:
         raise ValueError("deals and series must be >= 0")
     end = check_end(end)
     out = Path(out_dir)
+    planned = (deals_module.DEAL_TABLES if deals else ()) + (
+        demand_module.DEMAND_TABLES if series else ()
+    )
+    check_out_folder(out, planned, force)
     out.mkdir(parents=True, exist_ok=True)
     deal_work = 10.0 * deals
     demand_work = 2.5 * series * days
@@ -153,7 +202,7 @@ def write_sample(
         raise
     paths = sink.close()
 
-    manifest = out / TRUTH_DIR / "world.json"
+    manifest = out / TRUTH_DIR / WORLD_FILE
     manifest.parent.mkdir(parents=True, exist_ok=True)
     world = {
         "seed": seed,

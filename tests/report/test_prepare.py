@@ -204,3 +204,25 @@ def test_bucket_actuals_stop_where_the_source_has_no_data_yet() -> None:
     # a zero after as_of would read "sold nothing"; the source simply does not know yet
     assert not out["after_as_of"].any()
     assert out["bucket_start"].max() == AS_OF - timedelta(hours=4)
+
+
+def test_calibration_pairs_skip_scores_without_a_probability() -> None:
+    """Deals not scored at the time (too young: null) or with an unusable value make no pair."""
+    past = pl.DataFrame(
+        {
+            "as_of": [AS_OF - timedelta(days=10)] * 4,
+            "deal_id": ["scored", "too_young", "nan", "out_of_range"],
+            "win_probability": [0.7, None, float("nan"), 1.5],
+        },
+        schema_overrides={"as_of": DATETIME},
+    )
+    deals = pl.DataFrame(
+        {
+            "deal_id": ["scored", "too_young", "nan", "out_of_range"],
+            "closed_at": [AS_OF - timedelta(days=1)] * 4,
+            "outcome": ["won", "lost", "won", "lost"],
+        },
+        schema_overrides={"closed_at": DATETIME},
+    )
+    pairs = prepare.calibration_pairs(past, deals, AS_OF)
+    assert pairs.select("deal_id", "win_probability").rows() == [("scored", 0.7)]

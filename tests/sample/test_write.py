@@ -12,6 +12,7 @@ from salesml.sample import WORLD_END, deals_world, demand_world, write_sample
 from salesml.sample import deals as deals_module
 from salesml.sample import demand as demand_module
 from salesml.sample.__main__ import main
+from salesml.sample.write import SampleFolderError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = REPO_ROOT / "data" / "sample"
@@ -74,3 +75,34 @@ def test_bundled_sample_is_small_and_trainable() -> None:
         assert pl.read_parquet(BUNDLED / f"{name}.parquet").height > 0
     for name in ["sales", "signals", "inventory"]:
         assert pl.read_parquet(BUNDLED / f"{name}.parquet").height > 0
+
+
+SMALL = {"deals": 40, "series": 3, "days": 2, "deal_days": 60}
+
+
+def test_refuses_to_write_beside_a_users_tables(tmp_path: Path) -> None:
+    (tmp_path / "deals.csv").write_text("deal_id\nD1\n")
+    with pytest.raises(SampleFolderError, match=r"deals\.csv\); choose an empty folder, or pass"):
+        write_sample(tmp_path, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deals.csv"]
+    paths = write_sample(tmp_path, force=True, **SMALL)
+    assert paths["deals"] == tmp_path / "deals.parquet"
+
+
+def test_rewrites_an_earlier_sample_but_never_mixes_two_worlds(tmp_path: Path) -> None:
+    write_sample(tmp_path, **SMALL)
+    again = write_sample(tmp_path, seed=1, **SMALL)  # same tables again: replaced
+    assert pl.read_parquet(again["deals"]).height == 40
+    with pytest.raises(SampleFolderError, match=r"deals\.parquet"):
+        write_sample(tmp_path, **{**SMALL, "deals": 0})  # old deals would sit beside new sales
+
+
+def test_cli_sample_beside_a_users_table_is_one_line(tmp_path: Path) -> None:
+    from tests.clihelp import assert_one_line_or_ok, run_cli
+
+    (tmp_path / "sales").mkdir()
+    (tmp_path / "sales" / "part.parquet").write_bytes(b"")
+    result = run_cli(["sample", "--out", str(tmp_path), "--deals", "0", "--series", "2"])
+    line = assert_one_line_or_ok(result)
+    assert result.exit_code == 1 and line is not None and "(sales/)" in line
+    assert main(["--out", str(tmp_path), "--deals", "0", "--series", "2", "--days", "2"]) == 2
