@@ -10,6 +10,7 @@ import pytest
 
 from salesml.config import DemandSettings, Settings
 from salesml.timeutil import DATETIME
+from tests.fast_models import FAST_DEMAND
 
 SALES_SCHEMA: dict[str, pl.DataType] = {
     "ts": DATETIME,
@@ -32,15 +33,7 @@ def sales_frame(rows: Sequence[tuple[datetime, str, str, float]]) -> pl.DataFram
 
 def tiny_demand(**overrides: object) -> DemandSettings:
     """A lean model so tests fit in about a second."""
-    values: dict[str, object] = {
-        "n_estimators": 25,
-        "num_leaves": 7,
-        "min_data_in_leaf": 10,
-        "learning_rate": 0.2,
-        "max_train_rows": 20_000,
-        "num_threads": 1,
-        "calibration_origins": 1,
-    }
+    values: dict[str, object] = dict(FAST_DEMAND)
     values.update(overrides)
     return DemandSettings.model_validate(values)
 

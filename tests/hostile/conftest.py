@@ -27,33 +27,10 @@ import yaml
 
 from salesml.sample import WORLD_END
 from salesml.timeutil import DATETIME
+from tests.fast_models import FAST_MODELS
 
 AS_OF = WORLD_END
 """Every hostile test works at the end of the sample world: no sample row is after it."""
-
-FAST_MODELS: dict[str, Any] = {
-    "deals": {
-        "min_won": 30,
-        "min_lost": 30,
-        "num_threads": 1,
-        "n_estimators": 60,
-        "learning_rate": 0.15,
-        "num_leaves": 7,
-        "min_child_samples": 20,
-        "early_stopping_rounds": 10,
-        "forecast_simulations": 200,
-    },
-    "demand": {
-        "n_estimators": 25,
-        "num_leaves": 7,
-        "min_data_in_leaf": 10,
-        "learning_rate": 0.2,
-        "max_train_rows": 20_000,
-        "num_threads": 1,
-        "calibration_origins": 1,
-    },
-}
-"""Small, fast models for small worlds (sufficiency minimums lowered to match)."""
 
 RUN_WAIT_SECONDS = 30.0
 """`compute.run_wait_seconds` in every hostile config: a run blocked by a dead one fails after

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from salesml.sample import WORLD_END
+from tests.fast_models import FAST_MODELS
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -33,29 +34,7 @@ PG_URL_ENV = "SALESML_TEST_PG_URL"
 WHEN = WORLD_END
 AS_OF = WHEN.isoformat()  # as flows take it
 
-FAST: dict[str, Any] = {
-    "deals": {
-        "min_won": 30,
-        "min_lost": 30,
-        "num_threads": 1,
-        "n_estimators": 60,
-        "learning_rate": 0.15,
-        "num_leaves": 7,
-        "min_child_samples": 20,
-        "early_stopping_rounds": 10,
-        "forecast_simulations": 200,
-    },
-    "demand": {
-        "n_estimators": 25,
-        "num_leaves": 7,
-        "min_data_in_leaf": 10,
-        "learning_rate": 0.2,
-        "max_train_rows": 20_000,
-        "num_threads": 1,
-        "calibration_origins": 1,
-    },
-    "compute": {"io_retry_backoff_seconds": 0.01, "run_wait_seconds": 60},
-}
+FAST = FAST_MODELS
 """Small, fast models for a tiny world (the sufficiency minimums lowered to match)."""
 
 
