@@ -2,12 +2,17 @@
 
 - seasonal naive: the same bucket one week earlier (t - week * ceil(h / week), so it only reads
   up to the origin even for horizons beyond a week);
-- recent same-bucket mean: the mean of the same bucket over the last `weeks` weeks known at the
-  origin;
+- zero: nothing sells (on intermittent 4-hour data the one to beat at the bottom level: an
+  all-zero forecast scores WAPE 1.000 and beats every mean-type forecast there);
+- recent same-bucket mean: the mean of the same bucket over the last `weeks` (4) weeks known at
+  the origin;
+- same-bucket median: the median of the same bucket over the last `median_weeks` (8) weeks known
+  at the origin (a median, like P50, so comparable in WAPE);
 - ETS: statsmodels Holt-Winters (additive weekly season, no trend) per series, fitted on the last
   `ets_weeks` weeks up to the origin; only when there are at most `settings.demand.ets_max_series`
   series (one fit per series) and at least two full seasons of history.
-All baselines forecast 0 in closed slots, like the model.
+All baselines forecast 0 in closed slots, like the model. Buckets of a customer's closure days
+are missing in the history (`features.closure_days`): the means and medians skip them.
 """
 
 from __future__ import annotations
@@ -30,24 +35,34 @@ def _lagged(history: History, lag: pl.Expr) -> pl.Expr:
     return history.col("y").gather(valid.then(index))
 
 
-def naive_forecasts(history: History, rows: pl.DataFrame, weeks: int = 4) -> pl.DataFrame:
-    """(row, h) -> seasonal_naive, recent_mean (0 where no history or in a closed slot)."""
+NAIVE_BASELINES = ("zero", "seasonal_naive", "recent_mean", "median_8w")
+
+
+def naive_forecasts(
+    history: History, rows: pl.DataFrame, weeks: int = 4, median_weeks: int = 8
+) -> pl.DataFrame:
+    """(row, h) -> zero, seasonal_naive, recent_mean, median_8w (0 where no history or in a
+    closed slot)."""
     week = history.week
     first = ((pl.col("h") + week - 1) // week).cast(pl.Int64)  # weeks back to reach the origin
     frame = rows.lazy().with_columns(start_row=start_of_row(history))
-    lags = [_lagged(history, (first + k) * week).alias(f"_w{k}") for k in range(weeks)]
+    span = max(weeks, median_weeks)
+    lags = [_lagged(history, (first + k) * week).alias(f"_w{k}") for k in range(span)]
     closed = history.col("closed").gather(pl.col("row"))
+    median = pl.concat_list([f"_w{k}" for k in range(median_weeks)]).list.drop_nulls()
     return (
         frame.with_columns(lags)
         .with_columns(
+            zero=pl.lit(0.0),
             seasonal_naive=pl.col("_w0").fill_null(0.0),
             recent_mean=pl.mean_horizontal([f"_w{k}" for k in range(weeks)]).fill_null(0.0),
+            median_8w=median.list.median().fill_null(0.0),
         )
         .with_columns(
             pl.when(closed).then(0.0).otherwise(pl.col(c)).cast(pl.Float64).alias(c)
-            for c in ("seasonal_naive", "recent_mean")
+            for c in NAIVE_BASELINES
         )
-        .select("row", "h", "seasonal_naive", "recent_mean")
+        .select("row", "h", *NAIVE_BASELINES)
         .collect()
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from salesml import metrics
 from salesml.config import Settings
 from salesml.jobrun import Executor, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
@@ -230,6 +231,24 @@ def _write_artifacts(folder: Path, result: Any) -> dict[str, str]:
                 "interval_upper_level": 1.0 - cal.lower_level,
                 "held_out_coverage": cal.coverage,
                 "held_out_rows": cal.rows,
+                "strata": [
+                    {
+                        "stratum": metrics.stratum_label(k, cal.edges),
+                        "inv_size": inv,
+                        "lower_level": level,
+                        "held_out_coverage": cover if math.isfinite(cover) else None,
+                        "rows": rows,
+                    }
+                    for k, (inv, level, cover, rows) in enumerate(
+                        zip(
+                            cal.inv_sizes,
+                            cal.lower_levels,
+                            cal.coverages,
+                            cal.stratum_rows,
+                            strict=True,
+                        )
+                    )
+                ],
                 "metrics": {k: v for k, v in cal.metrics.items() if math.isfinite(v)},
             },
             indent=2,

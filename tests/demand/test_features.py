@@ -151,3 +151,33 @@ def test_regional_signal_weight_multiplies_the_value() -> None:
         frame.group_by("customer_id").agg(pl.col("signal_event").first()).iter_rows()
     )
     assert by_customer == {"c1": 5.0, "c2": 2.0}
+
+
+def test_a_closure_day_of_a_daily_shop_is_missing_not_zero_demand() -> None:
+    """Issue 10: a whole day without a sale at a shop that sells every day (a holiday, a
+    closed Monday) is missing data; at a shop that sells every third day it is demand 0."""
+    daily = daily_pattern_sales(START, 35).filter(
+        pl.col("ts").dt.date() != (START + timedelta(days=20)).date()
+    )
+    sparse = daily_pattern_sales(START, 35, customers=("c2",)).filter(
+        (pl.col("ts") - START).dt.total_days() % 3 == 0
+    )
+    sales = pl.concat([daily, sparse])
+    closed_day = (START + timedelta(days=20)).date()
+
+    def day_y(demand: DemandSettings, customer: str, day: object) -> list[float | None]:
+        history = build_history(sales, demand, "UTC", AS_OF)
+        sid = history.series.filter(pl.col("customer_id") == customer)["series_id"].item()
+        grid = history.grid.filter(pl.col("series_id") == sid)
+        on_day = grid.filter(buckets.local_date(pl.col("bucket"), 4) == day)
+        return on_day["y"].to_list()
+
+    demand = DemandSettings(detect_closed=False)
+    assert day_y(demand, "c1", closed_day) == [None] * 6
+    assert day_y(demand, "c2", (START + timedelta(days=1)).date()) == [0.0] * 6
+    off = DemandSettings(detect_closed=False, closure_min_day_share=1.0)
+    assert day_y(off, "c1", closed_day) == [0.0] * 6
+    # training never uses a missing target
+    history = build_history(sales, demand, "UTC", AS_OF)
+    rows = training_rows(history, history.origin, demand)
+    assert history.grid["y"].gather(rows["row"]).null_count() == 0

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salesml.demand.model import DemandModel, nb_quantiles, to_unit_contributions
+from salesml import metrics
+from salesml.demand.model import Calibration, DemandModel, nb_quantiles, to_unit_contributions
 
 
 @settings(max_examples=60, deadline=None)
@@ -62,3 +63,91 @@ def test_fit_predict_and_unit_contributions_add_up() -> None:
     # the promotion-like binary feature pushes demand up where it is 1
     b_on = x["b"].to_numpy() == 1
     assert units[b_on, 1].mean() > 0 > units[~b_on, 1].mean()
+
+
+# --- whole-unit quantiles, Mondrian strata (issue 10) -------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    means=st.lists(st.floats(min_value=0.0, max_value=60.0), min_size=1, max_size=40),
+    medians=st.lists(st.floats(min_value=-1.0, max_value=80.0), min_size=40, max_size=40),
+    inv_size=st.floats(min_value=1e-3, max_value=3.0),
+    lower=st.floats(min_value=0.01, max_value=0.45),
+)
+def test_whole_unit_quantiles_are_ordered_and_consistent_with_expected(
+    means: list[float], medians: list[float], inv_size: float, lower: float
+) -> None:
+    model = DemandModel()
+    model.calibration_ = Calibration(
+        inv_size=inv_size,
+        lower_level=lower,
+        inv_sizes=(inv_size, 2 * inv_size, inv_size / 2),
+        lower_levels=(lower, lower / 2, min(0.45, 2 * lower)),
+    )
+    mean = np.array(means)
+    for median in (None, np.array(medians[: mean.size])):
+        p10, p50, p90 = model.predict_quantiles(mean, median)
+        for q in (p10, p50, p90):
+            assert np.array_equal(q, np.round(q)) and (q >= 0).all()  # whole units
+        assert (p10 <= p50).all() and (p50 <= p90).all()
+        assert (p10 <= mean).all() and (mean < p90 + 1).all()  # documented consistency
+
+
+def test_mondrian_calibration_covers_every_stratum() -> None:
+    """Sparse cells are near-Poisson, busy cells overdispersed: one pooled level would
+    over-cover the sparse zeros and miss the busy cells; per stratum each gets ~80 %."""
+    rng = np.random.default_rng(3)
+
+    def draw(mean: np.ndarray) -> np.ndarray:
+        inv = np.where(mean < 2.0, 0.05, 0.8)  # dispersion depends on the level
+        size = 1.0 / inv
+        return rng.negative_binomial(size, size / (size + mean)).astype(float)
+
+    mean = np.concatenate([rng.uniform(0.02, 0.5, 20_000), rng.uniform(0.5, 8.0, 20_000)])
+    model = DemandModel(interval_coverage=0.8).calibrate(mean, draw(mean))
+    cal = model.calibration_
+    assert cal.inv_sizes[2] > 5 * cal.inv_sizes[0]  # dispersion learned per stratum
+    fresh = draw(mean)
+    p10, p50, p90 = model.predict_quantiles(mean)
+    report = metrics.quantile_report(fresh, mean, p10, p50, p90)
+    assert 0.75 <= report["coverage_p10_p90"] <= 0.85
+    for label in ("lt0.5", "0.5to2", "ge2"):
+        assert 0.70 <= report[f"coverage_{label}"] <= 0.90, label
+
+
+def test_median_model_gives_whole_unit_p50_near_the_median() -> None:
+    rng = np.random.default_rng(4)
+    x = pl.DataFrame({"a": rng.uniform(0, 3, 4000)})
+    y = rng.poisson(np.exp(x["a"].to_numpy()))
+    model = DemandModel(n_estimators=40, num_leaves=7, num_threads=1).fit(x, y)
+    model.fit_median(x, y).calibrate(model.predict(x), y)
+    mean = model.predict(x)
+    _, p50, _ = model.predict_quantiles(mean, model.predict_median(x))
+    assert np.array_equal(p50, np.round(p50))
+    # absolute error of the median model is no worse than rounding the mean
+    assert np.abs(y - p50).mean() <= np.abs(y - np.round(mean)).mean() + 0.01
+    off = DemandModel(n_estimators=5, median_model=False).fit(x, y).fit_median(x, y)
+    assert off.predict_median(x) is None
+
+
+def test_forecast_rows_are_whole_units_ordered_and_consistent_with_expected() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from salesml.config import Settings
+    from salesml.demand import pipeline
+    from tests.demand.conftest import daily_pattern_sales, tiny_demand
+
+    start = datetime(2024, 4, 1, tzinfo=UTC)
+    sales = daily_pattern_sales(start, 70, customers=("c1", "c2"), skus=("a", "b", "c"))
+    settings = Settings(demand=tiny_demand())
+    as_of = start + timedelta(days=70)
+    fitted = pipeline.fit(sales, settings, as_of)
+    assert fitted.model.median_booster_ is not None
+    rows = pipeline.forecast_table(pipeline.forecast(fitted.model, sales, settings, as_of), "1")
+    p10, p50, p90, expected = (rows[c].to_numpy() for c in ("p10", "p50", "p90", "expected"))
+    for q in (p10, p50, p90):
+        assert np.array_equal(q, np.round(q))
+    assert (p10 <= p50).all() and (p50 <= p90).all()
+    assert (p10 <= expected).all() and (expected < p90 + 1).all()
+    assert "coverage_lt0.5" in fitted.metrics and "coverage_sale" in fitted.metrics
