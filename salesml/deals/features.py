@@ -5,7 +5,13 @@ of features per snapshot, in the same order. Every feature of a snapshot at t us
 with time <= t (t is itself <= as_of): stage and close-date history through backward as-of joins,
 activities through a bounded range join (occurred_at in (t - lookback, t]), and account / rep
 win rates from outcomes closed at or before t (the deal itself is open at t, so its own outcome
-never counts).
+never counts). No feature counts events since the start of the data: such counts grow with the
+calendar and act as a time proxy, so history enters as rates (smoothed win rates, activities per
+30 days of deal age).
+
+Only `deals` is required: an optional table (activities, accounts, stage or close-date history)
+that is absent or has no row known at `as_of` leaves its features out of the spec
+(`FeatureSpec.uses_*`, `inputs_note`).
 
 `learn_spec(tables, as_of, settings)` fixes everything about the feature set that depends on
 data (activity types, contact roles, the (type, role) pairs with enough occurrences) from data
@@ -44,6 +50,10 @@ UNKNOWN_ROLE = "unknown"
 BASE_CATEGORICAL = ["product", "region", "account_industry"]
 CONTEXT = ["stage", "expected_close_at"]
 """Columns `build_features` returns besides the features: what health rules and reasons need."""
+HEALTH_CONTEXT = ["days_in_stage", "days_since_last_activity", "close_date_slips"]
+"""Columns the health rules read that are features only when their table is used; otherwise
+`build_features` returns them after the features (days in stage = the deal's age, no known last
+activity = null, no slips)."""
 _RESERVED = {"deal_id", "snapshot_at", "initial_expected_close_at", *CONTEXT}
 """Names `build_features` uses besides the features (internal ones also start with `_`)."""
 
@@ -73,6 +83,10 @@ class FeatureSpec:
     activity_pairs: list[tuple[str, str]] = field(default_factory=list)
     custom_numeric: list[str] = field(default_factory=list)
     custom_categorical: list[str] = field(default_factory=list)
+    uses_activities: bool = True
+    uses_accounts: bool = True
+    uses_stage_history: bool = True
+    uses_close_date_history: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -88,7 +102,31 @@ class FeatureSpec:
     @property
     def categorical(self) -> list[str]:
         """Feature columns holding category labels (strings) rather than numbers."""
-        return [*BASE_CATEGORICAL, *map(custom_feature_name, self.custom_categorical)]
+        base = [c for c in BASE_CATEGORICAL if self.uses_accounts or c != "account_industry"]
+        return [*base, *map(custom_feature_name, self.custom_categorical)]
+
+    @property
+    def inputs_note(self) -> str | None:
+        """What the model does without, in plain words for the job's messages (None: nothing
+        missing)."""
+        missing = [
+            words
+            for used, words in (
+                (self.uses_activities, "no activity log"),
+                (self.uses_accounts, "no accounts table"),
+                (self.uses_stage_history, "no stage history"),
+                (self.uses_close_date_history, "no close-date history"),
+            )
+            if not used
+        ]
+        if not missing:
+            return None
+        used = ["deal and account attributes" if self.uses_accounts else "deal attributes"]
+        used += ["stage history"] if self.uses_stage_history else []
+        used += ["close-date history"] if self.uses_close_date_history else []
+        used += ["activities"] if self.uses_activities else []
+        listed = used[0] if len(used) == 1 else f"{', '.join(used[:-1])} and {used[-1]}"
+        return f"{', '.join(missing)}: the model uses {listed} only"
 
     @property
     def lookback_days(self) -> float:
@@ -98,9 +136,21 @@ class FeatureSpec:
         """The feature columns `build_features` returns, in order."""
         custom = [*self.custom_numeric, *self.custom_categorical]
         names = ["amount", *map(custom_feature_name, custom), "product", "region"]
-        names += ["age_days", "days_to_expected_close", "close_date_slips", "close_date_changes"]
-        names += ["stage_index", "days_in_stage", "stage_changes", "stage_velocity"]
-        names += [_window_name("activities", w) for w in self.windows_days]
+        names += ["age_days", "days_to_expected_close"]
+        if self.uses_close_date_history:
+            names += ["close_date_slips", "close_date_changes"]
+        if self.uses_stage_history:
+            names += ["stage_index", "days_in_stage", "stage_changes", "stage_velocity"]
+        if self.uses_activities:
+            names += self._activity_feature_names()
+        names += ["account_win_rate_vs_all"]
+        if self.uses_accounts:
+            names += ["account_employees", "account_annual_revenue", "account_industry"]
+        names += ["rep_win_rate_vs_all"]
+        return names
+
+    def _activity_feature_names(self) -> list[str]:
+        names = [_window_name("activities", w) for w in self.windows_days]
         names += [
             _window_name(_type_col(a), w) for a in self.activity_types for w in self.windows_days
         ]
@@ -111,9 +161,6 @@ class FeatureSpec:
         names += ["behavior_score", "days_since_last_activity", "distinct_roles_30d"]
         names += ["activities_total", "activity_rate_30d"]
         names += ["account_activities_30d"]
-        names += ["account_prior_won", "account_prior_lost", "account_win_rate"]
-        names += ["account_employees", "account_annual_revenue", "account_industry"]
-        names += ["rep_prior_won", "rep_prior_lost", "rep_win_rate"]
         return names
 
 
@@ -164,16 +211,19 @@ def _role_expr() -> pl.Expr:
 def learn_spec(
     tables: dict[str, pl.DataFrame], as_of: datetime, settings: DealsSettings
 ) -> FeatureSpec:
-    """Fix the data-dependent parts of the feature set from rows known at `as_of`."""
+    """Fix the data-dependent parts of the feature set from rows known at `as_of`.
+
+    An optional table that is absent, empty, or holds no row known at `as_of` leaves its
+    features out (`uses_activities`, ...): with no activity log the model uses deal and account
+    attributes only, and `inputs_note` says so."""
     activities = tables.get("activities")
     types: list[str] = []
     roles: list[str] = []
     pairs: list[tuple[str, str]] = []
-    if activities is not None and activities.height:
-        known = activities.filter(
-            (pl.col("occurred_at") <= pl.lit(as_of, DATETIME))
-            & pl.col("deal_id").is_not_null()
-            & pl.col("activity_type").is_not_null()
+    known = _known(activities, "occurred_at", as_of)
+    if known is not None:
+        known = known.filter(
+            pl.col("deal_id").is_not_null() & pl.col("activity_type").is_not_null()
         ).with_columns(_role_expr().alias("contact_role"))
         types = sorted(known.get_column("activity_type").unique().to_list())
         roles = sorted(known.get_column("contact_role").unique().to_list())
@@ -209,10 +259,28 @@ def learn_spec(
         activity_pairs=pairs,
         custom_numeric=numeric,
         custom_categorical=categorical,
+        uses_activities=known is not None and known.height > 0,
+        uses_accounts=bool(tables.get("accounts") is not None and tables["accounts"].height),
+        uses_stage_history=_has_rows(tables.get("deal_stage_history"), "entered_at", as_of),
+        uses_close_date_history=_has_rows(
+            tables.get("deal_close_date_history"), "changed_at", as_of
+        ),
     )
     _check_custom_names(spec, settings.custom_features)
     _check_unique_names(spec)
     return spec
+
+
+def _known(table: pl.DataFrame | None, time: str, as_of: datetime) -> pl.DataFrame | None:
+    """The rows of an optional event table with `time` <= as_of (None when it is absent)."""
+    if table is None:
+        return None
+    return table.filter(pl.col(time) <= pl.lit(as_of, DATETIME))
+
+
+def _has_rows(table: pl.DataFrame | None, time: str, as_of: datetime) -> bool:
+    known = _known(table, time, as_of)
+    return known is not None and known.height > 0
 
 
 def _normalised_list(key: str, values: list[str]) -> list[str]:
@@ -280,7 +348,7 @@ def build_features(
     """Features for each (deal_id, snapshot_at) row, returned in the input order.
 
     Output: deal_id, snapshot_at, the CONTEXT columns (stage name, expected close at t), then
-    `spec.feature_names()`. Categorical features are strings
+    `spec.feature_names()`, then the HEALTH_CONTEXT columns that are not features. Categorical features are strings
     (the model encodes them); numeric features are Float64 with null where unknown.
     """
     deals = tables["deals"]
@@ -314,13 +382,16 @@ def build_features(
     base = base.with_columns(pl.col("deal_id").rank("dense").cast(pl.UInt32).alias("_deal"))
     keys = base.select("deal_id", "_deal").unique()
     frame = base.with_columns(_days(pl.col("snapshot_at") - pl.col("created_at")).alias("age_days"))
-    frame = _close_date_features(frame, tables.get("deal_close_date_history"))
-    frame = _stage_features(frame, tables.get("deal_stage_history"), spec)
-    frame = _activity_features(frame, tables.get("activities"), keys, spec)
-    frame = _account_activity_features(frame, tables.get("activities"))
+    frame = _close_date_features(frame, _used(tables, "deal_close_date_history", spec))
+    frame = _stage_features(frame, _used(tables, "deal_stage_history", spec), spec)
+    if spec.uses_activities:
+        frame = _activity_features(frame, tables.get("activities"), keys, spec)
+        frame = _account_activity_features(frame, tables.get("activities"))
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias("days_since_last_activity"))
     frame = _history_features(frame, deals, "account_id", "account", spec.prior_strength)
     frame = _history_features(frame, deals, "owner_id", "rep", spec.prior_strength)
-    frame = _account_attributes(frame, tables.get("accounts"))
+    frame = _account_attributes(frame, _used(tables, "accounts", spec))
     names = spec.feature_names()
     numeric = [n for n in names if n not in spec.categorical]
     return frame.sort("_row").select(
@@ -328,7 +399,20 @@ def build_features(
         "snapshot_at",
         *CONTEXT,
         *[pl.col(n).cast(pl.Float64) if n in numeric else pl.col(n).cast(pl.String) for n in names],
+        *[pl.col(n).cast(pl.Float64) for n in HEALTH_CONTEXT if n not in names],
     )
+
+
+def _used(tables: dict[str, pl.DataFrame], table: str, spec: FeatureSpec) -> pl.DataFrame | None:
+    """An optional table if the spec's features use it, else None (its features are left out,
+    and scoring ignores a table that appeared after training)."""
+    uses = {
+        "activities": spec.uses_activities,
+        "accounts": spec.uses_accounts,
+        "deal_stage_history": spec.uses_stage_history,
+        "deal_close_date_history": spec.uses_close_date_history,
+    }
+    return tables.get(table) if uses[table] else None
 
 
 def _asof(
@@ -576,7 +660,8 @@ def activity_terms(
 
     `rows` has deal_id and snapshot_at (e.g. a features frame); the output has `row` (0-based
     position in `rows`), activity_type, contact_role, `count_{w}d` per window and `decayed` (the
-    pair's decayed sum), for pairs with an activity in the lookback. Used to apportion SHAP
+    pair's decayed sum), for pairs with an activity in the lookback (none when the spec uses no
+    activities). Used to apportion SHAP
     values of activity features to the activities behind them (`behavior.behavior_value`).
     """
     activities = tables.get("activities")
@@ -588,7 +673,7 @@ def activity_terms(
         "decayed": pl.Float64,
         "role_weight": pl.Float64,
     }
-    if activities is None or activities.height == 0:
+    if not spec.uses_activities or activities is None or activities.height == 0:
         return pl.DataFrame(schema=schema)
     snaps = (
         rows.select("deal_id", "snapshot_at")
@@ -650,10 +735,15 @@ def _history_features(
     prefix: str,
     prior_strength: float,
 ) -> pl.DataFrame:
-    """Prior won / lost deals of the same account (or rep) closed at or before t.
+    """`{prefix}_win_rate_vs_all`: the account's (or rep's) smoothed win rate over its deals
+    closed at or before t, minus the win rate of all deals closed by t (win-rate points).
 
-    The smoothed win rate shrinks towards the win rate of all deals closed by t (Laplace-smoothed)
-    with `prior_strength` pseudo-deals, so a new account starts at the global rate.
+    rate = (won + a * p0) / (closed + a), a beta prior of `prior_strength` pseudo-deals at p0, the
+    (Laplace-smoothed) win rate of all deals closed by t: a new account starts at 0. Relative,
+    and a rate rather than counts, so it does not move with the calendar: counts of earlier deals
+    grow with it, and the win rate of the deals closed so far drifts with it (early on, only the
+    fast closers are known). Either would let the model learn *when* a snapshot was taken, a time
+    proxy that does not hold for the deals it scores.
     """
     closed = deals.filter(
         pl.col("closed_at").is_not_null() & pl.col("outcome").is_in(["won", "lost"])
@@ -689,11 +779,9 @@ def _history_features(
         pl.col("_g_won").fill_null(0) + pl.col("_g_lost").fill_null(0) + 2.0
     )
     rate = (prior_won + prior_strength * global_rate) / (prior_won + prior_lost + prior_strength)
-    return joined.with_columns(
-        prior_won.alias(f"{prefix}_prior_won"),
-        prior_lost.alias(f"{prefix}_prior_lost"),
-        rate.alias(f"{prefix}_win_rate"),
-    ).drop("_cum_won", "_cum_lost", "_g_closed_at", "_g_won", "_g_lost")
+    return joined.with_columns((rate - global_rate).alias(f"{prefix}_win_rate_vs_all")).drop(
+        "_cum_won", "_cum_lost", "_g_closed_at", "_g_won", "_g_lost"
+    )
 
 
 def _account_attributes(frame: pl.DataFrame, accounts: pl.DataFrame | None) -> pl.DataFrame:
@@ -735,15 +823,11 @@ def feature_labels(spec: FeatureSpec) -> dict[str, str]:
         "activities_total": "activities since the deal was created",
         "activity_rate_30d": "activities per 30 days since created",
         "account_activities_30d": "account-level activities, last 30 days",
-        "account_prior_won": "account's earlier won deals",
-        "account_prior_lost": "account's earlier lost deals",
-        "account_win_rate": "account's win rate (smoothed)",
+        "account_win_rate_vs_all": "account's win rate minus all deals' (smoothed)",
         "account_employees": "account employees",
         "account_annual_revenue": "account annual revenue",
         "account_industry": "account industry",
-        "rep_prior_won": "rep's earlier won deals",
-        "rep_prior_lost": "rep's earlier lost deals",
-        "rep_win_rate": "rep's win rate (smoothed)",
+        "rep_win_rate_vs_all": "rep's win rate minus all deals' (smoothed)",
     }
     for c in [*spec.custom_numeric, *spec.custom_categorical]:
         labels[custom_feature_name(c)] = c.replace("_", " ")

@@ -7,7 +7,14 @@ import polars as pl
 import pytest
 
 from salesml.config import DealsSettings
-from salesml.deals.behavior import BEHAVIOR_SCHEMA, explain_behavior
+from salesml.deals.behavior import (
+    BEHAVIOR_SCHEMA,
+    activity_counts,
+    behavior_value,
+    explain_behavior,
+)
+from salesml.deals.features import activity_terms, build_features, learn_spec
+from salesml.deals.snapshots import open_deals
 from salesml.deals.training import fit_deal_win
 from salesml.sample import PLANTED_ACTIVITY_EFFECTS, WORLD_END, deals_world
 
@@ -42,7 +49,9 @@ def test_behavior_value_ranks_the_planted_effects(behavior: pl.DataFrame) -> Non
     top_planted = max(PLANTED_ACTIVITY_EFFECTS, key=lambda pair: PLANTED_ACTIVITY_EFFECTS[pair])
     ranked = joined.sort("mean_contribution", descending=True)
     pairs = list(zip(ranked["activity_type"], ranked["contact_role"], strict=True))
-    assert pairs.index(top_planted) < 3
+    # top 4, not 3, since the label is "won within H days" (issue 9): the generator's closing
+    # burst of meetings then also says "closes soon", which reorders the leading pairs a little
+    assert pairs.index(top_planted) < 4
 
 
 def test_behavior_value_table_shape(behavior: pl.DataFrame) -> None:
@@ -50,3 +59,26 @@ def test_behavior_value_table_shape(behavior: pl.DataFrame) -> None:
     assert behavior.select("activity_type", "contact_role").is_unique().all()
     assert (behavior["occurrences"] >= 0).all()
     assert "unknown" in behavior["contact_role"].to_list()  # null roles get their own row
+
+
+def test_no_activity_log_gives_an_empty_behavior_map() -> None:
+    """CRM-only data: no activities, so no (type, role) rows, whatever the model's features."""
+    tables, _ = deals_world(n_deals=300, days=120, seed=3)
+    crm_only = {"deals": tables["deals"], "accounts": tables["accounts"]}
+    spec = learn_spec(crm_only, WORLD_END, DealsSettings())
+    assert not spec.uses_activities
+    rows = open_deals(tables["deals"], WORLD_END, 0.0).select("deal_id", "snapshot_at")
+    features = build_features(rows, crm_only, spec)
+    names = spec.feature_names()
+    contributions = np.zeros((features.height, len(names) + 1))
+    out = behavior_value(
+        features,
+        contributions,
+        names,
+        spec,
+        lambda raw: 1 / (1 + np.exp(-raw)),
+        activity_counts(crm_only.get("activities"), WORLD_END),
+        activity_terms(features, tables, spec),  # an activity log the spec does not use
+    )
+    assert out.height == 0
+    assert dict(out.schema) == BEHAVIOR_SCHEMA

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 from salesml.config import DealsSettings
 from salesml.deals.features import (
+    HEALTH_CONTEXT,
     FeatureSpec,
     activity_terms,
     build_features,
@@ -20,7 +22,7 @@ from salesml.deals.features import (
     pair_column,
 )
 from salesml.deals.snapshots import open_deals, training_snapshots
-from salesml.sample import WORLD_END
+from salesml.sample import WORLD_END, deals_world
 from salesml.timeutil import DATETIME
 from tests.deals.conftest import AS_OF, cut_at, scramble_future
 
@@ -155,20 +157,58 @@ def test_activity_windows_decay_and_recency(tiny: dict[str, pl.DataFrame]) -> No
     assert row["behavior_score"] == pytest.approx(expected)
 
 
-def test_account_and_rep_history_count_only_outcomes_closed_before_t(
+def test_account_and_rep_win_rates_use_only_outcomes_closed_before_t(
     tiny: dict[str, pl.DataFrame],
 ) -> None:
+    """rate = (won + a * p0) / (closed + a) - p0, a = prior_strength (10), p0 = Laplace-smoothed
+    win rate of every deal closed by t; no count of earlier deals is a feature (a time proxy)."""
     spec = _spec(tiny)
-    at_12 = _at(tiny, spec, "A", 12)  # B (acc1, rep1) won at day 10; C lost at day 20
-    assert (at_12["account_prior_won"], at_12["account_prior_lost"]) == (1, 0)
-    assert (at_12["rep_prior_won"], at_12["rep_prior_lost"]) == (1, 0)
-    at_21 = _at(tiny, spec, "A", 21)
-    assert (at_21["account_prior_won"], at_21["account_prior_lost"]) == (1, 1)
-    assert (at_21["rep_prior_won"], at_21["rep_prior_lost"]) == (2, 0)  # D (acc2, rep1) won
-    # a deal never counts its own outcome: B at day 9 sees nothing of itself
+    assert not any("prior_won" in n or "prior_lost" in n for n in spec.feature_names())
+    at_12 = _at(tiny, spec, "A", 12)  # only B (acc1, rep1) has closed: won at day 10
+    p0 = (1 + 1) / (1 + 0 + 2)
+    assert at_12["account_win_rate_vs_all"] == pytest.approx((1 + 10 * p0) / (1 + 10) - p0)
+    assert at_12["rep_win_rate_vs_all"] == pytest.approx((1 + 10 * p0) / (1 + 10) - p0)
+    at_21 = _at(tiny, spec, "A", 21)  # + D (acc2, rep1) won at 15, C (acc1, rep2) lost at 20
+    p0 = (2 + 1) / (3 + 2)
+    assert at_21["account_win_rate_vs_all"] == pytest.approx((1 + 10 * p0) / (2 + 10) - p0)
+    assert at_21["rep_win_rate_vs_all"] == pytest.approx((2 + 10 * p0) / (2 + 10) - p0)
+    # a deal never counts its own outcome: B at day 9 sees no closed deal, so exactly the prior
     b = _at(tiny, spec, "B", 9)
-    assert b["account_prior_won"] == 0
-    assert 0 < at_21["account_win_rate"] < 1
+    assert b["account_win_rate_vs_all"] == pytest.approx(0.0)
+
+
+def _spearman(a: pl.Series, b: pl.Series) -> float:
+    both = pl.DataFrame({"a": a, "b": b}).drop_nulls()
+    return float(np.corrcoef(both["a"].rank(), both["b"].rank())[0, 1])
+
+
+@pytest.mark.parametrize("signal", [True, False])
+def test_account_and_rep_history_does_not_trend_with_the_calendar(signal: bool) -> None:
+    """Time-proxy guard: on a generated world, no account or rep history feature moves with the
+    snapshot date (|Spearman| < 0.15). Counts of earlier deals (rep's earlier won deals) have
+    ~0.94 here, and plain smoothed rates ~0.5 (the win rate of the deals closed so far drifts as
+    slower deals close): a model given them learns when a snapshot was taken."""
+    tables, _ = deals_world(n_deals=1200, days=300, seed=7, signal=signal)
+    snaps = training_snapshots(tables["deals"], AS_OF, 7, 2.0)
+    spec = learn_spec(tables, AS_OF, DealsSettings())
+    features = build_features(snaps, tables, spec)
+    history = [
+        n for n in spec.feature_names() if n.startswith(("account_", "rep_")) and "_win_" in n
+    ]
+    assert history == ["account_win_rate_vs_all", "rep_win_rate_vs_all"]
+    for name in history:
+        rho = _spearman(features["snapshot_at"], features[name])
+        assert abs(rho) < 0.15, f"{name} trends with the snapshot date (Spearman {rho:.2f})"
+    # the guard can fail: the rep's count of earlier closed deals trends almost perfectly
+    closes = tables["deals"].filter(pl.col("closed_at") <= AS_OF).select("owner_id", "closed_at")
+    counts = (
+        features.select("deal_id", "snapshot_at")
+        .join(tables["deals"].select("deal_id", "owner_id"), on="deal_id")
+        .join(closes, on="owner_id", how="left")
+        .group_by("deal_id", "snapshot_at")
+        .agg((pl.col("closed_at") <= pl.col("snapshot_at")).sum().alias("rep_prior_closed"))
+    )
+    assert _spearman(counts["snapshot_at"], counts["rep_prior_closed"]) > 0.8
 
 
 def test_features_keep_input_order_and_labels_cover_every_feature(
@@ -243,10 +283,79 @@ def test_time_travel_property_any_as_of(
 def test_optional_tables_may_be_absent(tiny: dict[str, pl.DataFrame]) -> None:
     tables = {k: v for k, v in tiny.items() if k in ("deals", "activities", "accounts")}
     spec = _spec(tables)
+    assert not spec.uses_stage_history and not spec.uses_close_date_history
+    assert spec.uses_activities and spec.uses_accounts
+    assert "stage_index" not in spec.feature_names()
+    assert "close_date_slips" not in spec.feature_names()
     row = _at(tables, spec, "A", 14)
-    assert row["stage"] is None and row["stage_index"] is None
-    assert row["days_in_stage"] == pytest.approx(14.0)  # its age
-    assert row["expected_close_at"] == day(30) and row["close_date_slips"] == 0
+    assert row["stage"] is None  # context for health rules: still there, unknown
+    assert row["expected_close_at"] == day(30)
+    assert row["days_to_expected_close"] == pytest.approx(16.0)
+    assert spec.inputs_note == (
+        "no stage history, no close-date history: the model uses deal and account attributes "
+        "and activities only"
+    )
+
+
+@pytest.mark.parametrize("absent", ["missing", "empty", "after_as_of"])
+def test_no_activity_log_gives_deal_and_account_features_only(
+    tiny: dict[str, pl.DataFrame], absent: str
+) -> None:
+    """CRM-only exports: no activities table (or an empty one, or none known at as_of)."""
+    tables = {k: v for k, v in tiny.items() if k in ("deals", "accounts")}
+    if absent == "empty":
+        tables["activities"] = tiny["activities"].clear()
+    elif absent == "after_as_of":  # every activity happens after the spec's as_of (day 100)
+        tables["activities"] = tiny["activities"].with_columns(
+            pl.col("occurred_at") + timedelta(days=365)
+        )
+    spec = _spec(tables)
+    assert not spec.uses_activities and spec.uses_accounts
+    assert spec.inputs_note is not None
+    assert spec.inputs_note.startswith("no activity log")
+    assert spec.inputs_note.endswith("the model uses deal and account attributes only")
+    names = spec.feature_names()
+    assert not {"behavior_score", "activities_7d", "days_since_last_activity"} & set(names)
+    expected = {"amount", "age_days", "account_win_rate_vs_all", "rep_win_rate_vs_all"}
+    assert expected | {"account_industry"} <= set(names)
+    rows = pl.DataFrame({"deal_id": ["A", "B"], "snapshot_at": [day(14), day(3)]}).with_columns(
+        pl.col("snapshot_at").cast(DATETIME)
+    )
+    out = build_features(rows, tables, spec)
+    assert out.columns[4:] == [*names, *HEALTH_CONTEXT]  # what health rules read
+    assert out["days_since_last_activity"].null_count() == 2  # unknown, not "never"
+    assert out["account_industry"].to_list() == ["software", "software"]
+    # the spec travels with the model: an activity log that appears later changes nothing
+    assert_frame_equal(out, build_features(rows, tiny, spec))
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_only_deals_is_required(tiny: dict[str, pl.DataFrame]) -> None:
+    tables = {"deals": tiny["deals"]}
+    spec = _spec(tables)
+    assert spec.inputs_note is not None
+    assert spec.inputs_note.endswith("the model uses deal attributes only")
+    assert not set(spec.categorical) - set(spec.feature_names())
+    out = build_features(
+        pl.DataFrame({"deal_id": ["A"], "snapshot_at": [day(14)]}).with_columns(
+            pl.col("snapshot_at").cast(DATETIME)
+        ),
+        tables,
+        spec,
+    )
+    assert out.columns[4:] == [*spec.feature_names(), *HEALTH_CONTEXT]
+    assert out.row(0, named=True)["days_in_stage"] == 14.0  # its age: no stage history
+    assert out["age_days"].to_list() == [14.0]
+
+
+def test_old_specs_without_the_uses_flags_load_as_using_every_table(
+    tiny: dict[str, pl.DataFrame],
+) -> None:
+    data = _spec(tiny).to_dict()
+    for key in [k for k in data if k.startswith("uses_")]:
+        del data[key]
+    spec = FeatureSpec.from_dict(data)
+    assert spec.uses_activities and spec.uses_accounts and spec.inputs_note is None
 
 
 def test_custom_deal_columns_become_features(tiny: dict[str, pl.DataFrame]) -> None:
