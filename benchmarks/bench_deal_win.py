@@ -1,7 +1,9 @@
 """Deal-win targets on the sample worlds: quality, calibration, no-signal safety, speed, memory.
 
-Run (2 cores):  .venv/bin/python benchmarks/bench_deal_win.py [--part quality|null|score|train|all]
-                [--deals N] [--threads T] [--score-deals N] [--train-deals N]
+Run (2 cores):  .venv/bin/python benchmarks/bench_deal_win.py
+                [--part quality|null|honest|honest-null|score|train|all]
+                [--deals N] [--honest-deals N] [--threads T] [--score-deals N] [--train-deals N]
+                [--set '{"label_horizon_days": 60}']
 
 Targets (issue "deal-win"):
 - quality: on `deals_world`, backtest AUC within 0.02 of an oracle model that is also given
@@ -9,6 +11,12 @@ Targets (issue "deal-win"):
   generator's 72 h half-life, point in time), mean ECE < 0.03, and the model beats the static
   logistic baseline (AUC) at every origin;
 - null: on `deals_world(signal=False)`, Brier no worse than the base rate by more than 0.005;
+- honest / honest-null (issue 9): train at three as_ofs (the world's end, 60 and 120 days
+  before), gate on skill, score the open deals (model, prior, or the base rate when the gate
+  refuses) and compare with the world's truth (the planted time to close): mean probability
+  of open deals within 20 % of their realised rate of "won within H days", and the reported
+  holdout Brier within 0.01 of the Brier realised on those deals;
+- the real Maven export is `benchmarks/bench_deal_win_maven.py`;
 - score: scoring + SHAP reasons + health + pipeline forecast for 100,000 open deals < 60 s;
 - train: training on ~1,000,000 snapshots < 5 min. Peak memory (max RSS) is printed.
 """
@@ -101,7 +109,10 @@ def oracle_auc(
     """AUC per origin of the same model given the planted behaviour score as one more feature."""
     out = []
     origins = backtest_origins(
-        as_of, n_origins, settings.backtest_step_days, settings.backtest_follow_up_days
+        as_of,
+        n_origins,
+        settings.backtest_step_days,
+        max(settings.backtest_follow_up_days, settings.label_horizon_days),
     )
     for origin in origins:
         trained = fit_deal_win(tables, origin, settings)
@@ -118,13 +129,11 @@ def oracle_auc(
             min_child_samples=settings.min_child_samples,
             subsample=settings.subsample,
             max_bin=settings.max_bin,
-            valid_fraction=settings.valid_fraction,
-            calibration_fraction=settings.calibration_fraction,
             early_stopping_rounds=settings.early_stopping_rounds,
             calibration=settings.calibration,
             seed=settings.seed,
             num_threads=settings.num_threads,
-        ).fit(train_x, trained.snapshots["label"], trained.snapshots["closed_at"])
+        ).fit(train_x, trained.snapshots["label"], trained.in_holdout, trained.snapshots["deal_id"])
         rows = evaluation_snapshots(tables["deals"], origin, as_of, settings)
         features = build_features(rows, tables, spec).select(names)
         x = features.with_columns(
@@ -135,7 +144,8 @@ def oracle_auc(
 
 
 def quality(n_deals: int, settings: DealsSettings, n_origins: int = 4) -> dict[str, Any]:
-    tables, _ = deals_world(n_deals=n_deals, days=365, seed=0)
+    # two years: each origin's honest split needs 2H + holdout days of history before it
+    tables, _ = deals_world(n_deals=n_deals, days=730, seed=0)
     started = time.perf_counter()
     result = backtest_deal_win(tables, WORLD_END, settings, n_origins)
     per = result.per_origin
@@ -181,7 +191,7 @@ def quality(n_deals: int, settings: DealsSettings, n_origins: int = 4) -> dict[s
 
 
 def null_world(n_deals: int, settings: DealsSettings, n_origins: int = 4) -> dict[str, Any]:
-    tables, _ = deals_world(n_deals=n_deals, days=365, seed=0, signal=False)
+    tables, _ = deals_world(n_deals=n_deals, days=730, seed=0, signal=False)
     per = backtest_deal_win(tables, WORLD_END, settings, n_origins).per_origin
     gap = (per["model_brier"] - per["base_rate_brier"]).to_list()
     return {
@@ -216,7 +226,7 @@ def scoring_speed(n_world: int, n_train: int, settings: DealsSettings) -> dict[s
     booster = trained.model.booster_
     return {
         "open_deals_scored": result.scores.height,
-        "not_scored": result.not_scored.height,
+        "by_basis": dict(result.scores.group_by("score_basis").len().rows()),
         "seconds": seconds,
         "steps": timer.done(),
         "trees": booster.num_trees(),
@@ -242,15 +252,83 @@ def training_speed(n_deals: int, settings: DealsSettings) -> dict[str, Any]:
     }
 
 
+def honest(
+    n_deals: int, settings: DealsSettings, signal: bool, as_ofs: list[int]
+) -> dict[str, Any]:
+    """Train at as_of, score the deals open then, and compare with what the world's truth says
+    happened next (`final_closed_at`, `final_outcome`: the planted time to close): mean
+    probability vs realised rate of the event, reported holdout Brier vs realised Brier."""
+    from datetime import timedelta
+
+    from salesml.deals.jobs import skill_check
+    from salesml.deals.scoring import priors_at
+
+    tables, truth = deals_world(n_deals=n_deals, days=730, seed=0, signal=signal)
+    horizon = timedelta(days=settings.label_horizon_days)
+    out: list[dict[str, Any]] = []
+    for days_back in as_ofs:
+        as_of = WORLD_END - timedelta(days=days_back)
+        trained = fit_deal_win(tables, as_of, settings)
+        skilful, verdict = skill_check(trained.metrics).verdict()
+        priors = priors_at(tables["deals"], as_of, settings)
+        result = score_open_deals(
+            trained.model if skilful else None,
+            tables,
+            as_of,
+            min_open_days=settings.min_open_days,
+            rules=settings.rules,
+            priors=priors,
+            n_simulations=settings.forecast_simulations,
+        )
+        realised = result.scores.join(truth, on="deal_id").with_columns(
+            (
+                (pl.col("final_outcome") == "won")
+                & (pl.col("final_closed_at") <= pl.lit(as_of + horizon))
+            )
+            .cast(pl.Float64)
+            .alias("event")
+        )
+        y = realised["event"].to_numpy()
+        p = realised["win_probability"].to_numpy()
+        m = trained.metrics
+        out.append(
+            {
+                "as_of": as_of.date().isoformat(),
+                "open_deals": realised.height,
+                "by_basis": dict(result.scores.group_by("score_basis").len().rows()),
+                "promotable": skilful,
+                "gate": verdict,
+                "holdout_auc": round(m["auc"], 4),
+                "holdout_brier": round(m["brier"], 4),
+                "holdout_base_rate_brier": round(m["base_rate_brier"], 4),
+                "open_mean_probability": round(float(p.mean()), 4),
+                "open_realised_rate": round(float(y.mean()), 4),
+                "mean_vs_realised_rel": round(float(p.mean() / y.mean() - 1), 4),
+                "open_realised_brier": round(metrics.brier(y, p), 4),
+                "open_base_rate_brier": round(
+                    metrics.brier(y, np.full(y.size, priors.base_rate)), 4
+                ),
+                "open_realised_auc": round(metrics.auc(y, p), 4),
+                "reported_minus_realised_brier": round(m["brier"] - metrics.brier(y, p), 4),
+            }
+        )
+    return {"deals": n_deals, "signal": signal, "horizon_days": horizon.days, "runs": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", default="all", choices=["quality", "null", "score", "train", "all"]
+        "--part",
+        default="all",
+        choices=["quality", "null", "honest", "honest-null", "score", "train", "all"],
     )
     parser.add_argument("--deals", type=int, default=20_000, help="deals in the quality worlds")
     parser.add_argument("--score-deals", type=int, default=600_000, help="world for scoring speed")
     parser.add_argument("--train-deals", type=int, default=250_000, help="world for training speed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--honest-deals", type=int, default=10_000, help="deals in the honest-probability worlds"
+    )
     parser.add_argument(
         "--set", default="{}", help='DealsSettings overrides as JSON, e.g. {"num_leaves": 7}'
     )
@@ -258,9 +336,15 @@ def main() -> None:
     settings = DealsSettings.model_validate(
         {"num_threads": args.threads, "history_days": None, **json.loads(args.set)}
     )
-    parts = ["quality", "null", "score", "train"] if args.part == "all" else [args.part]
+    parts = (
+        ["quality", "null", "honest", "honest-null", "score", "train"]
+        if args.part == "all"
+        else [args.part]
+    )
     for part in parts:
-        if part == "quality":
+        if part in ("honest", "honest-null"):
+            out = honest(args.honest_deals, settings, part == "honest", [0, 60, 120])
+        elif part == "quality":
             out = quality(args.deals, settings)
         elif part == "null":
             out = null_world(args.deals, settings)

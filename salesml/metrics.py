@@ -173,3 +173,107 @@ def interval_coverage(actual: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> 
     if (lo > hi).any():
         raise ValueError("lower must not exceed upper")
     return float(np.mean((a >= lo) & (a <= hi)))
+
+
+def brier_skill_score(y_true: ArrayLike, y_prob: ArrayLike, y_reference: ArrayLike) -> float:
+    """1 - Brier(y_prob) / Brier(y_reference): > 0 when the probabilities beat the reference
+    (e.g. the base rate); NaN when the reference is perfect."""
+    y, p = _binary(y_true, y_prob)
+    _, r = _pair(y_true, y_reference, ("y_true", "y_reference"))
+    reference = float(np.sum((r - y) ** 2))
+    return 1.0 - float(np.sum((p - y) ** 2)) / reference if reference > 0 else math.nan
+
+
+def bootstrap_brier_skill(
+    y_true: ArrayLike,
+    y_prob: ArrayLike,
+    y_reference: ArrayLike,
+    groups: ArrayLike,
+    n_resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(skill score, low, high): `brier_skill_score` with a percentile bootstrap interval that
+    resamples whole groups (deals: the snapshots of one deal are not independent)."""
+    y, p = _binary(y_true, y_prob)
+    _, r = _pair(y_true, y_reference, ("y_true", "y_reference"))
+    _, codes = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+    n_groups = int(codes.max()) + 1
+    model_sse = np.bincount(codes, weights=(p - y) ** 2, minlength=n_groups)
+    reference_sse = np.bincount(codes, weights=(r - y) ** 2, minlength=n_groups)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
+    denominator = weights @ reference_sse
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skills = 1.0 - (weights @ model_sse) / denominator
+    skills = skills[np.isfinite(skills)]
+    point = brier_skill_score(y, p, r)
+    if skills.size == 0:
+        return point, math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(skills, [tail, 1.0 - tail])
+    return point, float(low), float(high)
+
+
+# --- count forecasts by stratum (demand) ------------------------------------------------------
+
+DEMAND_STRATA: tuple[float, ...] = (0.5, 2.0)
+"""Default edges (units per bucket) of the expected-demand strata: < 0.5, 0.5-2, >= 2."""
+
+
+def stratum_label(k: int, edges: tuple[float, ...]) -> str:
+    """Name of stratum k of `edges` in metric keys: 'lt0.5', '0.5to2', 'ge2'."""
+
+    def num(x: float) -> str:
+        return f"{x:g}"
+
+    if k == 0:
+        return f"lt{num(edges[0])}"
+    if k == len(edges):
+        return f"ge{num(edges[-1])}"
+    return f"{num(edges[k - 1])}to{num(edges[k])}"
+
+
+def quantile_report(
+    actual: ArrayLike,
+    expected: ArrayLike,
+    p10: ArrayLike,
+    p50: ArrayLike,
+    p90: ArrayLike,
+    strata: tuple[float, ...] = DEMAND_STRATA,
+) -> dict[str, float]:
+    """The demand forecast's scorecard on the evaluated cells, one function for backtests,
+    training and tests.
+
+    `wape` / `bias` of P50, `wape_mean` / `bias_mean` of `expected`; `pinball_p10/p50/p90`;
+    `coverage_p10_p90` overall, `coverage_<stratum>` and `rows_<stratum>` per stratum of
+    *expected* demand (edges `strata`, units per bucket: a forecast-side split, so it can be
+    computed before the actuals are known), and `coverage_sale` on cells with a sale (actual
+    > 0). A stratum without rows is NaN. Zero cells alone can supply an 80 % coverage, hence
+    the strata.
+    """
+    y, mean = _pair(actual, expected, ("actual", "expected"))
+    lo, mid = _pair(p10, p50, ("p10", "p50"))
+    _, hi = _pair(p10, p90, ("p10", "p90"))
+    if y.shape != lo.shape:
+        raise ValueError(f"actual and p10 differ in length: {y.size} vs {lo.size}")
+    inside = (y >= lo) & (y <= hi)
+    out = {
+        "wape": wape(y, mid),
+        "bias": bias(y, mid),
+        "wape_mean": wape(y, mean),
+        "bias_mean": bias(y, mean),
+        "pinball_p10": pinball_loss(y, lo, 0.1),
+        "pinball_p50": pinball_loss(y, mid, 0.5),
+        "pinball_p90": pinball_loss(y, hi, 0.9),
+        "coverage_p10_p90": float(np.mean(inside)),
+    }
+    index = np.digitize(mean, np.asarray(strata, dtype=np.float64))
+    for k in range(len(strata) + 1):
+        label = stratum_label(k, strata)
+        rows = index == k
+        out[f"coverage_{label}"] = float(np.mean(inside[rows])) if rows.any() else math.nan
+        out[f"rows_{label}"] = float(rows.sum())
+    sale = y > 0
+    out["coverage_sale"] = float(np.mean(inside[sale])) if sale.any() else math.nan
+    return out

@@ -96,6 +96,45 @@ class RegisteredVersion:
 
 
 @dataclass(frozen=True)
+class SkillCheck:
+    """A candidate's skill on its honest holdout: Brier skill score against the base rate
+    with its bootstrap interval, and its Brier next to the logistic baseline's."""
+
+    brier_skill: float
+    brier_skill_low: float
+    brier_skill_high: float
+    brier: float
+    logistic_brier: float
+
+    def verdict(self) -> tuple[bool, str]:
+        """(skilful?, one line): skill > 0 with an interval above 0, and Brier below the
+        logistic baseline's. NaN anywhere is no skill."""
+        text = (
+            f"Brier skill vs base rate {self.brier_skill:.4f} "
+            f"[{self.brier_skill_low:.4f}, {self.brier_skill_high:.4f}], "
+            f"Brier {self.brier:.4f} vs logistic {self.logistic_brier:.4f}"
+        )
+        beats_base = self.brier_skill > 0 and self.brier_skill_low > 0
+        beats_logistic = self.brier < self.logistic_brier
+        if beats_base and beats_logistic:
+            return True, f"skilful: {text}"
+        missing = [
+            *([] if beats_base else ["the base rate (interval must exclude 0)"]),
+            *([] if beats_logistic else ["the logistic baseline"]),
+        ]
+        return False, f"no skill over {' and '.join(missing)}: {text}"
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "brier_skill": _json_float(self.brier_skill),
+            "brier_skill_low": _json_float(self.brier_skill_low),
+            "brier_skill_high": _json_float(self.brier_skill_high),
+            "brier": _json_float(self.brier),
+            "logistic_brier": _json_float(self.logistic_brier),
+        }
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     """What `promote_if_better` decided and why (also written to the candidate run's tags)."""
 
@@ -109,9 +148,11 @@ class PromotionDecision:
     champion_version: str | None
     higher_is_better: bool
     passed_gate: bool = False  # eligible to serve as_ofs before a newer champion's
+    skill: SkillCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "skill": None if self.skill is None else self.skill.to_dict(),
             "promoted": self.promoted,
             "reason": self.reason,
             "model_name": self.model_name,
@@ -450,6 +491,7 @@ def promote_if_better(
     higher_is_better: bool = True,
     champion_version: str | None = None,
     as_of: datetime | None = None,
+    skill: SkillCheck | None = None,
 ) -> PromotionDecision:
     """Gate `candidate` and move `@champion` to it when it passed and may replace the champion;
     log the decision on the candidate run and version.
@@ -462,7 +504,8 @@ def promote_if_better(
     the champion, but an older eligible version when the champion was trained later; and a
     candidate that passes is promoted only if it is not older than the champion
     (`older_than_champion`). Passing is recorded as `salesml.gate.passed` (eligible to serve
-    past as_ofs); the rule itself is `decide`. Tags are written before the alias moves, so a
+    past as_ofs); the rule itself is `decide`, including the skill gate when `skill` is
+    given (a candidate without skill never passes, first model included). Tags are written before the alias moves, so a
     crash in between leaves a decision that `reconcile_run` can put right.
     """
     mlflow = import_mlflow()
@@ -484,6 +527,16 @@ def promote_if_better(
                 "evaluate the new champion on the same backtest"
             ),
         )
+    elif skill is not None and not skill.verdict()[0]:
+        passed, reason = decide(
+            metric,
+            candidate.version,
+            reference,
+            candidate_value,
+            champion_value,
+            higher_is_better,
+            skill,
+        )
     elif reference is None and current is not None:
         passed = not math.isnan(float(candidate_value))
         reason = (
@@ -492,7 +545,13 @@ def promote_if_better(
         )
     else:
         passed, reason = decide(
-            metric, candidate.version, reference, candidate_value, champion_value, higher_is_better
+            metric,
+            candidate.version,
+            reference,
+            candidate_value,
+            champion_value,
+            higher_is_better,
+            skill,
         )
     blocked = older_than_champion(as_of, current, current_as_of)
     promoted = passed and blocked is None
@@ -509,6 +568,7 @@ def promote_if_better(
         champion_version=current,
         higher_is_better=higher_is_better,
         passed_gate=passed,
+        skill=skill,
     )
     _record_decision(client, candidate, decision)
     if promoted and current != candidate.version:
@@ -542,9 +602,12 @@ def decide(
     candidate_value: float,
     champion_value: float | None,
     higher_is_better: bool = True,
+    skill: SkillCheck | None = None,
 ) -> tuple[bool, str]:
     """The promotion rule (pure): (promote?, reason in one line).
 
+    - `skill` given and not skilful (`SkillCheck.verdict`): never promote, first model
+      included; otherwise its line is appended to the reason;
     - no champion: promote (a first model must be servable);
     - candidate value NaN: never promote;
     - a champion but no `champion_value`: do not promote (nothing comparable; pass -inf/+inf
@@ -553,6 +616,19 @@ def decide(
     - otherwise promote when candidate >= champion (<= when lower is better): ties promote, so
       retraining on fresher data with equal backtest quality moves forward.
     """
+    if skill is not None:
+        skilful, line = skill.verdict()
+        if not skilful:
+            return False, line
+        passed, reason = decide(
+            metric,
+            candidate_version,
+            champion_version,
+            candidate_value,
+            champion_value,
+            higher_is_better,
+        )
+        return passed, f"{reason}; {line}"
     direction = "higher" if higher_is_better else "lower"
     if math.isnan(float(candidate_value)):
         return False, f"candidate {metric} is NaN"
@@ -592,6 +668,8 @@ def _record_decision(
         f"{TAG_PREFIX}.champion_version": str(decision.champion_version),
         GATE_TAG: str(decision.passed_gate).lower(),
     }
+    if decision.skill is not None:
+        tags |= {f"salesml.skill.{k}": repr(v) for k, v in decision.skill.to_dict().items()}
     for key, value in tags.items():
         client.set_tag(candidate.run_id, key, value)
     client.log_dict(candidate.run_id, decision.to_dict(), "promotion_decision.json")

@@ -27,6 +27,7 @@ FAST_MODELS: dict[str, Any] = {
         "min_child_samples": 20,
         "early_stopping_rounds": 10,
         "forecast_simulations": 200,
+        "holdout_days": 84,  # small worlds: a holdout wide enough for the skill gate's interval
     },
     "demand": FAST_DEMAND,
 }

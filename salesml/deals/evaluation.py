@@ -1,12 +1,11 @@
 """Rolling-origin backtest of the deal-win model next to its baselines.
 
-At each origin T (`backtest_step_days` apart, the last one `backtest_step_days +
-backtest_follow_up_days` before as_of): fit the model, the base rate and
-the static logistic regression on what was known at T (`training.fit_deal_win(tables, T)`), then
-score the weekly snapshots in (T, T + step] — the states the model would have scored while it
-was the deployed model — labelled with outcomes known at `as_of`. Deals still open at as_of are
-censored (left out) exactly as in training; the follow-up keeps that censoring small (a deal
-must stay open more than follow-up days past its snapshot window to be left out). Every
+At each origin T (`backtest_step_days` apart, the last one's window ending
+max(`backtest_follow_up_days`, H) before as_of): fit the model, the base rate and the static
+logistic regression on what was known at T (`training.fit_deal_win(tables, T)`), then score the
+weekly snapshots in (T, T + step], the states the model would have scored while it was the
+deployed model, labelled with the same event as training (won within H days of the snapshot,
+H = `label_horizon_days`), all with full follow-up at as_of, so nothing is censored. Every
 predictor is measured on the same rows.
 """
 
@@ -23,8 +22,8 @@ from salesml.backtest import BacktestResult, rolling_origins, run_backtest
 from salesml.config import DealsSettings
 from salesml.deals.baselines import BaseRateBaseline, StaticLogitBaseline
 from salesml.deals.features import build_features
-from salesml.deals.snapshots import training_snapshots
-from salesml.deals.training import classification_metrics, fit_deal_win
+from salesml.deals.snapshots import labelled_snapshots
+from salesml.deals.training import classification_metrics, fit_deal_win, with_lost_after
 from salesml.progress import Progress, report
 from salesml.timeutil import DATETIME
 
@@ -44,10 +43,16 @@ def backtest_origins(
 def evaluation_snapshots(
     deals: pl.DataFrame, origin: datetime, as_of: datetime, settings: DealsSettings
 ) -> pl.DataFrame:
-    """Labelled snapshots in (origin, origin + step] with outcomes known at as_of."""
+    """Labelled snapshots in (origin, origin + step] with full follow-up at as_of."""
     end = min(origin + timedelta(days=settings.backtest_step_days), as_of)
-    labelled = training_snapshots(
-        deals, as_of, settings.snapshot_every_days, settings.min_open_days, None
+    labelled = labelled_snapshots(
+        deals,
+        as_of,
+        settings.snapshot_every_days,
+        settings.label_horizon_days,
+        settings.min_open_days,
+        None,
+        settings.lost_after_days,
     )
     return labelled.filter(
         (pl.col("snapshot_at") > pl.lit(origin, DATETIME))
@@ -59,6 +64,7 @@ def predict_origin(
     tables: dict[str, pl.DataFrame], origin: datetime, as_of: datetime, settings: DealsSettings
 ) -> pl.DataFrame:
     """Fit everything at `origin`; predictions of model and baselines on the next step's rows."""
+    tables = with_lost_after(tables, settings)
     trained = fit_deal_win(tables, origin, settings)
     rows = evaluation_snapshots(tables["deals"], origin, as_of, settings)
     if rows.height == 0:
@@ -68,7 +74,7 @@ def predict_origin(
     features = build_features(rows, tables, spec)
     y_train = trained.snapshots.get_column("label").to_numpy()
     logistic = StaticLogitBaseline().fit(trained.features, y_train)
-    base = BaseRateBaseline().fit(y_train)
+    base = BaseRateBaseline().fit(trained.holdout.get_column("label").to_numpy())
     return rows.select("deal_id", "snapshot_at", "label").with_columns(
         pl.Series("p_model", trained.model.predict_proba(features)[:, 1]),
         pl.Series("p_base_rate", base.predict(rows.height)),
@@ -97,7 +103,10 @@ def backtest_deal_win(
 ) -> BacktestResult:
     """Run the rolling-origin backtest (see module docstring)."""
     origins = backtest_origins(
-        as_of, n_origins, settings.backtest_step_days, settings.backtest_follow_up_days
+        as_of,
+        n_origins,
+        settings.backtest_step_days,
+        max(settings.backtest_follow_up_days, settings.label_horizon_days),
     )
 
     def on_origin(done: int, total: int, origin: datetime, metrics: dict[str, float]) -> None:

@@ -49,8 +49,11 @@ def band_level(probability: pl.Expr, bands: HealthBands) -> pl.Expr:
     )
 
 
-def rule_reasons(rules: DealHealthRules) -> list[pl.Expr]:
-    """One expression per rule: its sentence when it fires, else null."""
+def rule_reasons(rules: DealHealthRules, activity_log: bool = True) -> list[pl.Expr]:
+    """One expression per rule: its sentence when it fires, else null.
+
+    Without an activity log (`activity_log=False`, a CRM-only export) "no activity for N days"
+    cannot be known, so that rule never fires rather than firing on every deal's age."""
     by_stage = {normalise_label(k): v for k, v in rules.stage_limit_days.items()}  # as in data
     limits = pl.DataFrame(
         {
@@ -95,11 +98,17 @@ def rule_reasons(rules: DealHealthRules) -> list[pl.Expr]:
         .then(pl.format("close date slipped {} times", _whole(pl.col("close_date_slips"))))
         .otherwise(None)
     )
+    if not activity_log:
+        return [stage_rule, passed_rule, slip_rule]
     return [stage_rule, quiet_rule, passed_rule, slip_rule]
 
 
-def rate_health(frame: pl.DataFrame, bands: HealthBands, rules: DealHealthRules) -> pl.DataFrame:
+def rate_health(
+    frame: pl.DataFrame, bands: HealthBands, rules: DealHealthRules, activity_log: bool = True
+) -> pl.DataFrame:
     """`frame` plus health (red/yellow/green), health_reasons (JSON array), rules_fired.
+
+    activity_log: whether the inputs had an activity log (see `rule_reasons`).
 
     Rows with a null win_probability (not scored) get null health and null reasons.
     """
@@ -122,7 +131,7 @@ def rate_health(frame: pl.DataFrame, bands: HealthBands, rules: DealHealthRules)
         )
         .otherwise(None)
     )
-    rule_exprs = rule_reasons(rules)
+    rule_exprs = rule_reasons(rules, activity_log)
     fired = pl.sum_horizontal([r.is_not_null().cast(pl.Int64) for r in rule_exprs])
     level = (
         pl.when(fired >= rules.red_at_rules)

@@ -54,13 +54,20 @@ class TrainReport:
     lost_deals: int
     best_iteration: int
     behavior_pairs: int
+    event: str = ""
 
     def describe(self) -> str:
         state = "promoted to champion" if self.promoted else "not promoted"
+        m = self.metrics
+        nan = float("nan")
         return (
-            f"{self.model_name} v{self.model_version} trained on {self.snapshots} snapshots "
-            f"({self.won_deals} won / {self.lost_deals} lost deals); holdout AUC "
-            f"{self.metrics.get('auc', float('nan')):.3f}; {state}: {self.decision}"
+            f"{self.model_name} v{self.model_version} ({self.event}) trained on "
+            f"{self.snapshots} snapshots ({self.won_deals} deals with the event / "
+            f"{self.lost_deals} without); honest holdout AUC {m.get('auc', nan):.3f}, Brier "
+            f"{m.get('brier', nan):.4f} (base rate {m.get('base_rate_brier', nan):.4f}, "
+            f"logistic {m.get('logistic_brier', nan):.4f}), Brier skill "
+            f"{m.get('brier_skill', nan):.3f} [{m.get('brier_skill_low', nan):.3f}, "
+            f"{m.get('brier_skill_high', nan):.3f}]; {state}: {self.decision}"
         )
 
 
@@ -70,20 +77,29 @@ class ScoreReport:
 
     run_id: str
     as_of: str
-    model_version: str
-    mlflow_run_id: str
+    model_version: str | None
+    mlflow_run_id: str | None
     scored: int
-    not_scored: int
-    not_scored_reasons: dict[str, int] = field(default_factory=dict)
+    bases: dict[str, int] = field(default_factory=dict)
     health: dict[str, int] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    event: str = ""
+    not_scored: int = 0
+    """Open deals without a probability: always 0 (young deals get the prior); kept for the
+    flows' summaries."""
 
     def describe(self) -> str:
         health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items()))
+        bases = ", ".join(f"{k} {v}" for k, v in sorted(self.bases.items()))
+        source = (
+            f"{MODEL_NAME} v{self.model_version}"
+            if self.model_version is not None
+            else "the base rate (no deal-win model with skill)"
+        )
         return (
-            f"scored {self.scored} open deals with {MODEL_NAME} v{self.model_version} "
-            f"({health}); {self.not_scored} not scored"
+            f"scored {self.scored} open deals ({self.event}) with {source} "
+            f"(basis: {bases}; {health})"
         )
 
 
@@ -97,6 +113,7 @@ def train(
     the behaviour value map (`behavior_value`) of the new model."""
     from salesml import tracking
     from salesml.deals.artifacts import write_artifacts
+    from salesml.deals.scoring import event_text
     from salesml.deals.training import METRIC_DIRECTION, fit_deal_win
 
     deals_settings = settings.deals
@@ -108,6 +125,12 @@ def train(
         trained = run.step(
             "fit", fit_deal_win, tables, as_of, deals_settings, scaled(progress, 0.05, 0.6)
         )
+        if trained.spec.inputs_note:
+            run.notes.append(trained.spec.inputs_note)
+        for name, auc in trained.leakage_allowed.items():
+            run.notes.append(
+                f"leakage screen: {name} (AUC {auc:.3f}) allowed by deals.leakage.allow"
+            )
         report(progress, "behaviour value", 0.6)
         behavior = run.step(
             "behavior value", _behavior, trained, tables, as_of, deals_settings.seed
@@ -143,7 +166,11 @@ def train(
                 artifacts={name: str(path) for name, path in paths.items()},
                 input_example=_input_example(trained),
                 run_name=f"deal-win as of {as_of.isoformat()}",
-                tags={tracking.WAREHOUSE_RUN_TAG: run.run_id},
+                tags={tracking.WAREHOUSE_RUN_TAG: run.run_id}
+                | {
+                    f"salesml.leakage.allowed.{name}": f"{auc:.4f}"
+                    for name, auc in trained.leakage_allowed.items()
+                },
                 as_of=as_of,
             )
         run.model_version = version.version
@@ -162,6 +189,7 @@ def train(
             higher_is_better=METRIC_DIRECTION[metric],
             champion_version=champion_version,
             as_of=as_of,
+            skill=skill_check(trained.metrics),
         )
         run.notes.append(decision.reason)
         report(progress, "done", 1.0)
@@ -183,8 +211,22 @@ def train(
             lost_deals=trained.lost_deals,
             best_iteration=trained.model.best_iteration_,
             behavior_pairs=behavior.height,
+            event=event_text(deals_settings.label_horizon_days),
         )
     raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
+
+
+def skill_check(metrics: dict[str, float]) -> Any:
+    """The gate's skill numbers (`tracking.SkillCheck`) from the honest holdout's metrics."""
+    from salesml import tracking
+
+    return tracking.SkillCheck(
+        brier_skill=metrics["brier_skill"],
+        brier_skill_low=metrics["brier_skill_low"],
+        brier_skill_high=metrics["brier_skill_high"],
+        brier=metrics["brier"],
+        logistic_brier=metrics["logistic_brier"],
+    )
 
 
 def _behavior(
@@ -234,6 +276,10 @@ def _params(settings: Settings, trained: Any, as_of: datetime) -> dict[str, Any]
         "snapshot_every_days": deals.snapshot_every_days,
         "history_days": deals.history_days,
         "min_open_days": deals.min_open_days,
+        "label_horizon_days": deals.label_horizon_days,
+        "holdout_days": deals.holdout_days,
+        "lost_after_days": deals.lost_after_days,
+        "event": f"won within {deals.label_horizon_days} days of the score time",
         "activity_windows_days": deals.activity_windows_days,
         "decay_hours": deals.decay_hours,
         "role_weights": deals.role_weights,
@@ -244,8 +290,8 @@ def _params(settings: Settings, trained: Any, as_of: datetime) -> dict[str, Any]
         "gate_metric": deals.gate_metric,
         "n_features": len(model.feature_names_),
         "activity_pairs": len(trained.spec.activity_pairs),
-        "valid_from": model.slices_.valid_from,
-        "calibration_from": model.slices_.calibration_from,
+        "holdout_rows": model.slices_.holdout_rows,
+        "train_rows": model.slices_.train_rows,
         "contribution_unit": "log-odds",
     }
 
@@ -260,68 +306,92 @@ def score(
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> ScoreReport:
-    """Score every deal open at `as_of` with the version that may serve it (`@champion`
-    unless it was trained after `as_of`); write deal_scores, deal_score_factors and
-    pipeline_forecast in one batch. No open deal to score while an earlier run wrote scores
-    for this as_of: those are kept, and the run says so."""
+    """Give every deal open at `as_of` a probability of the event (won within H days): from
+    the version that may serve it (`@champion` unless trained after `as_of`), the young-deal
+    prior for deals younger than `min_open_days`, or, when deal-win models were trained but
+    none passed the skill gate, the base rate known at as_of (`score_basis`). Writes
+    deal_scores, deal_score_factors and pipeline_forecast in one batch. No open deal to score
+    while an earlier run wrote scores for this as_of: those are kept, and the run says so."""
     from salesml import tracking
-    from salesml.deals.scoring import score_open_deals
+    from salesml.deals.scoring import event_text, priors_at, score_open_deals
+    from salesml.deals.training import with_lost_after
 
     deals_settings = settings.deals
     with job_run(settings, flow="score_deals", as_of=as_of, executor=executor) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
-        loaded = run.step("load champion", tracking.load_for, MODEL_NAME, as_of, io=True)
-        run.model_version = loaded.version
-        if loaded.note:
+        loaded, reason = run.step("load champion", _load_or_base_rate, as_of, io=True)
+        version = None if loaded is None else loaded.version
+        mlflow_run_id = None if loaded is None else loaded.run_id
+        run.model_version = version
+        if loaded is not None and loaded.note:
             run.notes.append(loaded.note)
+        if reason:
+            run.notes.append(reason)
         report(progress, "load inputs", 0.1)
-        tables = run.load(INPUTS)
+        tables = with_lost_after(run.load(INPUTS), deals_settings)
+        priors = run.step("priors", priors_at, tables["deals"], as_of, deals_settings)
         result = run.step(
             "score",
             score_open_deals,
-            loaded.model,
+            None if loaded is None else loaded.model,
             tables,
             as_of,
             min_open_days=deals_settings.min_open_days,
             rules=deals_settings.rules,
+            priors=priors,
+            base_rate_reason=reason or "",
             top_k=deals_settings.top_k,
             n_simulations=deals_settings.forecast_simulations,
             seed=deals_settings.seed,
             timezone=settings.timezone,
             progress=scaled(progress, 0.2, 0.9),
         )
-        # Deals too young to score get a row with a not_scored_reason instead of a probability.
-        scores = pl.concat(
-            [
-                result.scores.with_columns(pl.lit(None, pl.String).alias("not_scored_reason")),
-                result.not_scored,
-            ],
-            how="diagonal_relaxed",
-        ).sort("deal_id")
         frames = {
-            "deal_scores": with_lineage(scores, loaded.version, loaded.run_id),
-            "deal_score_factors": with_lineage(result.factors, loaded.version, loaded.run_id),
-            "pipeline_forecast": with_lineage(result.forecast, loaded.version, loaded.run_id),
+            "deal_scores": with_lineage(result.scores, version, mlflow_run_id),  # type: ignore[arg-type]
+            "deal_score_factors": with_lineage(result.factors, version, mlflow_run_id),  # type: ignore[arg-type]
+            "pipeline_forecast": with_lineage(result.forecast, version, mlflow_run_id),  # type: ignore[arg-type]
         }
         report(progress, "write", 0.9)
         run.write(frames, main="deal_scores")
-        reasons = result.not_scored.group_by("not_scored_reason").len().rows()
+        bases = result.scores.group_by("score_basis").len().rows()
         health = result.scores.group_by("health").len().rows()
         report(progress, "done", 1.0)
+        horizon = getattr(loaded.model, "label_horizon_days", None) if loaded else None
         return ScoreReport(
             run_id=run.run_id,
             as_of=as_of.isoformat(),
-            model_version=loaded.version,
-            mlflow_run_id=loaded.run_id,
+            model_version=version,
+            mlflow_run_id=mlflow_run_id,
             scored=result.scores.height,
-            not_scored=result.not_scored.height,
-            not_scored_reasons={str(k): int(v) for k, v in reasons},
+            bases={str(k): int(v) for k, v in bases},
             health={str(k): int(v) for k, v in health},
             rows_written={name: run.row_counts.get(name, 0) for name in frames},
             notes=list(run.notes),
+            event=event_text(horizon or deals_settings.label_horizon_days),
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_or_base_rate(as_of: datetime) -> tuple[Any, str | None]:
+    """(the version that may serve `as_of`, None), or (None, why the base rate is written)
+    when versions were trained but none has a champion (none passed the skill gate). With no
+    version at all, or only versions trained after as_of, it refuses as `load_for` does."""
+    from salesml import tracking
+
+    try:
+        return tracking.load_for(MODEL_NAME, as_of), None
+    except tracking.NoServableVersionError:
+        raise
+    except tracking.NoChampionError:
+        versions = tracking.list_versions(MODEL_NAME)
+        if not versions:
+            raise
+        return None, (
+            f"no deal-win model with skill: none of the {len(versions)} trained versions passed "
+            "the skill gate (Brier skill over the base rate and the logistic baseline on the "
+            "honest holdout); wrote the base rate known at as_of"
+        )
 
 
 def backtest(

@@ -1,10 +1,15 @@
 """`DealWinModel`: LightGBM win classifier + out-of-sample calibration, sklearn-shaped.
 
-Fit splits the labelled snapshots by when each deal's outcome became known (`order`, the
-deal's closed_at): the earliest-closing deals train the booster, the next slice decides the
-number of trees (early stopping), and the latest slice fits the calibrator (isotonic or Platt)
-on the booster's raw score. All snapshots of a deal fall in one slice, so no deal's label is
-seen by both the booster and the calibrator (`slice_of_` records which rows went where).
+Fit takes the labelled snapshots and a `holdout` mask (the latest snapshots with full follow-up,
+chosen by the caller by snapshot time, see `training.honest_split`). The booster learns from the
+other rows only. The holdout decides the number of trees (early stopping) and fits the
+calibrator (isotonic or Platt) on the booster's raw score; the deployed model uses all of it.
+
+So that the metrics reported for the holdout are out of sample for early stopping and
+calibration too, the holdout is cross-fitted by deal (two folds by a hash of the deal id): each
+fold picks its own number of trees on its own rows and fits its own calibrator, and predicts the
+other fold (`oof_raw_`, `oof_probability_`, in holdout row order). All snapshots of a deal fall
+in one fold, so no deal's label is seen by both what predicts it and its evaluation.
 
 Contributions (`contributions`) are exact TreeSHAP values in the booster's raw log-odds space,
 before calibration: each row's contributions plus the base value equal `predict_raw`. The
@@ -36,24 +41,22 @@ class InsufficientDataError(ValueError):
 
 @dataclass(frozen=True)
 class SliceSummary:
-    """How many rows / wins each slice of a fit got, and where the slices start."""
+    """How many rows / events the booster's training part and the holdout got."""
 
     train_rows: int
-    valid_rows: int
-    calibration_rows: int
+    holdout_rows: int
     train_wins: int
-    valid_wins: int
-    calibration_wins: int
-    valid_from: str
-    calibration_from: str
+    holdout_wins: int
 
 
 class DealWinModel:
-    """Calibrated probability that an open deal will be won.
+    """Calibrated probability of the event it was trained on: won within
+    `label_horizon_days` of the score time (stored as given; it travels with the model).
 
     Configured in `__init__` (stored as given), learned in `fit`; learned state ends in `_`:
     `booster_`, `calibrator_`, `feature_names_`, `categorical_features_`, `categories_`,
-    `best_iteration_`, `base_rate_`, `slices_`.
+    `best_iteration_`, `base_rate_` (event rate of the holdout), `slices_`, `oof_raw_`,
+    `oof_probability_`.
     """
 
     def __init__(
@@ -68,9 +71,8 @@ class DealWinModel:
         max_bin: int = 63,
         early_stopping_rounds: int = 30,
         calibration: Calibration = "isotonic",
-        valid_fraction: float = 0.15,
-        calibration_fraction: float = 0.25,
         health_bands: dict[str, float] | None = None,
+        label_horizon_days: int | None = None,
         seed: int = 42,
         num_threads: int = 2,
     ) -> None:
@@ -84,9 +86,8 @@ class DealWinModel:
         self.max_bin = max_bin
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
-        self.valid_fraction = valid_fraction
-        self.calibration_fraction = calibration_fraction
         self.health_bands = health_bands
+        self.label_horizon_days = label_horizon_days
         self.seed = seed
         self.num_threads = num_threads
 
@@ -128,94 +129,115 @@ class DealWinModel:
             "max_bin": self.max_bin,
             "early_stopping_rounds": self.early_stopping_rounds,
             "calibration": self.calibration,
-            "valid_fraction": self.valid_fraction,
-            "calibration_fraction": self.calibration_fraction,
             "health_bands": self.health_bands,
+            "label_horizon_days": self.label_horizon_days,
             "seed": self.seed,
         }
 
     # --- learning ----------------------------------------------------------------------------
 
-    def fit(self, X: pl.DataFrame, y: Any, order: Any) -> DealWinModel:
-        """Learn from feature rows `X`, labels `y` (1 = won) and `order` (deal close time).
+    def fit(self, X: pl.DataFrame, y: Any, holdout: Any, groups: Any) -> DealWinModel:
+        """Learn from feature rows `X`, labels `y` (1 = the event happened), the `holdout` mask
+        (True = early stopping and calibration, never boosted on) and `groups` (deal ids: the
+        holdout's cross-fitting folds).
 
         `X` holds the feature columns (`feature_spec.feature_names()` when a spec is given,
         else all columns); string columns are categorical. Raises InsufficientDataError when a
-        slice is empty or the calibration slice lacks a class.
+        part or a holdout fold is empty or lacks a class.
         """
         import lightgbm as lgb
 
         names = self.feature_spec.feature_names() if self.feature_spec else list(X.columns)
         labels = np.asarray(pl.Series(y).cast(pl.Float64).to_numpy(), dtype=np.float64)
-        slices, (valid_from, calibration_from) = self._slices(pl.Series(order))
+        in_holdout = np.asarray(pl.Series(holdout).cast(pl.Boolean).to_numpy(), dtype=bool)
+        fold_b = deal_folds(groups, self.seed)
+        folds = [in_holdout & ~fold_b, in_holdout & fold_b]
         self.feature_names_ = names
         self.categorical_features_ = [
             n for n in names if X.schema[n] in (pl.String, pl.Categorical)
         ]
-        train_rows = X.filter(pl.Series(slices == 0))
+        train_rows = X.filter(pl.Series(~in_holdout))
         self.categories_ = {
             c: sorted(train_rows.get_column(c).drop_nulls().unique().cast(pl.String).to_list())
             for c in self.categorical_features_
         }
         matrix = self._matrix(X)
-        self.slice_of_ = slices
-        parts = [slices == i for i in range(3)]
-        self._check_slices(labels, parts)
+        self.slice_of_ = in_holdout.astype(np.int8)
+        self._check_slices(labels, [~in_holdout, *folds])
         categorical_idx = [names.index(c) for c in self.categorical_features_]
         train = lgb.Dataset(
-            matrix[parts[0]],
-            labels[parts[0]],
+            matrix[~in_holdout],
+            labels[~in_holdout],
             feature_name=names,
             categorical_feature=categorical_idx,
             free_raw_data=True,
         )
-        valid = train.create_valid(matrix[parts[1]], labels[parts[1]])
+        curves: dict[str, dict[str, list[float]]] = {}
         booster = lgb.train(
-            self.lgb_params(),
+            self.lgb_params() | {"metric": "binary_logloss"},
             train,
             num_boost_round=self.n_estimators,
-            valid_sets=[valid],
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            valid_sets=[train.create_valid(matrix[f], labels[f]) for f in [in_holdout, *folds]],
+            valid_names=["holdout", "fold_a", "fold_b"],
+            callbacks=[
+                lgb.record_evaluation(curves),
+                _stop_when_stale("holdout", self.early_stopping_rounds),
+            ],
         )
-        best = int(booster.best_iteration or booster.current_iteration())
+        best = _best_round(curves["holdout"])
         self.best_iteration_ = best
+        self._cross_fit(booster, matrix, labels, folds, curves, in_holdout)
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-        raw_cal = np.asarray(
-            self.booster_.predict(matrix[parts[2]], raw_score=True), dtype=np.float64
-        )
-        self.calibrator_ = fit_calibrator(self.calibration, raw_cal, labels[parts[2]])
-        self.base_rate_ = float(labels[parts[0]].mean())
+        raw_holdout = self.predict_raw_matrix(matrix[in_holdout])
+        self.calibrator_ = fit_calibrator(self.calibration, raw_holdout, labels[in_holdout])
+        self.base_rate_ = float(labels[in_holdout].mean())
         self.slices_ = SliceSummary(
-            train_rows=int(parts[0].sum()),
-            valid_rows=int(parts[1].sum()),
-            calibration_rows=int(parts[2].sum()),
-            train_wins=int(labels[parts[0]].sum()),
-            valid_wins=int(labels[parts[1]].sum()),
-            calibration_wins=int(labels[parts[2]].sum()),
-            valid_from=valid_from,
-            calibration_from=calibration_from,
+            train_rows=int((~in_holdout).sum()),
+            holdout_rows=int(in_holdout.sum()),
+            train_wins=int(labels[~in_holdout].sum()),
+            holdout_wins=int(labels[in_holdout].sum()),
         )
         return self
 
-    def _slices(self, order: pl.Series) -> tuple[np.ndarray, tuple[str, str]]:
-        """0 = train, 1 = early stopping, 2 = calibration, by quantiles of `order`; and the
-        order values after which the later slices start (as text)."""
-        values = order.dt.epoch("us") if order.dtype.is_temporal() else order.cast(pl.Float64)
-        cut_valid = values.quantile(1.0 - self.valid_fraction - self.calibration_fraction, "lower")
-        cut_cal = values.quantile(1.0 - self.calibration_fraction, "lower")
-        as_time = order.dtype.is_temporal()
-        arr = values.to_numpy()
-        slices = np.where(arr > cut_cal, 2, np.where(arr > cut_valid, 1, 0)).astype(np.int8)
-        return slices, (_as_text(cut_valid, as_time), _as_text(cut_cal, as_time))
+    def _cross_fit(
+        self,
+        booster: Any,
+        matrix: np.ndarray,
+        labels: np.ndarray,
+        folds: list[np.ndarray],
+        curves: dict[str, dict[str, list[float]]],
+        in_holdout: np.ndarray,
+    ) -> None:
+        """Out-of-fold raw score and probability of every holdout row: trees and calibrator
+        chosen on one fold, applied to the other."""
+        n = int(in_holdout.sum())
+        position = np.cumsum(in_holdout) - 1  # row -> index among holdout rows
+        self.oof_raw_ = np.zeros(n)
+        self.oof_probability_ = np.zeros(n)
+        for own, other, name in ((folds[0], folds[1], "fold_a"), (folds[1], folds[0], "fold_b")):
+            rounds = _best_round(curves[name])
+            raw_own = np.asarray(
+                booster.predict(matrix[own], raw_score=True, num_iteration=rounds), np.float64
+            )
+            raw_other = np.asarray(
+                booster.predict(matrix[other], raw_score=True, num_iteration=rounds), np.float64
+            )
+            calibrator = fit_calibrator(self.calibration, raw_own, labels[own])
+            self.oof_raw_[position[other]] = raw_other
+            self.oof_probability_[position[other]] = apply_calibrator(
+                self.calibration, calibrator, raw_other
+            )
 
     @staticmethod
     def _check_slices(labels: np.ndarray, parts: list[np.ndarray]) -> None:
-        for name, part in zip(("training", "early-stopping", "calibration"), parts, strict=True):
+        names = ("training", "holdout fold A", "holdout fold B")
+        for name, part in zip(names, parts, strict=True):
             wins = labels[part].sum()
             if part.sum() == 0 or wins == 0 or wins == part.sum():
                 raise InsufficientDataError(
-                    f"the {name} slice has {int(part.sum())} snapshots with {int(wins)} wins; "
-                    "each slice needs both won and lost deals (more closed deals needed)"
+                    f"the {name} part has {int(part.sum())} snapshots with {int(wins)} events; "
+                    "each part needs snapshots with and without the event (more history needed, "
+                    "or a shorter deals.label_horizon_days / longer deals.holdout_days)"
                 )
 
     # --- answering ---------------------------------------------------------------------------
@@ -244,7 +266,11 @@ class DealWinModel:
 
     def predict_raw(self, X: Any) -> np.ndarray:
         """The booster's raw score (log-odds, before calibration)."""
-        return np.asarray(self.booster_.predict(self._matrix(X), raw_score=True), dtype=np.float64)
+        return self.predict_raw_matrix(self._matrix(X))
+
+    def predict_raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """`predict_raw` of an already-built feature matrix."""
+        return np.asarray(self.booster_.predict(matrix, raw_score=True), dtype=np.float64)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated win probability for raw scores."""
@@ -278,14 +304,36 @@ class DealWinModel:
         ).sort("gain", "feature", descending=[True, False])
 
 
-def _as_text(value: float | None, as_time: bool) -> str:
-    if value is None:
-        return "none"
-    if as_time:
-        from datetime import UTC, datetime, timedelta
+def deal_folds(groups: Any, seed: int) -> np.ndarray:
+    """Cross-fitting fold of each row (True = fold B) from a hash of its deal id."""
+    hashed = pl.Series(groups).cast(pl.String).hash(seed=seed) % 2 == 1
+    return np.asarray(hashed.to_numpy(), dtype=bool)
 
-        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))).isoformat()
-    return repr(float(value))
+
+def _best_round(curve: dict[str, list[float]]) -> int:
+    """1-based boosting round with the lowest log loss on a validation curve."""
+    return int(np.argmin(curve["binary_logloss"])) + 1
+
+
+def _stop_when_stale(dataset: str, rounds: int) -> Any:
+    """Early stopping on one named validation set only (LightGBM's own callback stops when
+    any set stalls, and the cross-fitting folds must not decide for the holdout)."""
+    import lightgbm as lgb
+
+    best_score = [np.inf]
+    best_iteration = [0]
+
+    def callback(env: Any) -> None:
+        for name, _, score, _ in env.evaluation_result_list:
+            if name != dataset:
+                continue
+            if score < best_score[0]:
+                best_score[0], best_iteration[0] = score, int(env.iteration)
+            elif env.iteration - best_iteration[0] >= rounds:
+                raise lgb.callback.EarlyStopException(best_iteration[0], [])
+
+    callback.order = 30  # type: ignore[attr-defined]
+    return callback
 
 
 def fit_calibrator(method: Calibration, raw: np.ndarray, labels: np.ndarray) -> Any:
@@ -302,7 +350,9 @@ def fit_calibrator(method: Calibration, raw: np.ndarray, labels: np.ndarray) -> 
 
 
 def apply_calibrator(method: Calibration, calibrator: Any, raw: np.ndarray) -> np.ndarray:
-    """Probabilities from raw log-odds, kept inside [floor, 1 - floor]."""
+    """Probabilities from raw log-odds, kept inside [floor, 1 - floor] (none for none)."""
+    if np.asarray(raw).size == 0:
+        return np.zeros(0, dtype=np.float64)
     if method == "platt":
         p = calibrator.predict_proba(np.asarray(raw).reshape(-1, 1))[:, 1]
     else:

@@ -1,6 +1,9 @@
 """Pipeline revenue forecast: expected won revenue and P10/P50/P90 per month and region.
 
-Each open, scored deal is an independent Bernoulli(win_probability) bet worth its amount. The
+Each open deal is an independent Bernoulli(win_probability) bet worth its amount; the
+probability is of the deal-win event (won within `deals.label_horizon_days` of as_of), so the
+revenue is what is won within that horizon. Every open deal has a probability (model, young-deal
+prior or base rate: `deal_scores.score_basis`). The
 expected revenue of a group is exact (sum p * amount); the quantiles come from a Monte Carlo
 simulation with a fixed seed over deals sorted by deal_id, so the same inputs always give the
 same numbers. Deals are simulated together, so the 'all' region of a period is the sum of the

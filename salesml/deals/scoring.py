@@ -1,70 +1,208 @@
 """Scoring open deals: calibrated probability, SHAP drivers in words, health, pipeline forecast.
 
-`score_open_deals(model, tables, as_of, settings)` is pure. Every deal open at `as_of` is either
-scored or given a `not_scored_reason` (younger than `min_open_days`), never an invented score.
+`score_open_deals(model, tables, as_of, ...)` is pure. Every deal open at `as_of` gets a
+probability of one event, "won within H days of as_of" (H = the model's `label_horizon_days`,
+`probability_event` on every row), and `score_basis` says where it came from:
+
+- `model`: the deal is at least `min_open_days` old and a model with skill serves as_of;
+- `prior`: the deal is younger than `min_open_days` (too little history for the model): the
+  rate of the event among deals created in the latest window with full follow-up;
+- `base_rate`: no model with skill serves as_of (`model` is None): the rate of the event among
+  the latest snapshots with full follow-up, known at as_of; `basis_reason` says why.
 
 Contributions (`deal_score_factors.contribution` and the numbers in `top_factors`) are exact
 TreeSHAP values in log-odds of the model's raw score, before calibration; positive raises the
-win probability. `contribution_unit` says so on every row.
+win probability. `contribution_unit` says so on every row. Only `model` rows have factors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import polars as pl
 
 from salesml import explain
-from salesml.config import DealHealthRules, HealthBands
+from salesml.config import DealHealthRules, DealsSettings, HealthBands
 from salesml.deals.features import build_features, feature_labels
 from salesml.deals.health import json_array, rate_health
 from salesml.deals.model import DealWinModel
 from salesml.deals.pipeline_forecast import pipeline_forecast
-from salesml.deals.snapshots import open_deals
+from salesml.deals.snapshots import event_rates, open_deals
 from salesml.progress import Progress, report
-from salesml.timeutil import DATETIME
 
 CONTRIBUTION_UNIT = "log-odds"
 
 
 @dataclass
 class ScoreResult:
-    """Frames for deal_scores, deal_score_factors, pipeline_forecast; unscored deals apart."""
+    """Frames for deal_scores (every open deal), deal_score_factors, pipeline_forecast."""
 
     scores: pl.DataFrame
     factors: pl.DataFrame
     forecast: pl.DataFrame
-    not_scored: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class Priors:
+    """What a deal gets without a model score, known at as_of (see `snapshots.event_rates`)."""
+
+    base_rate: float
+    young_rate: float
+    horizon_days: int
+    base_rate_snapshots: int = 0
+    young_deals: int = 0
+
+
+def priors_at(deals: pl.DataFrame, as_of: datetime, settings: DealsSettings) -> Priors:
+    """The base rate and young-deal prior of the event known at `as_of`."""
+    base, young, n_snapshots, n_young = event_rates(
+        deals,
+        as_of,
+        settings.snapshot_every_days,
+        settings.label_horizon_days,
+        settings.holdout_days,
+        settings.min_open_days,
+        settings.lost_after_days,
+    )
+    return Priors(base, young, settings.label_horizon_days, n_snapshots, n_young)
+
+
+def event_text(horizon_days: int) -> str:
+    """The event a probability is about, in words (stored on every deal_scores row)."""
+    return f"won within {horizon_days} days of as_of"
+
+
+SCORE_COLUMNS = [
+    "deal_id",
+    "win_probability",
+    "score_basis",
+    "basis_reason",
+    "probability_event",
+    "health",
+    "health_reasons",
+    "top_factors",
+    "raw_score",
+    "contribution_unit",
+    "stage",
+    "days_in_stage",
+]
+HEALTH_INPUTS = {
+    "stage": pl.String,
+    "days_in_stage": pl.Float64,
+    "days_since_last_activity": pl.Float64,
+    "age_days": pl.Float64,
+    "days_to_expected_close": pl.Float64,
+    "close_date_slips": pl.Float64,
+}
+"""Feature columns the health rules read; null (no rule fires) for rows without features."""
 
 
 def score_open_deals(
-    model: DealWinModel,
+    model: DealWinModel | None,
     tables: dict[str, pl.DataFrame],
     as_of: datetime,
     *,
     min_open_days: float,
     rules: DealHealthRules,
+    priors: Priors | None = None,
+    base_rate_reason: str = "no deal-win model with skill serves this as_of",
     top_k: int = 5,
     n_simulations: int = 1000,
     seed: int = 42,
     timezone: str = "UTC",
     progress: Progress | None = None,
 ) -> ScoreResult:
-    """Score every deal open at `as_of` with `model` (its own feature spec and health bands)."""
-    if model.feature_spec is None:
-        raise ValueError("the model has no feature spec; it was not trained by salesml")
-    spec = model.feature_spec
+    """Score every deal open at `as_of` (see module docstring); `model` None = base rate.
+
+    `priors` default: computed from `tables` with the default settings and `min_open_days`.
+    Deals in `tables` are taken as given (apply `deals.lost_after_days` before calling)."""
     report(progress, "open deals", 0.0)
+    if priors is None:
+        priors = priors_at(tables["deals"], as_of, DealsSettings(min_open_days=min_open_days))
+    horizon = priors.horizon_days
+    if model is not None:
+        if model.feature_spec is None:
+            raise ValueError("the model has no feature spec; it was not trained by salesml")
+        horizon = getattr(model, "label_horizon_days", None) or horizon
     candidates = open_deals(tables["deals"], as_of, min_open_days)
-    to_score = candidates.filter(pl.col("not_scored_reason").is_null())
-    not_scored = candidates.filter(pl.col("not_scored_reason").is_not_null()).select(
-        "deal_id", "not_scored_reason"
+    if model is None:
+        to_model = candidates.clear()
+        others = candidates.with_columns(
+            pl.lit("base_rate").alias("score_basis"),
+            pl.lit(priors.base_rate).alias("win_probability"),
+            pl.lit(base_rate_reason).alias("basis_reason"),
+        )
+    else:
+        to_model = candidates.filter(~pl.col("young"))
+        others = candidates.filter(pl.col("young")).with_columns(
+            pl.lit("prior").alias("score_basis"),
+            pl.lit(priors.young_rate).alias("win_probability"),
+            pl.lit(f"open less than {min_open_days:g} days: young-deal prior").alias(
+                "basis_reason"
+            ),
+        )
+    modelled, factor_rows = _model_scores(model, to_model, tables, top_k, progress)
+    attributes = tables["deals"].select("deal_id", "region", "amount", "expected_close_at")
+    plain = (
+        others.join(attributes, on="deal_id", how="left")
+        .with_columns(
+            *(pl.lit(None, dtype).alias(name) for name, dtype in HEALTH_INPUTS.items()),
+            pl.lit(None, pl.Float64).alias("raw_score"),
+            pl.lit(None, pl.String).alias("top_factors"),
+        )
+        .with_columns(pl.col("win_probability").cast(pl.Float64))
     )
-    if to_score.height == 0:
-        return _nothing_scored(not_scored)
+    scored = pl.concat([modelled, plain], how="diagonal_relaxed")
+    bands = HealthBands(**((model.health_bands if model is not None else None) or {}))
+    spec = model.feature_spec if model is not None else None
+    rated = rate_health(scored, bands, rules, activity_log=spec is None or spec.uses_activities)
+    scores = (
+        rated.with_columns(
+            pl.col("top_factors").fill_null("[]"),
+            pl.lit(CONTRIBUTION_UNIT).alias("contribution_unit"),
+            pl.lit(event_text(horizon)).alias("probability_event"),
+            pl.col("basis_reason").cast(pl.String),
+        )
+        .select(SCORE_COLUMNS)
+        .sort("deal_id")
+    )
+    report(progress, "pipeline forecast", 0.9)
+    forecast = pipeline_forecast(
+        scored.select("deal_id", "region", "amount", "expected_close_at", "win_probability"),
+        as_of,
+        n_simulations=n_simulations,
+        seed=seed,
+        timezone=timezone,
+    )
+    report(progress, "scored", 1.0)
+    return ScoreResult(scores=scores, factors=factor_rows, forecast=forecast)
+
+
+def _model_scores(
+    model: DealWinModel | None,
+    to_score: pl.DataFrame,
+    tables: dict[str, pl.DataFrame],
+    top_k: int,
+    progress: Progress | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(features + win_probability, raw_score, top_factors, score_basis; factor rows)."""
+    factor_schema = {
+        "deal_id": pl.String,
+        "rank": pl.Int64,
+        "feature": pl.String,
+        "feature_value": pl.String,
+        "contribution": pl.Float64,
+        "text": pl.String,
+        "contribution_unit": pl.String,
+    }
+    if model is None or to_score.height == 0:
+        empty = pl.DataFrame(schema={"deal_id": pl.String, "win_probability": pl.Float64})
+        return empty, pl.DataFrame(schema=factor_schema)
+    spec = model.feature_spec
+    assert spec is not None
     report(progress, "features", 0.1)
-    features = build_features(to_score, tables, spec)
+    features = build_features(to_score.select("deal_id", "snapshot_at"), tables, spec)
     report(progress, "predict and explain", 0.4)
     probability, raw, contrib = model.predict_with_contributions(features)
     report(progress, "reasons", 0.8)
@@ -90,86 +228,19 @@ def score_open_deals(
         .sort("deal_id", "rank")
     )
     top = factor_rows.group_by("deal_id").agg(pl.col("text").sort_by("rank").alias("_texts"))
-    bands = HealthBands(**(model.health_bands or {}))
-    scored = features.with_columns(
-        pl.Series("win_probability", probability),
-        pl.Series("raw_score", raw),
-    )
-    rated = rate_health(scored, bands, rules)
-    scores = (
-        rated.join(top, on="deal_id", how="left")
+    scored = (
+        features.with_columns(
+            pl.Series("win_probability", probability),
+            pl.Series("raw_score", raw),
+            pl.lit("model").alias("score_basis"),
+            pl.lit(None, pl.String).alias("basis_reason"),
+        )
+        .join(top, on="deal_id", how="left")
         .with_columns(
             json_array(pl.col("_texts").fill_null(pl.lit([], pl.List(pl.String)))).alias(
                 "top_factors"
-            ),
-            pl.lit(CONTRIBUTION_UNIT).alias("contribution_unit"),
+            )
         )
-        .select(
-            "deal_id",
-            "win_probability",
-            "health",
-            "health_reasons",
-            "top_factors",
-            "raw_score",
-            "contribution_unit",
-            "stage",
-            "days_in_stage",
-        )
-        .sort("deal_id")
+        .drop("_texts")
     )
-    report(progress, "pipeline forecast", 0.9)
-    forecast = pipeline_forecast(
-        scored.select("deal_id", "region", "amount", "expected_close_at", "win_probability"),
-        as_of,
-        n_simulations=n_simulations,
-        seed=seed,
-        timezone=timezone,
-    )
-    report(progress, "scored", 1.0)
-    return ScoreResult(
-        scores=scores,
-        factors=factor_rows.with_columns(pl.lit(CONTRIBUTION_UNIT).alias("contribution_unit")),
-        forecast=forecast,
-        not_scored=not_scored,
-    )
-
-
-def _nothing_scored(not_scored: pl.DataFrame) -> ScoreResult:
-    """Empty outputs (with their columns) when no open deal can be scored."""
-    scores = pl.DataFrame(
-        schema={
-            "deal_id": pl.String,
-            "win_probability": pl.Float64,
-            "health": pl.String,
-            "health_reasons": pl.String,
-            "top_factors": pl.String,
-            "raw_score": pl.Float64,
-            "contribution_unit": pl.String,
-            "stage": pl.String,
-            "days_in_stage": pl.Float64,
-        }
-    )
-    factors = pl.DataFrame(
-        schema={
-            "deal_id": pl.String,
-            "rank": pl.Int64,
-            "feature": pl.String,
-            "feature_value": pl.String,
-            "contribution": pl.Float64,
-            "text": pl.String,
-            "contribution_unit": pl.String,
-        }
-    )
-    forecast = pipeline_forecast(
-        pl.DataFrame(
-            schema={
-                "deal_id": pl.String,
-                "region": pl.String,
-                "amount": pl.Float64,
-                "expected_close_at": DATETIME,
-                "win_probability": pl.Float64,
-            }
-        ),
-        datetime(1970, 1, 1, tzinfo=UTC),
-    )
-    return ScoreResult(scores=scores, factors=factors, forecast=forecast, not_scored=not_scored)
+    return scored, factor_rows.with_columns(pl.lit(CONTRIBUTION_UNIT).alias("contribution_unit"))

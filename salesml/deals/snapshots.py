@@ -4,17 +4,21 @@ Time semantics (SPEC "Time travel"): a deal exists at t when `created_at <= t`, 
 when it is not closed by t (`closed_at` is null or `closed_at > t`). An outcome is known at
 `as_of` only when `closed_at <= as_of`.
 
-Training snapshots: every `every_days` step back from `as_of` (t = as_of - k * every, k >= 1)
-while the deal was open and at least `min_open_days` old, labelled with the deal's eventual
-outcome (1 = won). Only deals whose outcome is known by `as_of` are labelled.
+The event (what a probability means): a deal open at t is "won within H days" when it is won
+at or before t + H, H = `deals.label_horizon_days`. `labelled_snapshots` takes a snapshot every
+`every_days` back from `as_of` while the deal was open and at least `min_open_days` old, and
+labels it 1 iff the deal was won by t + H, using only snapshots with full follow-up
+(t + H <= as_of). Censoring method: label horizon with full follow-up. Every deal open at t is
+a row, including deals still open at as_of (their snapshot is 0: not won within H), so no open
+deal is silently dropped or counted as lost without its H days having passed.
 
-Censoring: deals still open at `as_of` have no known outcome, so none of their snapshots enter
-the training set (they are neither wins nor losses). The cost is a mild bias towards deals that
-close quickly among the most recent snapshots (a snapshot a week before `as_of` is labelled only
-if its deal closed within that week); `history_days` bounds how far back snapshots reach, and the
-backtest measures the model on exactly the deals it would have scored, so the bias shows up in
-the metrics rather than hiding. A deal that closed before its first snapshot time contributes no
-row (it was never open at a snapshot instant).
+Funnels that never record losses (`lost_after_days` N): an open deal with no outcome N days
+after creation counts as lost at created_at + N. That rule depends only on the deal's own
+times, so applying it to the raw table and then hiding closes after `as_of` (`deals_known_at`)
+is point in time: at an as_of before created_at + N the deal is still open.
+
+`training_snapshots` is the older labelling (eventual outcome of deals closed by as_of); it is
+kept for notebooks and the feature tests, and no longer trains the model.
 
 All functions accept tables that still hold rows from after `as_of` and ignore those rows, so a
 caller cannot leak the future by handing in too much.
@@ -22,6 +26,7 @@ caller cannot leak the future by handing in too much.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import polars as pl
@@ -31,8 +36,25 @@ from salesml.timeutil import DATETIME
 MICROS_PER_DAY = 86_400_000_000
 
 
-def deals_known_at(deals: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """Deals as seen at `as_of`: created by then; a close after `as_of` is hidden (still open)."""
+def apply_lost_after(deals: pl.DataFrame, lost_after_days: int | None) -> pl.DataFrame:
+    """Deals with the `lost_after_days` rule applied (None: unchanged): a deal not closed by
+    created_at + N is lost at created_at + N. Idempotent; independent of any as_of."""
+    if lost_after_days is None:
+        return deals
+    deadline = pl.col("created_at") + pl.duration(days=lost_after_days)
+    late = pl.col("closed_at").is_null() | (pl.col("closed_at") > deadline)
+    return deals.with_columns(
+        pl.when(late).then(deadline).otherwise(pl.col("closed_at")).alias("closed_at"),
+        pl.when(late).then(pl.lit("lost")).otherwise(pl.col("outcome")).alias("outcome"),
+    )
+
+
+def deals_known_at(
+    deals: pl.DataFrame, as_of: datetime, lost_after_days: int | None = None
+) -> pl.DataFrame:
+    """Deals as seen at `as_of`: created by then; a close after `as_of` is hidden (still open);
+    with `lost_after_days`, a deal with no outcome N days after creation is lost then."""
+    deals = apply_lost_after(deals, lost_after_days)
     hidden = pl.col("closed_at") > pl.lit(as_of, DATETIME)
     return deals.filter(pl.col("created_at") <= pl.lit(as_of, DATETIME)).with_columns(
         pl.when(hidden).then(None).otherwise(pl.col("closed_at")).alias("closed_at"),
@@ -90,22 +112,124 @@ def training_snapshots(
     )
 
 
-def open_deals(deals: pl.DataFrame, as_of: datetime, min_open_days: float) -> pl.DataFrame:
-    """Every deal open at `as_of` (deal_id, snapshot_at=as_of, not_scored_reason).
+def labelled_snapshots(
+    deals: pl.DataFrame,
+    as_of: datetime,
+    every_days: int,
+    horizon_days: int,
+    min_open_days: float = 0.0,
+    history_days: int | None = None,
+    lost_after_days: int | None = None,
+) -> pl.DataFrame:
+    """Snapshots with full follow-up (deal_id, snapshot_at, label, label_at) at `as_of`.
 
-    A deal younger than `min_open_days` gets a reason instead of a score: its features hold too
-    little history for a probability to mean anything.
+    t = as_of - k * every_days (k >= 1) with t + horizon_days <= as_of; the deal open at t and
+    at least `min_open_days` old; `label` = 1 iff won at or before `label_at` = t + horizon.
+    `history_days` bounds how far back t reaches. Sorted by (snapshot_at, deal_id).
     """
-    known = deals_known_at(deals, as_of).filter(pl.col("closed_at").is_null())
+    known = deals_known_at(deals, as_of, lost_after_days)
+    step = every_days * MICROS_PER_DAY
+    horizon = horizon_days * MICROS_PER_DAY
+    as_of_us = pl.lit(as_of, DATETIME).dt.epoch("us")
+    created_us = pl.col("created_at").dt.epoch("us") + int(min_open_days * MICROS_PER_DAY)
+    closed_us = pl.col("closed_at").dt.epoch("us")
+    # full follow-up: k * step >= horizon; open at t: created + min_open <= t < closed
+    k_follow = max(1, -(-horizon // step))
+    k_first = (
+        pl.when(closed_us.is_null())
+        .then(pl.lit(k_follow))
+        .otherwise(((as_of_us - closed_us) // step + 1).clip(lower_bound=k_follow))
+    )
+    k_last = (as_of_us - created_us) // step
+    if history_days is not None:
+        k_last = pl.min_horizontal(k_last, pl.lit(history_days * MICROS_PER_DAY // step))
+    t_us = as_of_us - pl.col("_k") * step
+    return (
+        known.select(
+            "deal_id",
+            "outcome",
+            closed_us.alias("_closed"),
+            pl.int_ranges(k_first, k_last + 1).alias("_k"),
+        )
+        .explode("_k")
+        .drop_nulls("_k")
+        .select(
+            "deal_id",
+            _as_time(t_us).alias("snapshot_at"),
+            ((pl.col("outcome") == "won") & (pl.col("_closed") <= t_us + horizon))
+            .fill_null(False)
+            .cast(pl.Int8)
+            .alias("label"),
+            _as_time(t_us + horizon).alias("label_at"),
+        )
+        .sort("snapshot_at", "deal_id")
+    )
+
+
+def _as_time(epoch_us: pl.Expr) -> pl.Expr:
+    return epoch_us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def event_rates(
+    deals: pl.DataFrame,
+    as_of: datetime,
+    every_days: int,
+    horizon_days: int,
+    window_days: int,
+    min_open_days: float = 0.0,
+    lost_after_days: int | None = None,
+) -> tuple[float, float, int, int]:
+    """(base rate, young-deal rate, snapshots, young deals) known at `as_of`.
+
+    Base rate: the event's rate among the latest snapshots with full follow-up (snapshot_at in
+    the last `window_days` before as_of - H): what `score_basis = 'base_rate'` writes. Young
+    rate: among deals created in that window, the share won within H days of creation: the
+    prior for deals younger than `min_open_days` (`score_basis = 'prior'`), or the base rate
+    when fewer than `MIN_PRIOR_DEALS` deals were created there. NaN when nothing is labelled.
+    """
+    snaps = labelled_snapshots(
+        deals, as_of, every_days, horizon_days, min_open_days, None, lost_after_days
+    )
+    last = snaps.get_column("snapshot_at").max()
+    recent = (
+        snaps.filter(pl.col("snapshot_at") > pl.lit(last) - pl.duration(days=window_days))
+        if last is not None
+        else snaps
+    )
+    base = float(recent.get_column("label").mean()) if recent.height else math.nan  # type: ignore[arg-type]
+    known = deals_known_at(deals, as_of, lost_after_days)
+    end = pl.lit(as_of, DATETIME) - pl.duration(days=horizon_days)
+    young = known.filter(
+        (pl.col("created_at") <= end) & (pl.col("created_at") > end - pl.duration(days=window_days))
+    ).select(
+        (
+            (pl.col("outcome") == "won")
+            & (pl.col("closed_at") <= pl.col("created_at") + pl.duration(days=horizon_days))
+        ).fill_null(False)
+    )
+    n_young = young.height
+    rate = float(young.to_series().mean()) if n_young >= MIN_PRIOR_DEALS else base  # type: ignore[arg-type]
+    return base, rate, recent.height, n_young
+
+
+MIN_PRIOR_DEALS = 30
+"""Young-deal prior: below this many deals created in the window, use the base rate."""
+
+
+def open_deals(
+    deals: pl.DataFrame, as_of: datetime, min_open_days: float, lost_after_days: int | None = None
+) -> pl.DataFrame:
+    """Every deal open at `as_of` (deal_id, snapshot_at=as_of, young).
+
+    A deal younger than `min_open_days` is `young`: its features hold too little history for
+    the model, so it gets the young-deal prior (`event_rates`) instead of a model score.
+    """
+    known = deals_known_at(deals, as_of, lost_after_days).filter(pl.col("closed_at").is_null())
     age_days = (pl.lit(as_of, DATETIME) - pl.col("created_at")).dt.total_microseconds() / (
         MICROS_PER_DAY
     )
     return known.select(
         "deal_id",
         pl.lit(as_of, DATETIME).alias("snapshot_at"),
-        pl.when(age_days < min_open_days)
-        .then(pl.lit(f"open less than {min_open_days:g} days"))
-        .otherwise(None)
-        .cast(pl.String)
-        .alias("not_scored_reason"),
+        (age_days < min_open_days).alias("young"),
     ).sort("deal_id")

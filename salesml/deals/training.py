@@ -1,22 +1,28 @@
-"""Training the deal-win model as of an instant: snapshots, gate, features, fit, holdout.
+"""Training the deal-win model as of an instant: snapshots, honest split, fit, skill.
 
 `fit_deal_win(tables, as_of, settings)` is pure (frames in, fitted model and frames out) and
-uses only what was known at `as_of`: labels from outcomes closed by then (see
-`snapshots.training_snapshots` for censoring), features from events up to each snapshot, the
+uses only what was known at `as_of`: labels "won within H days of the snapshot" with full
+follow-up (`snapshots.labelled_snapshots`), features from events up to each snapshot, the
 feature vocabulary and categorical levels from rows <= as_of.
 
-The holdout is the model's calibration slice: snapshots of the deals that closed last, which the
-booster never trained on. Its probabilities are cross-fitted (the calibrator is refitted on one
-half of the deals and applied to the other, both ways), so the logged holdout metrics are out of
-sample for booster and calibrator alike; AUC is computed on the raw score (calibration cannot
-change a ranking). The champion gate scores the current champion on exactly these rows
-(`evaluate_model`), so both are compared on the same data.
+The honest holdout looks like scoring (`honest_split`): it is the latest snapshots with full
+follow-up (the last `holdout_days` of snapshot times), split by SNAPSHOT time, and the booster
+trains only on snapshots whose label time (t + H) is at or before the first holdout snapshot,
+so no holdout snapshot predates a label the booster learned from. The holdout picks the number
+of trees and fits the calibrator of the deployed model; its reported metrics are cross-fitted
+by deal (see `model.DealWinModel`), so they are out of sample for booster, tree count and
+calibrator, and they are the metrics of the model that is deployed (no refit afterwards).
+
+Skill (the gate, `tracking.decide`): on the same out-of-fold holdout rows, the Brier skill
+score against the base rate (cross-fitted the same way: one fold's event rate predicts the
+other) with a bootstrap interval over deals, and the Brier of the static logistic baseline
+(fitted on the training part, calibrated by the same cross-fitting).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -24,15 +30,20 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import DealsSettings
+from salesml.deals.baselines import StaticLogitBaseline
 from salesml.deals.features import FeatureSpec, build_features, learn_spec
+from salesml.deals.leakage import screen_training
 from salesml.deals.model import (
+    Calibration,
     DealWinModel,
     InsufficientDataError,
     apply_calibrator,
+    deal_folds,
     fit_calibrator,
 )
-from salesml.deals.snapshots import training_snapshots
+from salesml.deals.snapshots import apply_lost_after, labelled_snapshots
 from salesml.progress import Progress, report
+from salesml.timeutil import DATETIME
 
 METRIC_DIRECTION = {"auc": True, "log_loss": False, "brier": False}
 """Whether higher is better, for the metrics the champion gate may use."""
@@ -40,16 +51,21 @@ METRIC_DIRECTION = {"auc": True, "log_loss": False, "brier": False}
 
 @dataclass
 class TrainingResult:
-    """A fitted model and what it was fitted and checked on."""
+    """A fitted model and what it was fitted and checked on: `snapshots` (training part and
+    holdout, with `features` row for row), `in_holdout` marks the holdout rows; `holdout` has
+    their out-of-fold `win_probability`; `metrics` are the holdout's (cross-fitted)."""
 
     model: DealWinModel
     spec: FeatureSpec
     snapshots: pl.DataFrame
     features: pl.DataFrame
+    in_holdout: pl.Series
     holdout: pl.DataFrame
     metrics: dict[str, float]
     won_deals: int
     lost_deals: int
+    leakage_allowed: dict[str, float] = field(default_factory=dict)
+    """Features over the leakage threshold that `deals.leakage.allow` let through (name -> AUC)."""
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -66,15 +82,17 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def check_sufficiency(
     snapshots: pl.DataFrame, as_of: datetime, min_won: int, min_lost: int
 ) -> tuple[int, int]:
-    """(won deals, lost deals) behind the snapshots; refuses when either is below its minimum."""
-    outcomes = snapshots.group_by("deal_id").agg(pl.col("label").first())
+    """(deals with the event, deals without) behind the snapshots; refuses when either is
+    below its minimum."""
+    outcomes = snapshots.group_by("deal_id").agg(pl.col("label").max())
     won = int(outcomes.get_column("label").sum()) if outcomes.height else 0
     lost = outcomes.height - won
     if won < min_won or lost < min_lost:
         raise InsufficientDataError(
-            f"refusing to train deal-win as of {as_of.isoformat()}: {won} won and {lost} lost "
-            f"deals have outcomes known by then; need at least {min_won} won and {min_lost} lost "
-            "(settings deals.min_won / deals.min_lost)"
+            f"refusing to train deal-win as of {as_of.isoformat()}: the training part has {won} "
+            f"deals won within the label horizon and {lost} not; need at least {min_won} and "
+            f"{min_lost} (settings deals.min_won / deals.min_lost; or a shorter "
+            "deals.label_horizon_days)"
         )
     return won, lost
 
@@ -92,12 +110,39 @@ def make_model(spec: FeatureSpec, settings: DealsSettings) -> DealWinModel:
         max_bin=settings.max_bin,
         early_stopping_rounds=settings.early_stopping_rounds,
         calibration=settings.calibration,
-        valid_fraction=settings.valid_fraction,
-        calibration_fraction=settings.calibration_fraction,
         health_bands=settings.bands.model_dump(),
+        label_horizon_days=settings.label_horizon_days,
         seed=settings.seed,
         num_threads=settings.num_threads,
     )
+
+
+def with_lost_after(
+    tables: dict[str, pl.DataFrame], settings: DealsSettings
+) -> dict[str, pl.DataFrame]:
+    """The tables with `deals.lost_after_days` applied to deals (every path sees the same
+    outcomes: labels, features' win rates, open deals)."""
+    if settings.lost_after_days is None:
+        return tables
+    return {**tables, "deals": apply_lost_after(tables["deals"], settings.lost_after_days)}
+
+
+def honest_split(snapshots: pl.DataFrame, holdout_days: int) -> tuple[pl.Series, pl.Series]:
+    """(training mask, holdout mask) over labelled snapshots (snapshot_at, label_at).
+
+    Holdout: snapshot_at in the last `holdout_days` of snapshot times. Training: label_at at or
+    before the first holdout snapshot. Snapshots in between are in neither (their labels would
+    overlap the holdout's time)."""
+    times = snapshots.get_column("snapshot_at")
+    last = times.max()
+    if last is None:
+        empty = pl.Series([], dtype=pl.Boolean)
+        return empty, empty
+    holdout = times > pl.lit(last, DATETIME) - pl.duration(days=holdout_days)
+    in_holdout = snapshots.select(holdout.alias("h")).to_series()
+    first = times.filter(in_holdout).min()
+    training = snapshots.select((pl.col("label_at") <= pl.lit(first, DATETIME)).alias("t"))
+    return training.to_series(), in_holdout
 
 
 def fit_deal_win(
@@ -106,60 +151,110 @@ def fit_deal_win(
     settings: DealsSettings,
     progress: Progress | None = None,
 ) -> TrainingResult:
-    """Fit a calibrated deal-win model on everything known at `as_of`."""
+    """Fit a calibrated deal-win model on everything known at `as_of` (see module docstring)."""
     report(progress, "snapshots", 0.0)
-    snapshots = training_snapshots(
+    tables = with_lost_after(tables, settings)
+    labelled = labelled_snapshots(
         tables["deals"],
         as_of,
         settings.snapshot_every_days,
+        settings.label_horizon_days,
         settings.min_open_days,
         settings.history_days,
-        settings.label_horizon_days,
     )
-    won, lost = check_sufficiency(snapshots, as_of, settings.min_won, settings.min_lost)
+    training, in_holdout = honest_split(labelled, settings.holdout_days)
+    used = training | in_holdout
+    snapshots = labelled.filter(used)
+    is_holdout = in_holdout.filter(used)
+    won, lost = check_sufficiency(
+        labelled.filter(training), as_of, settings.min_won, settings.min_lost
+    )
     report(progress, "features", 0.1)
     spec = learn_spec(tables, as_of, settings)
     features = build_features(snapshots, tables, spec)
+    screen = screen_training(features, tables["deals"], as_of, spec, settings.leakage)
     report(progress, "fit", 0.4)
     model = make_model(spec, settings).fit(
-        features, snapshots.get_column("label"), snapshots.get_column("closed_at")
+        features, snapshots.get_column("label"), is_holdout, snapshots.get_column("deal_id")
     )
     report(progress, "holdout", 0.9)
-    in_holdout = pl.Series(model.slice_of_ == 2)
-    holdout = snapshots.filter(in_holdout)
-    raw = model.predict_raw(features.filter(in_holdout))
+    holdout = snapshots.filter(is_holdout)
     y = holdout.get_column("label").to_numpy()
-    p = cross_fitted_probability(model, raw, y, holdout.get_column("deal_id"))
+    p = model.oof_probability_
     scores = classification_metrics(y, p)
-    scores["auc"] = metrics.auc(y, raw)
-    scores["holdout_base_rate"] = float(y.mean())
-    scores["holdout_rows"] = float(holdout.height)
+    scores["auc"] = metrics.auc(y, model.oof_raw_)
+    scores["base_rate"] = float(y.mean())
+    scores["rows"] = float(holdout.height)
+    scores["mean_probability"] = float(p.mean())
+    scores |= skill_metrics(
+        model,
+        features.filter(~is_holdout),
+        features.filter(is_holdout),
+        snapshots.filter(~is_holdout).get_column("label").to_numpy(),
+        holdout,
+        settings,
+    )
     report(progress, "trained", 1.0)
     return TrainingResult(
         model=model,
         spec=spec,
         snapshots=snapshots,
         features=features,
+        in_holdout=is_holdout,
         holdout=holdout.with_columns(pl.Series("win_probability", p)),
         metrics=scores,
         won_deals=won,
         lost_deals=lost,
+        leakage_allowed=dict(screen.allowed),
     )
 
 
-def cross_fitted_probability(
-    model: DealWinModel, raw: np.ndarray, y: np.ndarray, deal_ids: pl.Series
-) -> np.ndarray:
-    """Probabilities for the calibration slice from calibrators that did not see the row's deal
-    (two folds by deal id hash); falls back to the fitted calibrator when a fold lacks a class."""
-    fold = (deal_ids.hash(seed=model.seed) % 2).to_numpy().astype(bool)
-    p = model.calibrate(raw)
+def cross_fit(method: Calibration, raw: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Probabilities from a calibrator fitted on the other fold (two folds: `fold` True/False)."""
+    out = np.full(raw.size, float(y.mean()))
     for held in (fold, ~fold):
-        train = ~held
-        if held.any() and 0 < y[train].sum() < train.sum():
-            calibrator = fit_calibrator(model.calibration, raw[train], y[train])
-            p[held] = apply_calibrator(model.calibration, calibrator, raw[held])
-    return p
+        own = ~held
+        if held.any() and 0 < y[own].sum() < own.sum():
+            calibrator = fit_calibrator(method, raw[own], y[own])
+            out[held] = apply_calibrator(method, calibrator, raw[held])
+    return out
+
+
+def skill_metrics(
+    model: DealWinModel,
+    train_features: pl.DataFrame,
+    holdout_features: pl.DataFrame,
+    y_train: np.ndarray,
+    holdout: pl.DataFrame,
+    settings: DealsSettings,
+) -> dict[str, float]:
+    """Brier skill vs the base rate (with its bootstrap interval over deals) and the Brier of
+    the logistic baseline, on the out-of-fold holdout rows (see module docstring)."""
+    y = holdout.get_column("label").to_numpy().astype(np.float64)
+    deal_ids = holdout.get_column("deal_id")
+    fold = deal_folds(deal_ids, model.seed)
+    base = np.where(fold, y[~fold].mean(), y[fold].mean())  # each fold: the other's rate
+    logistic = StaticLogitBaseline().fit(train_features, y_train)
+    q = np.clip(logistic.predict(holdout_features), 1e-9, 1 - 1e-9)
+    logit = np.log(q) - np.log1p(-q)
+    p_logistic = cross_fit(settings.calibration, logit, y, fold)
+    skill, low, high = metrics.bootstrap_brier_skill(
+        y,
+        model.oof_probability_,
+        base,
+        deal_ids.to_numpy(),
+        settings.skill_bootstrap,
+        settings.skill_level,
+        settings.seed,
+    )
+    return {
+        "base_rate_brier": metrics.brier(y, base),
+        "logistic_brier": metrics.brier(y, p_logistic),
+        "logistic_auc": metrics.auc(y, logit),
+        "brier_skill": skill,
+        "brier_skill_low": low,
+        "brier_skill_high": high,
+    }
 
 
 def evaluate_model(

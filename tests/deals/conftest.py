@@ -28,6 +28,9 @@ def fast_deal_settings(**overrides: object) -> DealsSettings:
         "min_lost": 30,
         "history_days": None,
         "forecast_simulations": 200,
+        "label_horizon_days": 45,
+        "holdout_days": 28,
+        "skill_bootstrap": 50,
     }
     values.update(overrides)
     return DealsSettings.model_validate(values)

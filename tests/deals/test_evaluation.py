@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -17,12 +18,16 @@ def test_evaluation_rows_lie_after_the_origin_and_have_known_outcomes(
     small_world: dict[str, pl.DataFrame],
 ) -> None:
     settings = fast_deal_settings()
-    origins = backtest_origins(AS_OF, 3, settings.backtest_step_days)
+    origins = backtest_origins(AS_OF, 3, settings.backtest_step_days, 45)
     assert origins[-1] < AS_OF and origins == sorted(origins)
-    rows = evaluation_snapshots(small_world["deals"], origins[0], AS_OF, settings)
+    rows = evaluation_snapshots(small_world["deals"], origins[-1], AS_OF, settings)
     assert rows.height > 0
-    assert (rows["snapshot_at"] > origins[0]).all()
-    assert (rows["closed_at"] <= AS_OF).all()
+    assert (rows["snapshot_at"] > origins[-1]).all()
+    # full follow-up: every label (won within H of the snapshot) is known at as_of
+    assert (rows["label_at"] <= AS_OF).all()
+    assert rows["label_at"].to_list() == [
+        t + timedelta(days=settings.label_horizon_days) for t in rows["snapshot_at"]
+    ]
 
 
 def test_backtest_job_prints_one_json_object(
@@ -33,7 +38,9 @@ def test_backtest_job_prints_one_json_object(
     for name, frame in small_world.items():
         frame.write_parquet(folder / f"{name}.parquet")
     settings.sources = SourcesSettings(path=folder)
-    settings.deals = fast_deal_settings()
+    settings.deals = fast_deal_settings(
+        label_horizon_days=30, holdout_days=21, backtest_step_days=14, backtest_follow_up_days=0
+    )
     result = jobs.backtest(settings, AS_OF, n_origins=2)
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text)["n_origins"] == 2

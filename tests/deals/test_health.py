@@ -83,3 +83,26 @@ def test_enough_rules_make_a_deal_red_and_reasons_start_with_the_band() -> None:
 
 def test_unscored_deal_has_no_health() -> None:
     assert rate(None) == (None, [])
+
+
+def test_without_an_activity_log_no_activity_never_fires() -> None:
+    """CRM-only exports have no activities: "no activity for N days" would fire on every old
+    deal's age, so it is off; the other rules still fire."""
+    frame = pl.DataFrame(
+        {
+            "win_probability": [0.6],
+            "stage": ["proposal"],
+            "days_in_stage": [40.0],
+            "days_since_last_activity": [None],
+            "age_days": [90.0],
+            "days_to_expected_close": [5.0],
+            "close_date_slips": [0],
+        },
+        schema_overrides={"days_since_last_activity": pl.Float64},
+    )
+    bands, rules = HealthBands(), DealHealthRules()
+    with_log = rate_health(frame, bands, rules)["health_reasons"][0]
+    without = rate_health(frame, bands, rules, activity_log=False)["health_reasons"][0]
+    assert "no activity for" in with_log
+    assert "no activity for" not in without
+    assert "in proposal" in without

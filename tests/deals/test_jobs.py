@@ -49,6 +49,13 @@ def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
     run = mlflow.MlflowClient().get_run(second.mlflow_run_id)
     assert run.data.tags["salesml.promotion.promoted"] == "false"
     assert "holdout_auc" in run.data.metrics
+    # the skill gate's numbers are logged with the first model's decision
+    first_run = mlflow.MlflowClient().get_run(first.mlflow_run_id)
+    for key in ("brier_skill", "brier_skill_low", "logistic_brier", "base_rate_brier"):
+        assert f"holdout_{key}" in first_run.data.metrics
+    assert float(first_run.data.tags["salesml.skill.brier_skill_low"]) > 0
+    assert "skilful: Brier skill vs base rate" in first.decision
+    assert "Brier skill" in first.describe()
     assert tracking.champion_info(jobs.MODEL_NAME).version == first.model_version  # type: ignore[union-attr]
 
     scored = jobs.score(deal_settings, AS_OF)
@@ -63,12 +70,12 @@ def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
         assert rows["mlflow_run_id"].unique().to_list() == [first.mlflow_run_id]
         assert rows["run_id"].unique().to_list() == [scored.run_id]
     scores = warehouse.read("deal_scores", as_of=AS_OF)
-    assert scores.height == scored.scored + scored.not_scored
-    unscored = scores.filter(pl.col("win_probability").is_null())
-    assert unscored.height == scored.not_scored
-    assert unscored["not_scored_reason"].is_not_null().all()
-    assert unscored["health"].is_null().all()
-    assert set(scores["health"].drop_nulls()) <= {"red", "yellow", "green"}
+    assert scores.height == scored.scored and scored.not_scored == 0
+    assert scores["win_probability"].null_count() == 0  # every open deal has a probability
+    assert set(scores["score_basis"]) == {"model", "prior"}
+    assert scores["probability_event"].unique().to_list() == ["won within 45 days of as_of"]
+    assert scores.filter(pl.col("score_basis") == "prior")["basis_reason"].is_not_null().all()
+    assert set(scores["health"]) <= {"red", "yellow", "green"}
     assert scores["top_factors"].drop_nulls().str.starts_with("[").all()
     factors = warehouse.read("deal_score_factors", as_of=AS_OF)
     assert factors.group_by("deal_id").len()["len"].max() == deal_settings.deals.top_k
@@ -192,3 +199,68 @@ def test_train_refuses_thin_data_and_records_the_failed_run(deal_settings: Setti
     runs = Warehouse.from_settings(deal_settings).read("runs")
     assert runs["status"].to_list() == ["failed"]
     assert "lost" in runs["message"][0]
+
+
+def test_no_signal_world_gate_refuses_and_score_writes_the_base_rate(
+    mlflow_settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 9: with no skilful model, the gate refuses even a first model, and scoring writes
+    the base rate known at as_of with score_basis 'base_rate' and a reason."""
+    from salesml import tracking
+    from salesml.sample import deals_world
+
+    tables, _ = deals_world(n_deals=1200, days=300, seed=7, signal=False)
+    folder = tmp_path / "null"
+    folder.mkdir()
+    for name, frame in tables.items():
+        frame.write_parquet(folder / f"{name}.parquet")
+    mlflow_settings.sources = SourcesSettings(path=folder)
+    mlflow_settings.deals = fast_deal_settings()
+    trained = jobs.train(mlflow_settings, AS_OF)
+    assert not trained.promoted
+    assert trained.decision.startswith("no skill over the base rate")
+    assert tracking.champion_info(jobs.MODEL_NAME) is None
+    scored = jobs.score(mlflow_settings, AS_OF)
+    assert scored.model_version is None and scored.bases == {"base_rate": scored.scored}
+    warehouse = Warehouse.from_settings(mlflow_settings)
+    scores = warehouse.read("deal_scores", as_of=AS_OF)
+    assert scores.height == scored.scored > 0
+    assert scores["score_basis"].unique().to_list() == ["base_rate"]
+    assert scores["basis_reason"].str.starts_with("no deal-win model with skill").all()
+    rate = scores["win_probability"].unique().to_list()
+    assert len(rate) == 1 and 0 < rate[0] < 1
+    assert scores["model_version"].is_null().all()
+    message = warehouse.get_run(scored.run_id)["message"]  # type: ignore[index]
+    assert "no deal-win model with skill" in message
+
+
+def test_open_deal_probabilities_match_the_realised_rate_of_the_event(
+    small_world: dict[str, pl.DataFrame],
+) -> None:
+    """Issue 9: on a world with planted time to close, the mean probability written for the
+    deals open at as_of is within 20 % of how often they are then won within H days."""
+    from salesml.deals.scoring import priors_at, score_open_deals
+    from salesml.deals.training import fit_deal_win
+    from salesml.sample import deals_world
+
+    _, truth = deals_world(n_deals=1200, days=300, seed=7)
+    settings = fast_deal_settings()
+    horizon = timedelta(days=settings.label_horizon_days)
+    predicted, realised = [], []
+    for as_of in (AS_OF - timedelta(days=42), AS_OF - timedelta(days=7)):
+        trained = fit_deal_win(small_world, as_of, settings)
+        result = score_open_deals(
+            trained.model,
+            small_world,
+            as_of,
+            min_open_days=settings.min_open_days,
+            rules=settings.rules,
+            priors=priors_at(small_world["deals"], as_of, settings),
+        )
+        joined = result.scores.join(truth, on="deal_id")
+        assert joined.height == result.scores.height > 50
+        won = (pl.col("final_outcome") == "won") & (pl.col("final_closed_at") <= as_of + horizon)
+        predicted.append(joined["win_probability"].mean())
+        realised.append(joined.select(won.mean()).item())
+    mean_p, rate = sum(predicted) / 2, sum(realised) / 2  # type: ignore[arg-type]
+    assert abs(mean_p / rate - 1) < 0.2, (predicted, realised)

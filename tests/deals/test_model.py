@@ -30,44 +30,55 @@ def test_fit_is_deterministic_given_a_seed(
     trained: TrainingResult, fast_settings: DealsSettings
 ) -> None:
     again = make_model(trained.spec, fast_settings).fit(
-        trained.features, trained.snapshots["label"], trained.snapshots["closed_at"]
+        trained.features,
+        trained.snapshots["label"],
+        trained.in_holdout,
+        trained.snapshots["deal_id"],
     )
     sample = trained.features.head(300)
     assert np.array_equal(again.predict_proba(sample), trained.model.predict_proba(sample))
     assert again.best_iteration_ == trained.model.best_iteration_
 
 
-def test_calibration_is_fitted_on_later_deals_the_booster_never_saw(
+def test_honest_split_no_holdout_snapshot_predates_a_training_label(
+    trained: TrainingResult, fast_settings: DealsSettings
+) -> None:
+    snaps, in_holdout = trained.snapshots, trained.in_holdout
+    holdout, training = snaps.filter(in_holdout), snaps.filter(~in_holdout)
+    assert holdout.height > 0 and training.height > 0
+    first_holdout = holdout["snapshot_at"].min()
+    assert first_holdout is not None
+    assert (training["label_at"] <= first_holdout).all()
+    # the holdout is the latest snapshots with full follow-up at as_of
+    assert (holdout["label_at"] <= AS_OF).all()
+    assert holdout["snapshot_at"].max() == snaps["snapshot_at"].max()
+    span = holdout["snapshot_at"].max() - first_holdout  # type: ignore[operator]
+    assert span.days < fast_settings.holdout_days
+
+
+def test_calibrator_is_fitted_on_the_holdout_the_booster_never_saw(
     trained: TrainingResult,
 ) -> None:
-    model, snaps = trained.model, trained.snapshots
-    slices = pl.Series("slice", model.slice_of_)
-    labelled = snaps.with_columns(slices)
-    train_deals = set(labelled.filter(pl.col("slice") == 0)["deal_id"])
-    calibration = labelled.filter(pl.col("slice") == 2)
-    assert train_deals.isdisjoint(set(calibration["deal_id"]))
-    first_calibration = calibration["closed_at"].dt.epoch("us").min()
-    last_earlier = labelled.filter(pl.col("slice") <= 1)["closed_at"].dt.epoch("us").max()
-    assert isinstance(first_calibration, int) and isinstance(last_earlier, int)
-    assert first_calibration > last_earlier
-    assert model.slices_.calibration_rows == calibration.height > 0
-    # the calibrator is exactly the one fitted on the calibration slice's raw scores
-    raw = model.predict_raw(trained.features.filter(slices == 2))
-    refit = fit_calibrator(model.calibration, raw, calibration["label"].to_numpy())
+    model, in_holdout = trained.model, trained.in_holdout
+    assert model.slices_.holdout_rows == int(in_holdout.sum())
+    raw = model.predict_raw(trained.features.filter(in_holdout))
+    labels = trained.snapshots.filter(in_holdout)["label"].to_numpy()
+    refit = fit_calibrator(model.calibration, raw, labels)
     grid = np.linspace(-4, 4, 50)
     assert np.allclose(refit.predict(grid), model.calibrator_.predict(grid))
-    # ... and not one fitted on the training rows
-    raw_train = model.predict_raw(trained.features.filter(slices == 0))
-    on_train = fit_calibrator(
-        model.calibration, raw_train, labelled.filter(pl.col("slice") == 0)["label"].to_numpy()
-    )
-    assert not np.allclose(on_train.predict(grid), model.calibrator_.predict(grid))
+    # reported metrics are out of fold: they differ from the in-sample calibrated holdout
+    in_sample = model.calibrate(raw)
+    assert not np.allclose(in_sample, model.oof_probability_)
+    assert trained.metrics["rows"] == len(labels)
 
 
 def test_platt_calibration_is_supported(trained: TrainingResult) -> None:
     settings = fast_deal_settings(calibration="platt")
     model = make_model(trained.spec, settings).fit(
-        trained.features, trained.snapshots["label"], trained.snapshots["closed_at"]
+        trained.features,
+        trained.snapshots["label"],
+        trained.in_holdout,
+        trained.snapshots["deal_id"],
     )
     p = model.predict_proba(trained.features.head(50))[:, 1]
     assert ((p > 0) & (p < 1)).all()
@@ -75,7 +86,7 @@ def test_platt_calibration_is_supported(trained: TrainingResult) -> None:
 
 def test_training_refuses_too_few_won_or_lost_deals(small_world: dict[str, pl.DataFrame]) -> None:
     settings = fast_deal_settings(min_won=100_000)
-    with pytest.raises(InsufficientDataError, match=r"need at least 100000 won"):
+    with pytest.raises(InsufficientDataError, match=r"need at least 100000 and"):
         fit_deal_win(small_world, AS_OF, settings)
 
 

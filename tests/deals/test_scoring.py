@@ -8,29 +8,61 @@ import numpy as np
 import polars as pl
 
 from salesml.config import DealsSettings
-from salesml.deals.scoring import score_open_deals
+from salesml.deals.scoring import priors_at, score_open_deals
 from salesml.deals.snapshots import deals_known_at, open_deals
 from salesml.deals.training import TrainingResult
 from tests.deals.conftest import AS_OF
 
 
-def test_every_open_deal_is_scored_or_has_a_reason(
+def test_every_open_deal_gets_a_probability_young_ones_the_prior(
     small_world: dict[str, pl.DataFrame], trained: TrainingResult, fast_settings: DealsSettings
 ) -> None:
+    priors = priors_at(small_world["deals"], AS_OF, fast_settings)
     result = score_open_deals(
-        trained.model, small_world, AS_OF, min_open_days=5.0, rules=fast_settings.rules, top_k=3
+        trained.model,
+        small_world,
+        AS_OF,
+        min_open_days=5.0,
+        rules=fast_settings.rules,
+        priors=priors,
+        top_k=3,
     )
+    scores = result.scores
     open_ids = set(
         deals_known_at(small_world["deals"], AS_OF).filter(pl.col("closed_at").is_null())["deal_id"]
     )
-    scored, unscored = set(result.scores["deal_id"]), set(result.not_scored["deal_id"])
-    assert scored | unscored == open_ids and not scored & unscored
-    assert len(unscored) > 0
-    assert result.not_scored["not_scored_reason"].unique().to_list() == ["open less than 5 days"]
-    young = open_deals(small_world["deals"], AS_OF, 5.0).filter(
-        pl.col("not_scored_reason").is_not_null()
+    assert set(scores["deal_id"]) == open_ids and scores.height == len(open_ids)
+    assert scores["win_probability"].null_count() == 0
+    young = set(open_deals(small_world["deals"], AS_OF, 5.0).filter("young")["deal_id"])
+    prior_rows = scores.filter(pl.col("score_basis") == "prior")
+    assert young and set(prior_rows["deal_id"]) == young
+    assert prior_rows["win_probability"].unique().to_list() == [priors.young_rate]
+    assert (prior_rows["health"].is_not_null()).all()
+    assert set(scores["score_basis"]) == {"model", "prior"}
+    assert scores["probability_event"].unique().to_list() == ["won within 45 days of as_of"]
+    # young deals count in the pipeline forecast too
+    assert result.forecast.filter(pl.col("region") == "all")["n_deals"].sum() == len(open_ids)
+
+
+def test_without_a_model_every_open_deal_gets_the_base_rate(
+    small_world: dict[str, pl.DataFrame], fast_settings: DealsSettings
+) -> None:
+    priors = priors_at(small_world["deals"], AS_OF, fast_settings)
+    result = score_open_deals(
+        None,
+        small_world,
+        AS_OF,
+        min_open_days=2.0,
+        rules=fast_settings.rules,
+        priors=priors,
+        base_rate_reason="no skill",
     )
-    assert set(young["deal_id"]) == unscored
+    scores = result.scores
+    assert scores.height > 0 and result.factors.height == 0
+    assert scores["score_basis"].unique().to_list() == ["base_rate"]
+    assert scores["basis_reason"].unique().to_list() == ["no skill"]
+    assert scores["win_probability"].unique().to_list() == [priors.base_rate]
+    assert 0 < priors.base_rate < 1
 
 
 def test_top_factors_are_the_largest_shap_values_in_log_odds(
@@ -55,12 +87,12 @@ def test_top_factors_are_the_largest_shap_values_in_log_odds(
     assert result.forecast.height > 0
 
 
-def test_no_open_deal_old_enough_gives_empty_outputs(
+def test_no_open_deal_old_enough_scores_all_with_the_prior(
     small_world: dict[str, pl.DataFrame], trained: TrainingResult, fast_settings: DealsSettings
 ) -> None:
     result = score_open_deals(
         trained.model, small_world, AS_OF, min_open_days=10_000.0, rules=fast_settings.rules
     )
-    assert result.scores.height == 0 and result.factors.height == 0
-    assert result.forecast.height == 0
-    assert result.not_scored.height > 0
+    assert result.scores.height > 0 and result.factors.height == 0
+    assert result.scores["score_basis"].unique().to_list() == ["prior"]
+    assert result.forecast.height > 0
