@@ -280,9 +280,14 @@ def _emit(result: Any, as_json: bool) -> None:
 
 
 @config_app.command("show")
-def config_show(config: ConfigOpt = None) -> None:
+def config_show(
+    config: ConfigOpt = None,
+    describe: Annotated[
+        bool, typer.Option("--describe", help="Precede each key with a comment describing it.")
+    ] = False,
+) -> None:
     """Print the full effective config (defaults filled in) as YAML."""
-    typer.echo(_settings(config).to_yaml(), nl=False)
+    typer.echo(_settings(config).to_yaml(describe=describe), nl=False)
 
 
 @app.command()
@@ -317,13 +322,28 @@ def sample(
 
 
 @app.command()
-def validate(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
-    """Read and validate every input table; record quarantined rows and the run."""
+def validate(
+    job: Annotated[
+        ModelName | None,
+        typer.Argument(
+            help="Also require what this job needs (deal-win: deals; demand: sales). "
+            "Without it: the tables present, and at least one job's."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Read and validate the input tables present; record quarantined rows and the run.
+
+    Deal jobs need deals (accounts, activities, deal_stage_history and
+    deal_close_date_history are optional: absent or empty); demand jobs need sales
+    (signals, inventory optional).
+    """
     from salesml.jobs import validate_inputs
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
-    summary = validate_inputs(settings, when)
+    summary = validate_inputs(settings, when, job=job.value if job is not None else None)
     _emit(summary, as_json=False)
 
 
@@ -333,7 +353,7 @@ def train(
     config: ConfigOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
-    """Train a model on data known at --as-of, log it to MLflow, promote it if no worse."""
+    """Train on data known at --as-of (deal-win: P(won within deals.label_horizon_days days); promoted only with skill on the honest holdout)."""
     settings = _settings(config)
     when = _as_of(as_of, settings)
     job = _job(model, "train")
@@ -350,7 +370,7 @@ app.add_typer(forecast_app, name="forecast")
 
 @score_app.command("deals")
 def score_deals(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
-    """Score every deal open at --as-of with the champion model; write scores and reasons."""
+    """Give every deal open at --as-of P(won within deals.label_horizon_days days) (score_basis: model, prior or base_rate)."""
     from salesml.deals import jobs
 
     settings = _settings(config)

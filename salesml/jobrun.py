@@ -136,14 +136,19 @@ class JobRun:
         """
         return self.executor.map(name, fn, items, shared)
 
-    def load(self, names: list[str]) -> dict[str, pl.DataFrame]:
-        """Read ("pull", io) then validate ("validate") `names` as of `as_of`."""
+    def load(self, names: list[str], required: list[str] | None = None) -> dict[str, pl.DataFrame]:
+        """Read ("pull", io) then validate ("validate") `names` as of `as_of`.
+
+        required: the tables that must be present with rows (default: see
+        `salesml.inputs.load_tables`); the others may be absent or empty."""
         from salesml.inputs import read_tables
 
-        raw = self.step("pull", read_tables, self.settings, self.as_of, names, io=True)
-        return self.step("validate", self.validate, raw)
+        raw = self.step("pull", read_tables, self.settings, self.as_of, names, required, io=True)
+        return self.step("validate", self.validate, raw, required)
 
-    def validate(self, raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    def validate(
+        self, raw: dict[str, pl.DataFrame], required: list[str] | None = None
+    ) -> dict[str, pl.DataFrame]:
         """Validate raw input frames; quarantined rows are written at once.
 
         Raises DataValidationError (after recording the quarantine) when a table's bad
@@ -152,7 +157,7 @@ class JobRun:
         from salesml.validation import DataValidationError, validate_tables
 
         try:
-            tables, quarantine = validate_tables(raw, self.settings, self.as_of)
+            tables, quarantine = validate_tables(raw, self.settings, self.as_of, required)
         except DataValidationError as exc:
             if exc.quarantine is not None and exc.quarantine.height:
                 self.warehouse.write_quarantine(self.run_id, exc.quarantine)

@@ -4,8 +4,9 @@
 - finds the table: `<sources.path>/<table>.parquet`, `<table>.csv` or a folder `<table>/` of
   Parquet files; or the table `<table>` in `sources.url` (`duckdb:///file.duckdb`, opened
   read-only, or `postgresql://...` through ADBC);
-- renames columns with `settings.column_map[table]` ({your column: canonical}); extra columns
-  are kept;
+- renames columns with `settings.column_map[table]` ({your column: canonical}, or a list of
+  canonical columns to copy one column into several: `Lead ID: [deal_id, account_id]`); extra
+  columns are kept;
 - casts to the contract's dtypes with `salesml.validation.conform` (datetimes UTC; naive values
   are wall time in `settings.timezone`; text that does not parse survives for quarantine);
 - applies time travel at the source (the predicate is pushed into the scan or the SQL WHERE):
@@ -13,7 +14,8 @@
   `as_of` are shown open (outcome and closed_at null), signals after `as_of` are kept only for
   names known in advance (`demand.known_signals`); accounts are static.
 
-A missing optional table gives None; a missing required table raises SourceError.
+A missing table gives None, unless it is required (by default: a table some job cannot run
+without, deals or sales), which raises SourceError.
 
 Hostile files give one line naming the file, or a quarantined row, never a traceback: a 0-byte
 CSV, a CSV not in its configured encoding (`sources.encoding`), a `.parquet` that is not
@@ -41,7 +43,7 @@ import polars as pl
 from salesml import contract
 from salesml.secrets import redact
 from salesml.timeutil import DATETIME, parse_as_of
-from salesml.validation import MALFORMED, DataValidationError, conform
+from salesml.validation import MALFORMED, NEEDED_BY_A_JOB, DataValidationError, conform
 
 if TYPE_CHECKING:
     from salesml.config import Settings
@@ -66,13 +68,20 @@ class SourceError(DataValidationError):
     """A source that cannot be read (missing table, file or database); one-line message."""
 
 
-def read(table: str, settings: Settings, as_of: datetime | None) -> pl.LazyFrame | None:
-    """The canonical table as known at `as_of` (None: no time filter), or None if optional
-    and absent. Unparsed values are kept in `__raw__<column>` helper columns for validation;
-    use `salesml.inputs.load_tables` to get validated frames."""
+def read(
+    table: str, settings: Settings, as_of: datetime | None, *, required: bool | None = None
+) -> pl.LazyFrame | None:
+    """The canonical table as known at `as_of` (None: no time filter), or None if absent and
+    not required. Unparsed values are kept in `__raw__<column>` helper columns for validation;
+    use `salesml.inputs.load_tables` to get validated frames.
+
+    required: whether an absent table raises SourceError; default: when some job cannot run
+    without it (`validation.NEEDED_BY_A_JOB`: deals, sales)."""
     contract.input_columns(table)  # unknown table -> KeyError naming the known ones
     when = parse_as_of(as_of, settings.timezone) if as_of is not None else None
-    frame = _read_conformed(table, settings, when)
+    if required is None:
+        required = table in NEEDED_BY_A_JOB
+    frame = _read_conformed(table, settings, when, required=required)
     if frame is None or when is None:
         return frame
     return _as_of_filter(frame, table, when, settings.demand.known_signals)
@@ -131,10 +140,12 @@ def _location(table: str, settings: Settings) -> str:
     return f"sources.path {folder}"
 
 
-def _read_conformed(table: str, settings: Settings, when: datetime | None) -> pl.LazyFrame | None:
+def _read_conformed(
+    table: str, settings: Settings, when: datetime | None, *, required: bool = False
+) -> pl.LazyFrame | None:
     """The table conformed to the contract, with only the source-side (widened) as_of
-    pre-filter; None for an absent optional table."""
-    mapping = dict(settings.column_map.get(table, {}))
+    pre-filter; None for an absent table that is not required."""
+    mapping = settings.column_map.get(table, {})
     _check_column_map(table, mapping)
     if settings.sources.path is not None:
         raw, where = _scan_folder(Path(settings.sources.path), table, mapping, when, settings)
@@ -142,12 +153,46 @@ def _read_conformed(table: str, settings: Settings, when: datetime | None) -> pl
         assert settings.sources.url is not None
         raw, where = _read_database(settings.sources.url, table, mapping, when, settings)
     if raw is None:
-        if table in contract.REQUIRED_INPUTS:
+        if required:
             raise SourceError(
                 f"{table}: required table not found in {where} (check: table_present)"
             )
         return None
+    fmt = _datetime_format(table, settings)
+    if fmt is not None:
+        raw = _to_iso(raw, table, fmt)
     return conform(raw, table, settings.timezone)
+
+
+def _datetime_format(table: str, settings: Settings) -> str | None:
+    """`sources.datetime_format` for `table` (one for all tables, or per table), or None."""
+    setting = settings.sources.datetime_format
+    return setting if isinstance(setting, str) else setting.get(table)
+
+
+def _to_iso(frame: pl.LazyFrame, table: str, fmt: str) -> pl.LazyFrame:
+    """Text datetime columns in `fmt` rewritten as ISO 8601, which `conform` then parses.
+
+    A value that does not match `fmt` is left as it is: ISO text still parses, anything else
+    is quarantined by validation with its original text (check parse_datetime)."""
+    schema = frame.collect_schema()
+    columns = [
+        name
+        for name, spec in contract.input_columns(table).items()
+        if isinstance(spec.dtype, pl.Datetime) and schema.get(name) == pl.String
+    ]
+    aware = any(zone in fmt for zone in ("%z", "%:z", "%#z"))
+    iso = "%Y-%m-%dT%H:%M:%S%.f" + ("%:z" if aware else "")
+    return frame.with_columns(
+        pl.coalesce(
+            pl.col(name)
+            .str.strip_chars()
+            .str.to_datetime(fmt, time_unit="us", time_zone="UTC" if aware else None, strict=False)
+            .dt.to_string(iso),
+            pl.col(name),
+        ).alias(name)
+        for name in columns
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,11 +253,30 @@ def _pushdown(
 # ---------------------------------------------------------------------------------------------
 # Column map
 # ---------------------------------------------------------------------------------------------
-def _check_column_map(table: str, mapping: dict[str, str]) -> None:
-    """Two of the user's columns onto one canonical column would leave it ambiguous."""
+ColumnMap = Mapping[str, str | list[str]]
+"""One table's `column_map`: {your column: canonical column, or a list of canonical columns}."""
+
+
+def _pairs(mapping: ColumnMap) -> list[tuple[str, str]]:
+    """(your column, canonical column) pairs; one source column may feed several."""
+    return [
+        (user, canon)
+        for user, target in mapping.items()
+        for canon in ([target] if isinstance(target, str) else target)
+    ]
+
+
+def _check_column_map(table: str, mapping: ColumnMap) -> None:
+    """Two of the user's columns onto one canonical column would leave it ambiguous; one
+    column onto several canonical ones (`Lead ID: [deal_id, account_id]`) is fine."""
     seen: dict[str, str] = {}
-    for user, canon in mapping.items():
+    for user, canon in _pairs(mapping):
         if canon in seen:
+            if seen[canon] == user:
+                raise SourceError(
+                    f"column_map.{table} maps '{user}' to '{canon}' twice; name it once "
+                    "(check: column_map)"
+                )
             raise SourceError(
                 f"column_map.{table} maps both '{seen[canon]}' and '{user}' to '{canon}'; "
                 "map only one of them (check: column_map)"
@@ -220,21 +284,29 @@ def _check_column_map(table: str, mapping: dict[str, str]) -> None:
         seen[canon] = user
 
 
-def _rename(frame: pl.LazyFrame, table: str, mapping: dict[str, str]) -> pl.LazyFrame:
+def _rename(frame: pl.LazyFrame, table: str, mapping: ColumnMap) -> pl.LazyFrame:
+    """Rename the user's columns; a column mapped to several canonical ones is copied to each
+    (and its own name is gone unless one of them is that name)."""
     names = frame.collect_schema().names()
-    present = {user: canon for user, canon in mapping.items() if user in names and user != canon}
-    for user, canon in present.items():
-        if canon in names and canon not in present:
+    pairs = [(user, canon) for user, canon in _pairs(mapping) if user in names and user != canon]
+    staying = {user for user, canon in _pairs(mapping) if user == canon}
+    renamed = {user for user, _ in pairs} - staying
+    for user, canon in pairs:
+        if canon in names and canon not in renamed:
             raise SourceError(
                 f"{table}: column_map maps '{user}' to '{canon}', but the source already has "
                 f"a column '{canon}' (check: column_map)"
             )
-    return frame.rename(present) if present else frame
+    if not pairs:
+        return frame
+    kept = [c for c in names if c not in renamed]
+    copies = [pl.col(user).alias(canon) for user, canon in pairs]
+    return frame.select(*[pl.col(c) for c in kept], *copies)
 
 
-def _source_name(mapping: dict[str, str], canonical: str) -> str:
+def _source_name(mapping: ColumnMap, canonical: str) -> str:
     """The user's column name for a canonical column."""
-    for user, canon in mapping.items():
+    for user, canon in _pairs(mapping):
         if canon == canonical:
             return user
     return canonical
@@ -244,7 +316,7 @@ def _source_name(mapping: dict[str, str], canonical: str) -> str:
 # Folder source
 # ---------------------------------------------------------------------------------------------
 def _scan_folder(
-    folder: Path, table: str, mapping: dict[str, str], as_of: datetime | None, settings: Settings
+    folder: Path, table: str, mapping: ColumnMap, as_of: datetime | None, settings: Settings
 ) -> tuple[pl.LazyFrame | None, str]:
     where = f"sources.path {folder}"
     if not folder.is_dir():
@@ -554,7 +626,7 @@ def _sql_bound(data_type: str, as_of: datetime, timezone: str) -> str | None:
 def _select_sql(
     table: str,
     types: dict[str, str],
-    mapping: dict[str, str],
+    mapping: ColumnMap,
     as_of: datetime | None,
     settings: Settings,
 ) -> str:
@@ -575,7 +647,7 @@ def _select_sql(
 
 
 def _read_database(
-    url: str, table: str, mapping: dict[str, str], as_of: datetime | None, settings: Settings
+    url: str, table: str, mapping: ColumnMap, as_of: datetime | None, settings: Settings
 ) -> tuple[pl.LazyFrame | None, str]:
     where = f"sources.url database (table {table})"
     with _connect(url)(url) as query:

@@ -50,6 +50,26 @@ LATER_PREFIX = "later:"
 """`validate_tables` key prefix of rows that exist after as_of (`later:deals`: deal_id and
 created_at of deals created after it), read only to give rows pointing at them a true reason."""
 
+JOB_INPUTS: dict[str, tuple[str, ...]] = {
+    "deal-win": (
+        "deals",
+        "deal_stage_history",
+        "deal_close_date_history",
+        "activities",
+        "accounts",
+    ),
+    "demand": ("sales", "signals", "inventory"),
+}
+"""The input tables each job reads; the first one is the one it needs (SPEC "What each job
+needs"), the others are optional and may be absent or empty (a CRM export without an activity
+log, a shop without inventory)."""
+
+JOB_REQUIRED: dict[str, str] = {job: names[0] for job, names in JOB_INPUTS.items()}
+"""job -> the one table it cannot run without (deal-win: deals; demand: sales)."""
+
+NEEDED_BY_A_JOB: frozenset[str] = frozenset(JOB_REQUIRED.values())
+"""Tables some job cannot run without: by default these must be present and have rows."""
+
 _ROW = "__row_nr"
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
@@ -574,6 +594,7 @@ def validate(
     known_signals: Collection[str] = (),
     max_abs: Mapping[str, float] | None = None,
     later: Mapping[str, pl.DataFrame | pl.LazyFrame] | None = None,
+    required: bool | None = None,
 ) -> ValidationResult:
     """Split `frame` (canonical names) into valid rows and quarantine rows.
 
@@ -585,13 +606,16 @@ def validate(
     then has one quarantine row per check, except a row the source could not read whole
     (well_formed), which has that one. Raises DataValidationError when the table cannot be used
     at all (see `conform`; an empty required table), ConfigError for a bound on no number
-    column.
+    column. required: whether an empty table is refused (check non_empty); default: when
+    `table` is one a job cannot run without (`NEEDED_BY_A_JOB`).
     """
+    if required is None:
+        required = table in NEEDED_BY_A_JOB
     # one chunk per column: polars 2.1 panics in pl.format over a filtered multi-chunk column
     # (as a CSV read in parallel or a multi-row-group Parquet file gives)
     df = conform(frame, table, timezone).collect().rechunk()
     if df.height == 0:
-        if table in contract.REQUIRED_INPUTS:
+        if required:
             when = f" at or before as_of {as_of.isoformat()}" if as_of is not None else ""
             raise DataValidationError(f"{table}: table has no rows{when} (check: non_empty)")
         return ValidationResult(_public(df), empty_quarantine(), 0, 0)
@@ -723,10 +747,13 @@ def validate_tables(
     tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
     settings: Settings,
     as_of: datetime | None,
+    required: Collection[str] | None = None,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Validate every table (deals first) and enforce the threshold for each.
 
     `tables` may hold `later:<table>` frames (see `LATER_PREFIX`), used only for reasons.
+    required: the tables that must have rows (default: those among `tables` some job cannot
+    run without, `NEEDED_BY_A_JOB`); any other table may be empty.
     Returns the clean tables and one quarantine frame. Raises DataValidationError before
     returning anything when a table is unusable or too many of its rows are bad, so nothing
     downstream gets written; ConfigError for a `validation.max_abs` naming no input table.
@@ -747,6 +774,7 @@ def validate_tables(
                 f"validation.max_abs: '{table}' is not an input table; "
                 f"known: {', '.join(contract.INPUT_ORDER)}"
             )
+    must_have_rows = NEEDED_BY_A_JOB if required is None else frozenset(required)
     clean: dict[str, pl.DataFrame] = {}
     quarantines = [empty_quarantine()]
     for name in (t for t in contract.INPUT_ORDER if t in tables):
@@ -759,6 +787,7 @@ def validate_tables(
             known_signals=settings.demand.known_signals,
             max_abs=bounds.get(name, {}),
             later=later,
+            required=name in must_have_rows,
         )
         quarantines.append(result.quarantine)
         try:
@@ -775,3 +804,62 @@ def validate_tables(
             raise
         clean[name] = result.valid
     return clean, pl.concat(quarantines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The input schema in words (README "The data contract")
+# ---------------------------------------------------------------------------------------------
+_TYPE_WORDS = {pl.String: "text", pl.Float64: "number", pl.Int64: "integer"}
+
+
+def _type_word(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    return _TYPE_WORDS.get(type(dtype), str(dtype))
+
+
+def _rule_words(table: str, column: str, spec: contract.ColumnSpec) -> str:
+    """A column's rules in words, from its `contract.ColumnSpec` (and the cross-column checks
+    `validate` adds), so the README table cannot drift from what is checked."""
+    words = ["optional column" if not spec.required else "required column"]
+    words.append("nullable" if spec.nullable else "not null")
+    if spec.unique:
+        words.append("unique")
+    for check in spec.checks:
+        words.append(str(check.error).removeprefix("must be "))
+    if spec.dtype == pl.Float64:
+        words.append("finite")
+    if isinstance(spec.dtype, pl.Datetime) and column in contract.FUTURE_CHECKED.get(table, ()):
+        known = " (known-in-advance names, `demand.known_signals`, may be)"
+        words.append("not after as_of" + (known if table == "signals" else ""))
+    reference = contract.REFERENCES.get(table)
+    if reference is not None and reference[0] == column:
+        words.append(f"a known {reference[1].removesuffix('s')}")
+    if spec.label:
+        words.append("label, normalised (`Demo` -> `demo`)")
+    if spec.description:
+        words.append(spec.description)
+    return "; ".join(words)
+
+
+def input_schema_markdown() -> str:
+    """The README table of every input table, column, type and rule, from `salesml.contract`.
+
+    `python -m salesml.validation` prints it; tests/test_validation.py checks the README
+    holds exactly this text, so a contract change shows up as a failing test until the README
+    is regenerated.
+    """
+    needed_by = {table: job for job, table in JOB_REQUIRED.items()}
+    lines = ["| table | column | type | rule |", "|---|---|---|---|"]
+    for table in contract.INPUT_ORDER:
+        job = needed_by.get(table)
+        need = f"needed by {job} jobs" if job else "optional"
+        for i, (column, spec) in enumerate(contract.input_columns(table).items()):
+            shown = f"`{table}` ({need})" if i == 0 else ""
+            words = _rule_words(table, column, spec)
+            lines.append(f"| {shown} | `{column}` | {_type_word(spec.dtype)} | {words} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m salesml.validation`
+    print(input_schema_markdown(), end="")

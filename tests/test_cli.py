@@ -270,3 +270,21 @@ def test_a_demo_config_from_before_the_marker_is_still_the_demos(tmp_path: Path)
     assert is_demo_config(config, raw)
     config.write_text(yaml.safe_dump({**raw, "timezone": "Europe/Berlin"}))
     assert not is_demo_config(config, raw)
+
+
+def test_config_show_describe_prints_each_keys_description() -> None:
+    result = runner.invoke(
+        app, ["config", "show", "--describe", "--config", str(ROOT / "configs" / "minimal.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("  max_bad_share: 0.01")
+    assert lines[at - 1].startswith("  # Share of bad rows per table under which the run goes on")
+    assert "# Per table, {your column name: canonical name}" in result.output
+
+
+def test_validate_takes_the_job_whose_tables_it_requires() -> None:
+    result = runner.invoke(app, ["validate", "--help"])
+    assert "deal-win" in result.output and "demand" in result.output
+    bad = run_cli(["validate", "forecast"])
+    assert bad.exit_code == 2

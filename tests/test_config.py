@@ -320,3 +320,41 @@ def test_unreadable_config_is_one_line(tmp_path: Path) -> None:
         assert "cannot read config file" in _one_line_error(path)
     finally:
         path.chmod(0o600)
+
+
+# --- config show --describe (issue 9) ------------------------------------------------------------
+
+
+def test_describe_round_trips_and_comments_each_key() -> None:
+    import yaml
+
+    from salesml.config import Settings, describe_keys, from_dict
+
+    settings = from_dict(
+        {"sources": {"path": "/data/crm", "datetime_format": {"deals": "%d-%m-%Y"}}}
+    )
+    text = settings.to_yaml(describe=True)
+    assert Settings.model_validate(yaml.safe_load(text)) == settings
+    lines = text.splitlines()
+    where = lines.index("  datetime_format: {deals: '%d-%m-%Y'}")
+    assert lines[where - 1].startswith("  # strftime format of text datetimes")
+    keys = describe_keys()
+    assert "sources.encoding" in keys and "deals.bands.red_below" in keys
+    for key in ("sources.path", "warehouse.url", "mlflow.tracking_uri", "timezone", "column_map"):
+        assert keys[key], f"{key} has no description"
+
+
+def test_every_key_outside_the_model_sections_is_described() -> None:
+    from salesml.config import describe_keys
+
+    general = (
+        "sources.",
+        "warehouse.",
+        "mlflow.",
+        "validation.",
+        "compute.",
+        "timezone",
+        "column_",
+    )
+    undescribed = [k for k, text in describe_keys().items() if k.startswith(general) and not text]
+    assert undescribed == []

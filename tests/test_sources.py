@@ -466,3 +466,98 @@ def test_read_later_gives_keys_and_times_of_rows_after_as_of(world: Path) -> Non
     assert later.collect().rows() == [("D4", _dt(5))]
     assert sources.read_later("accounts", folder_settings(world), AS_OF) is None
     assert sources.read_later("inventory", folder_settings(world), AS_OF) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 9: one column onto several, non-ISO date formats, what each job needs
+# ---------------------------------------------------------------------------------------------
+def test_column_map_one_source_column_onto_several(tmp_path: Path) -> None:
+    tables = make_tables()
+    tables["deals"] = (
+        tables["deals"].drop("account_id").rename({"deal_id": "Lead ID", "owner_id": "rep"})
+    )
+    write_parquet(tmp_path, tables)
+    settings = folder_settings(
+        tmp_path, column_map={"deals": {"Lead ID": ["deal_id", "account_id"], "rep": "owner_id"}}
+    )
+    deals = collect("deals", settings)
+    assert deals["deal_id"].to_list() == ["D1", "D2", "D3"]
+    assert deals["account_id"].to_list() == deals["deal_id"].to_list()
+    assert "Lead ID" not in deals.columns
+    clean, _ = load_tables(settings, AS_OF, names=["deals"])
+    assert clean["deals"]["account_id"].to_list() == ["D1", "D2", "D3"]
+
+
+def test_column_map_keeps_a_column_also_mapped_to_itself(tmp_path: Path) -> None:
+    tables = make_tables()
+    tables["deals"] = tables["deals"].drop("account_id")
+    write_parquet(tmp_path, tables)
+    settings = folder_settings(
+        tmp_path, column_map={"deals": {"deal_id": ["deal_id", "account_id"]}}
+    )
+    deals = collect("deals", settings)
+    assert deals["deal_id"].to_list() == deals["account_id"].to_list() == ["D1", "D2", "D3"]
+
+
+def test_column_map_two_source_columns_onto_one_stay_refused(tmp_path: Path) -> None:
+    write_parquet(tmp_path, make_tables())
+    settings = folder_settings(
+        tmp_path, column_map={"deals": {"deal_id": ["deal_id"], "owner_id": ["deal_id"]}}
+    )
+    with pytest.raises(
+        DataValidationError, match="maps both 'deal_id' and 'owner_id' to 'deal_id'"
+    ):
+        sources.read("deals", settings, AS_OF)
+
+
+def test_datetime_format_per_table_reads_day_first_dates(tmp_path: Path) -> None:
+    write_parquet(tmp_path, {k: v for k, v in make_tables().items() if k != "deals"})
+    (tmp_path / "deals.csv").write_text(
+        "deal_id,account_id,owner_id,created_at,closed_at,outcome\n"
+        "1,A1,R1,02-01-2024,05-02-2024,won\n"  # 2 January, closed 5 February
+        "2,A1,R1,2024-01-03,,\n"  # ISO still reads
+        "3,A1,R1,31-31-2024,,\n"  # neither: quarantined with its text
+        "4,A1,R1,01-04-2024,,\n"  # 1 April: after as_of, not read
+    )
+    settings = folder_settings(
+        tmp_path,
+        sources={"path": str(tmp_path), "datetime_format": {"deals": "%d-%m-%Y"}},
+        validation={"max_bad_share": 0.5},
+    )
+    tables, quarantine = load_tables(settings, AS_OF, names=["deals"])
+    deals = tables["deals"]
+    assert deals["deal_id"].to_list() == ["1", "2"]
+    assert deals["created_at"].to_list() == [_dt(-59), _dt(-58)]
+    assert deals["closed_at"][0] == datetime(2024, 2, 5, tzinfo=UTC)
+    assert quarantine.select("check", "column_name").rows() == [("parse_datetime", "created_at")]
+    assert "31-31-2024" in quarantine["row"][0]
+    # without the format, the day-first dates are not guessed: they are quarantined
+    with pytest.raises(DataValidationError, match="parse_datetime"):
+        load_tables(folder_settings(tmp_path), AS_OF, names=["deals"])
+
+
+def test_deal_tables_need_only_deals(tmp_path: Path) -> None:
+    """CRM-only: deals and accounts, no activities file, no sales; an empty optional table."""
+    tables = make_tables()
+    write_parquet(tmp_path, {"deals": tables["deals"], "accounts": tables["accounts"]})
+    (tmp_path / "deal_stage_history.csv").write_text("deal_id,stage,entered_at\n")
+    names = ["deals", "deal_stage_history", "deal_close_date_history", "activities", "accounts"]
+    clean, quarantine = load_tables(folder_settings(tmp_path), AS_OF, names=names)
+    assert set(clean) == {"deals", "deal_stage_history", "accounts"}
+    assert clean["deal_stage_history"].height == 0
+    assert quarantine.height == 0
+    with pytest.raises(DataValidationError, match="sales: required table not found"):
+        load_tables(folder_settings(tmp_path), AS_OF, names=["sales", "signals"])
+
+
+def test_an_empty_required_table_is_refused_an_empty_optional_one_is_not(tmp_path: Path) -> None:
+    tables = make_tables()
+    write_parquet(tmp_path, {"deals": tables["deals"].clear(), "sales": tables["sales"]})
+    (tmp_path / "activities.csv").write_text(
+        "activity_id,deal_id,account_id,occurred_at,activity_type\n"
+    )
+    settings = folder_settings(tmp_path)
+    with pytest.raises(DataValidationError, match=r"deals: table has no rows .*non_empty"):
+        load_tables(settings, AS_OF, names=["deals", "activities"])
+    clean, _ = load_tables(settings, AS_OF, names=["deals", "activities"], required=[])
+    assert clean["activities"].height == 0

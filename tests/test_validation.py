@@ -296,3 +296,28 @@ def test_validate_tables_checks_activities_against_valid_deals() -> None:
 def test_validate_tables_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown input table"):
         validate_tables({"dealz": pl.DataFrame()}, _settings(0.01), AS_OF)
+
+
+# --- the input schema in the README (issue 9) ----------------------------------------------------
+
+
+def test_readme_input_schema_is_the_contract() -> None:
+    """Every contract column (and its rules) is in README's table: regenerate it with
+    `python -m salesml.validation` when the contract changes."""
+    from pathlib import Path
+
+    from salesml import contract
+    from salesml.validation import input_schema_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- input-schema:start -->\n", 1)[1].split("<!-- input-schema:end -->")[
+        0
+    ]
+    assert block == input_schema_markdown(), "README schema is stale: python -m salesml.validation"
+    for table in contract.INPUT_ORDER:
+        for column in contract.input_columns(table):
+            rows = [line for line in block.splitlines() if f"| `{column}` |" in line]
+            assert rows, f"{table}.{column} is not in the README schema"
+    assert "`deals` (needed by deal-win jobs)" in block
+    assert "`sales` (needed by demand jobs)" in block
+    assert "`activities` (optional)" in block

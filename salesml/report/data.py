@@ -77,6 +77,9 @@ class ReportData:
     actuals: bucketed actual sales of the demand series shown: (customer_id, sku,
         bucket_start, quantity, after_as_of). Rows with after_as_of=True were read from the
         source after as_of for display only (a past as_of); no output used them.
+    deal_gate: the promotion (skill) gate of the deal-win version that wrote the scores, or
+        of the newest one trained at or before as_of when the scores come from no model:
+        label -> value as shown ("decision", "brier_skill", ...). None when not available.
     """
 
     as_of: datetime
@@ -91,6 +94,7 @@ class ReportData:
     holdout_calibration_png: bytes | None = None
     holdout_calibration_label: str | None = None
     actuals: pl.DataFrame | None = None
+    deal_gate: Mapping[str, str] | None = None
     options: ReportOptions = field(default_factory=ReportOptions)
 
     def table(self, name: str) -> pl.DataFrame | None:

@@ -33,6 +33,8 @@ from salesml.timeutil import DATETIME
 from salesml.warehouse import Warehouse
 
 DEAL_MODEL = "salesml-deal-win"
+ALWAYS_SHOWN = ("quarantine", "runs")
+"""Tables kept even when they never had a row (an empty quarantine is news)."""
 HOLDOUT_CALIBRATION_ARTIFACT = "calibration.png"
 DEAL_INFO_COLUMNS = (
     "deal_id",
@@ -58,9 +60,11 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
             notes[name] = missing_note(name, False, as_of, None)
             continue
         frame, note = _read_table(wh, name, as_of)
-        tables[name] = frame
         if note:
             notes[name] = note
+        if frame.height == 0 and name not in ALWAYS_SHOWN and wh.latest_as_of(name) is None:
+            continue  # never had a row (e.g. behaviour without activities): as if absent
+        tables[name] = frame
 
     if "quarantine" not in tables and tables.get("runs") is not None and tables["runs"].height:
         # runs happened but none set a row aside, so the table was never created
@@ -76,6 +80,7 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
     png = label = None
     if calibration is None or calibration.height == 0:
         png, label = _holdout_calibration(settings, tables.get("deal_scores"))
+    gate = _deal_gate(settings, tables.get("deal_scores"), as_of)
     actuals, note = _actuals(settings, tables.get("demand_forecast"), as_of, options)
     if note:
         notes["actuals"] = note
@@ -92,6 +97,7 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
         holdout_calibration_png=png,
         holdout_calibration_label=label,
         actuals=actuals,
+        deal_gate=gate,
         options=options,
     )
 
@@ -184,6 +190,63 @@ def _download_calibration(
             run_id=run_id, artifact_path=HOLDOUT_CALIBRATION_ARTIFACT, dst_path=folder
         )
         return Path(local).read_bytes(), f"{DEAL_MODEL} v{version}"
+
+
+GATE_METRICS = ("brier_skill", "brier", "base_rate", "logistic", "auc")
+"""Holdout metrics shown with the skill gate: those whose name holds one of these words."""
+
+
+def _deal_gate(
+    settings: Settings, scores: pl.DataFrame | None, as_of: datetime
+) -> dict[str, str] | None:
+    """The gate decision and holdout numbers of the deal-win version behind the scores.
+
+    Scores from no model (the base rate) name no version: then the newest version trained at
+    or before as_of, the candidate the gate refused. None when there are no scores, no
+    MLflow store, or anything about MLflow fails (the report goes on without it).
+    """
+    from salesml import tracking
+
+    if scores is None or scores.height == 0:
+        return None
+    db = tracking.sqlite_path(settings.mlflow.tracking_uri)
+    if db is not None and not db.is_file():
+        return None
+    version = None
+    if "model_version" in scores.columns:
+        version = scores["model_version"].drop_nulls().max()
+    try:
+        return _read_gate(settings, None if version is None else str(version), as_of)
+    except Exception:  # no registry, no run, unreachable server: no gate table
+        return None
+
+
+def _read_gate(settings: Settings, version: str | None, as_of: datetime) -> dict[str, str] | None:
+    from salesml import tracking
+
+    tracking.configure(settings)
+    client = tracking.import_mlflow().MlflowClient()
+    if version is None:
+        earlier = [
+            v for v in tracking.list_versions(DEAL_MODEL) if v.as_of is None or v.as_of <= as_of
+        ]
+        if not earlier:
+            return None
+        version = earlier[-1].version
+    run = client.get_run(client.get_model_version(DEAL_MODEL, version).run_id)
+    tags = run.data.tags
+    prefix = tracking.TAG_PREFIX
+    out = {"model version": f"v{version}"}
+    if f"{prefix}.promoted" in tags:
+        out["promoted"] = tags[f"{prefix}.promoted"]
+    if tracking.GATE_TAG in tags:
+        out["passed the gate"] = tags[tracking.GATE_TAG]
+    if f"{prefix}.reason" in tags:
+        out["decision"] = tags[f"{prefix}.reason"]
+    for name, value in sorted(run.data.metrics.items()):
+        if any(word in name for word in GATE_METRICS):
+            out[name] = f"{value:.4f}"
+    return out
 
 
 def _actuals(

@@ -55,6 +55,26 @@ def factor_labels(factors: pl.DataFrame) -> pl.DataFrame:
     return factors.with_columns(label.fill_null(fallback).alias("label"))
 
 
+BASE_RATE = "base_rate"
+"""`deal_scores.score_basis` of a probability that is the base rate (no model with skill)."""
+
+
+def score_basis_counts(scores: pl.DataFrame) -> dict[str, int]:
+    """Deals per `score_basis` (model / prior / base_rate); {} when the column is absent
+    (scores written before it existed)."""
+    if "score_basis" not in scores.columns:
+        return {}
+    counts = scores.group_by("score_basis").len().drop_nulls("score_basis")
+    return dict(zip(counts["score_basis"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def is_base_rate(scores: pl.DataFrame) -> bool:
+    """True when no probability of the as_of comes from a model and some are the base rate:
+    the inputs gave no model with skill, so there are no drivers to show."""
+    counts = score_basis_counts(scores)
+    return counts.get(BASE_RATE, 0) > 0 and counts.get("model", 0) == 0
+
+
 def json_list(text: str | None) -> list[str]:
     """A JSON array of strings as a list; other text as one item; null as []."""
     if text is None or text == "":

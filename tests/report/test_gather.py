@@ -124,3 +124,37 @@ def test_runs_without_quarantine_table_mean_nothing_was_quarantined(
     assert "quarantine" not in data.notes
     page = build(empty_settings, AS_OF, out_path=tmp_path / "r.html").read_text()
     assert "No row was quarantined for this as_of." in page
+
+
+def test_demand_only_warehouse_gives_a_report_without_deal_sections(
+    world: World, tmp_path: Path
+) -> None:
+    """A shop with sales and no CRM: no deals input, no deal tables; the page has no deal
+    section, no deal link and no note asking for `salesml score deals`."""
+    from salesml.report.render import render
+    from salesml.warehouse import Warehouse
+    from tests.report.synthetic import settings_for
+
+    settings = settings_for(tmp_path)
+    (tmp_path / "data").mkdir()
+    world.sales.write_parquet(tmp_path / "data" / "sales.parquet")
+    demand = {
+        name: frame
+        for name, frame in world.outputs[AS_OF].items()
+        if name in ("demand_forecast", "demand_forecast_factors", "sku_health")
+    }
+    wh = Warehouse.from_settings(settings)
+    run_id = wh.start_run(flow="forecast_demand", as_of=AS_OF)
+    counts = wh.write_batch(demand, as_of=AS_OF, run_id=run_id, model_version="1")
+    wh.finish_run(run_id, "succeeded", model_version="1", row_counts=counts)
+    # a table that exists but never had a row (a map with no activities) counts as absent
+    empty = {"behavior_value": world.outputs[BEHAVIOR_AS_OF]["behavior_value"].clear()}
+    wh.write_batch(empty, as_of=AS_OF, run_id=run_id, model_version="1")
+    assert "behavior_value" in wh.tables()
+    data = gather(settings, AS_OF, NO_CHARTS)
+    assert "deal_scores" not in data.tables and data.deal_gate is None
+    assert "behavior_value" not in data.tables
+    page = render(data)
+    assert '<section id="demand">' in page and '<section id="quality">' in page
+    for absent in ('id="deals"', 'id="behaviour"', 'id="pipeline"', "salesml score deals"):
+        assert absent not in page

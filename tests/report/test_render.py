@@ -217,3 +217,76 @@ def test_degenerate_inputs_render_without_warnings() -> None:
         warnings.simplefilter("error")
         page = render(ReportData(as_of=AS_OF, generated_at=AS_OF, tables=tables))
     assert {"deal0", "behaviour", "pipeline", "demand", "drivers"} <= set(_figures(page))
+
+
+# --- only sections with data; the base rate instead of drivers (issue 9) -----------------------
+
+
+def _only(data: ReportData, keep: set[str]) -> ReportData:
+    """`data` as a warehouse holding only the tables `keep` (plus quarantine and runs)."""
+    tables = {k: v for k, v in data.tables.items() if k in keep | {"quarantine", "runs"}}
+    return ReportData(
+        as_of=data.as_of, generated_at=data.generated_at, tables=tables, options=data.options
+    )
+
+
+def _section_ids(page: str) -> list[str]:
+    return re.findall(r'<section id="([^"]+)"', page)
+
+
+def test_demand_only_report_has_no_deal_sections(data: ReportData) -> None:
+    page = render(_only(data, {"demand_forecast", "demand_forecast_factors", "sku_health"}))
+    assert _section_ids(page) == ["demand", "quality"]
+    assert 'href="#deals"' not in page and "salesml score deals" not in page
+    assert "open deals scored" not in page
+
+
+def test_crm_only_report_has_no_demand_section(data: ReportData) -> None:
+    page = render(_only(data, {"deal_scores", "deal_score_factors", "pipeline_forecast"}))
+    assert _section_ids(page) == ["deals", "calibration", "pipeline", "quality"]
+    assert 'href="#demand"' not in page and "salesml forecast demand" not in page
+
+
+def test_a_fresh_warehouse_shows_every_section_with_its_command(data: ReportData) -> None:
+    page = render(_only(data, set()))
+    assert _section_ids(page) == [key for key, _ in SECTIONS]
+    assert "salesml score deals" in page and "salesml forecast demand" in page
+
+
+def test_base_rate_scores_say_no_signal_instead_of_drivers(data: ReportData) -> None:
+    scores = data.tables["deal_scores"]
+    rate = 0.37
+    tables = dict(data.tables)
+    tables["deal_scores"] = scores.with_columns(
+        pl.lit(rate).alias("win_probability"), pl.lit("base_rate").alias("score_basis")
+    )
+    gate = {"promoted": "false", "brier_skill": "-0.0040", "brier_skill_low": "-0.0110"}
+    page = render(
+        ReportData(
+            as_of=data.as_of,
+            generated_at=data.generated_at,
+            tables=tables,
+            deal_gate=gate,
+            options=data.options,
+        )
+    )
+    deals = page.split('<section id="deals">', 1)[1].split("</section>", 1)[0]
+    assert "No reliable signal in these inputs: probabilities are the base rate" in deals
+    assert "(37% for every open deal" in deals
+    assert "-0.0110" in deals and "brier_skill_low" in deals
+    assert 'data-chart="deal0"' not in deals  # no SHAP bars
+    assert f"base_rate {scores.height:,}" in deals
+
+
+def test_model_scores_keep_their_drivers_when_score_basis_is_there(data: ReportData) -> None:
+    tables = dict(data.tables)
+    tables["deal_scores"] = data.tables["deal_scores"].with_columns(
+        pl.lit("model").alias("score_basis")
+    )
+    page = render(
+        ReportData(
+            as_of=data.as_of, generated_at=data.generated_at, tables=tables, options=data.options
+        )
+    )
+    assert "No reliable signal" not in page
+    assert 'data-chart="deal0"' in page
