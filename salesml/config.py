@@ -50,6 +50,12 @@ class SourcesSettings(_Section):
         description="Text encoding of CSV files: one for all (e.g. latin-1, cp1252) or per "
         "table ({deals: latin-1}; tables not named are UTF-8); Parquet and databases ignore it",
     )
+    datetime_format: str | dict[str, str] = Field(
+        default_factory=dict,
+        description="strftime format of text datetimes that are not ISO 8601, for all tables "
+        "or per table ({deals: '%d-%m-%Y'} for 02-05-2018); tables not named, and values that "
+        "do not match it, are read as ISO 8601 (else quarantined, check parse_datetime)",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourcesSettings:
@@ -61,15 +67,22 @@ class SourcesSettings(_Section):
 class WarehouseSettings(_Section):
     """Where outputs are written. DuckDB file by default; PostgreSQL by URL."""
 
-    url: str = "duckdb:///out/warehouse.duckdb"
+    url: str = Field(
+        "duckdb:///out/warehouse.duckdb",
+        description="Warehouse URL: duckdb:///file.duckdb or postgresql://user:${PGPASSWORD}@host/db",
+    )
     lock_timeout_seconds: float = Field(
         60.0, ge=0, description="How long a writer waits for another writer before failing"
     )
 
 
 class MlflowSettings(_Section):
-    tracking_uri: str = "sqlite:///out/mlflow.db"
-    experiment: str = "salesml"
+    """Where models are tracked and registered (the registry needs a database store)."""
+
+    tracking_uri: str = Field(
+        "sqlite:///out/mlflow.db", description="MLflow tracking and registry URI (sqlite:///...)"
+    )
+    experiment: str = Field("salesml", description="MLflow experiment the runs are logged to")
 
 
 class ValidationSettings(_Section):
@@ -97,8 +110,10 @@ class ValidationSettings(_Section):
 class HealthBands(_Section):
     """Probability bands for deal health; versioned with the model that produced the scores."""
 
-    red_below: float = Field(0.2, ge=0, le=1)
-    green_at_or_above: float = Field(0.5, ge=0, le=1)
+    red_below: float = Field(0.2, ge=0, le=1, description="Win probability under this is red")
+    green_at_or_above: float = Field(
+        0.5, ge=0, le=1, description="Win probability at or above this is green (between: yellow)"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthBands:
@@ -121,6 +136,33 @@ class DealHealthRules(_Section):
     max_close_date_slips: int = Field(2, ge=1)
     red_at_rules: int = Field(
         2, ge=1, description="A deal with this many rules firing is red whatever its probability"
+    )
+
+
+class LeakageSettings(_Section):
+    """The leakage screen run before deal-win training (`salesml.deals.leakage`)."""
+
+    max_auc: float = Field(
+        0.95,
+        gt=0.5,
+        le=1,
+        description="A feature that alone separates won from lost training snapshots this well "
+        "(single-feature AUC, max(AUC, 1 - AUC); of its values, null pattern or per-level win "
+        "rate out of fold) stops training as a probable leak",
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Features to train with even when they reach max_auc (each override is "
+        "logged with its AUC); names not among the features are ignored",
+    )
+    folds: int = Field(
+        5, ge=2, description="Folds (by deal) of the out-of-fold per-level win rates"
+    )
+    bins: int = Field(
+        20, ge=2, description="Quantile bins of a numeric feature for its per-level win rate"
+    )
+    max_rows: int = Field(
+        200_000, ge=1000, description="Snapshots screened at most (a seeded sample beyond it)"
     )
 
 
@@ -152,6 +194,9 @@ class DealsSettings(_Section):
     prior_strength: float = Field(
         10.0, gt=0, description="Pseudo-count for smoothed account/rep win rates"
     )
+    leakage: LeakageSettings = Field(
+        default_factory=LeakageSettings, description="Leakage screen before training"
+    )
     top_k: int = Field(5, ge=1)
     bands: HealthBands = Field(default_factory=HealthBands)
     rules: DealHealthRules = Field(default_factory=DealHealthRules)
@@ -160,9 +205,31 @@ class DealsSettings(_Section):
         730, ge=1, description="Training snapshots reach this many days back from as_of (None: all)"
     )
     label_horizon_days: int = Field(
-        0,
-        ge=0,
-        description="Training snapshots stop this many days before as_of (less censoring bias)",
+        60,
+        ge=1,
+        description="The event a probability is about: won within this many days of the score "
+        "time (a snapshot at t is labelled 1 iff won by t + H; only snapshots with t + H <= as_of "
+        "train or evaluate: full follow-up, no censoring)",
+    )
+    holdout_days: int = Field(
+        42,
+        ge=1,
+        description="The honest holdout: snapshots in the last this-many days that have full "
+        "follow-up (t + H <= as_of); training snapshots end H days before its first snapshot",
+    )
+    lost_after_days: int | None = Field(
+        None,
+        ge=1,
+        description="Funnels that never record losses: an open deal with no outcome this many "
+        "days after creation counts as lost at created_at + N (None: off)",
+    )
+    skill_bootstrap: int = Field(
+        200,
+        ge=20,
+        description="Bootstrap resamples (of deals) for the Brier skill score interval of the gate",
+    )
+    skill_level: float = Field(
+        0.95, gt=0.5, lt=1, description="Two-sided level of the skill score's bootstrap interval"
     )
     decay_horizon_half_lives: float = Field(
         20.0,
@@ -190,13 +257,8 @@ class DealsSettings(_Section):
     early_stopping_rounds: int = Field(30, ge=1)
     calibration: Literal["isotonic", "platt"] = Field(
         "isotonic",
-        description="Calibrator fitted on the latest-closing deals the booster never saw",
-    )
-    valid_fraction: float = Field(
-        0.15, gt=0, lt=0.5, description="Share of snapshots (latest closes) for early stopping"
-    )
-    calibration_fraction: float = Field(
-        0.25, gt=0, lt=0.5, description="Share of snapshots (latest closes) for calibration"
+        description="Calibrator fitted on the honest holdout's snapshots (cross-fitted by deal "
+        "for the reported metrics)",
     )
     gate_metric: Literal["auc", "log_loss", "brier"] = Field(
         "auc", description="Metric of the champion gate (both models on the same holdout)"
@@ -274,6 +336,14 @@ class DemandSettings(_Section):
     closed_min_weeks: int = Field(
         4, ge=1, description="Weeks of history a customer needs before a slot counts as closed"
     )
+    closure_min_day_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="A customer that sold on at least this share of its days and sold nothing "
+        "on a whole day was closed that day: those buckets are missing, not zero demand "
+        "(features skip them, training ignores them); 1 turns this off",
+    )
     holidays: list[date] = Field(
         default_factory=list, description="Local dates flagged as holidays (feature is_holiday)"
     )
@@ -295,7 +365,13 @@ class DemandSettings(_Section):
     )
     # --- model
     objective: Literal["tweedie", "poisson"] = "tweedie"
-    tweedie_variance_power: float = Field(1.2, gt=1, lt=2)
+    tweedie_variance_power: float = Field(
+        1.5,
+        gt=1,
+        lt=2,
+        description="Tweedie power of the mean model; 1.5 kept the mean within +-10 % at every "
+        "pizza origin (1.2: -12 % .. +11 %), see benchmarks/bench_demand_peers.py",
+    )
     num_leaves: int = Field(
         15, ge=2, description="Lean trees: as accurate here, and SHAP costs ~trees x leaves"
     )
@@ -322,13 +398,23 @@ class DemandSettings(_Section):
     interval_coverage: float = Field(
         0.8, gt=0, lt=1, description="Target share of actuals inside [P10, P90]"
     )
+    interval_strata: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0],
+        description="Edges (units per bucket) of the expected-demand strata in which P10/P90 "
+        "are calibrated and coverage is reported: < 0.5, 0.5-2, >= 2 by default",
+    )
+    median_model: bool = Field(
+        True,
+        description="P50 from a LightGBM median (quantile objective) model, rounded to whole "
+        "units; off: the whole-unit median of the negative binomial around the mean",
+    )
     calibration_origins: int = Field(
         1,
         ge=1,
         description="Weekly origins held out before as_of to calibrate P10/P90 (and gate)",
     )
     refit_after_calibration: Literal["none", "leaves", "full"] = Field(
-        "none",
+        "full",
         description="After calibrating on the held-out weeks: 'leaves' re-estimates the trees' "
         "leaf values on all weeks (cheap), 'full' refits from scratch (2x training time), "
         "'none' keeps the model trained up to the held-out weeks",
@@ -344,6 +430,13 @@ class DemandSettings(_Section):
     ets_max_series: int = Field(
         300, ge=0, description="Backtest the statsmodels ETS baseline only up to this many series"
     )
+
+    @model_validator(mode="after")
+    def _increasing_strata(self) -> DemandSettings:
+        edges = self.interval_strata
+        if not edges or any(e <= 0 for e in edges) or sorted(set(edges)) != list(edges):
+            raise ValueError("demand.interval_strata must be increasing positive numbers")
+        return self
 
 
 class ComputeSettings(_Section):
@@ -398,10 +491,16 @@ class Settings(_Section):
     )
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
-    timezone: str = "UTC"
-    column_map: dict[str, dict[str, str]] = Field(
+    timezone: str = Field(
+        "UTC",
+        description="IANA zone: naive input times are wall time here; 4-hour buckets align to "
+        "its midnight",
+    )
+    column_map: dict[str, dict[str, str | list[str]]] = Field(
         default_factory=dict,
-        description="Per table, {your column name: canonical name}",
+        description="Per table, {your column name: canonical name}; a list of canonical names "
+        "copies one column into several ({Lead ID: [deal_id, account_id]}); two of your "
+        "columns onto one canonical name are refused",
     )
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     deals: DealsSettings = Field(default_factory=DealsSettings)
@@ -418,9 +517,52 @@ class Settings(_Section):
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
         return self
 
-    def to_yaml(self) -> str:
-        """The effective config as YAML, with any password in a URL masked."""
-        return yaml.safe_dump(_mask_secrets(self.model_dump(mode="json")), sort_keys=False)
+    def to_yaml(self, describe: bool = False) -> str:
+        """The effective config as YAML, with any password in a URL masked.
+
+        describe: each key preceded by a `# comment` with its description (the Field's), so
+        the output is still YAML a user can copy from."""
+        dumped = _mask_secrets(self.model_dump(mode="json"))
+        if not describe:
+            return yaml.safe_dump(dumped, sort_keys=False)
+        return "".join(_described(type(self), dumped, indent=""))
+
+
+def describe_keys(model: type[BaseModel] | None = None) -> dict[str, str]:
+    """Every config key (dotted, e.g. `sources.encoding`) -> its description ("" if none)."""
+    out: dict[str, str] = {}
+    for name, info in (model or Settings).model_fields.items():
+        section = _section_type(info.annotation)
+        if section is not None:
+            out.update({f"{name}.{k}": v for k, v in describe_keys(section).items()})
+        else:
+            out[name] = " ".join((info.description or "").split())
+    return out
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The nested section class of a field, or None for a leaf value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _described(model: type[BaseModel], values: dict[str, Any], indent: str) -> list[str]:
+    """YAML lines of `values` (a dumped `model`), each leaf key after its description."""
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        section = _section_type(info.annotation)
+        text = " ".join((info.description or (section.__doc__ if section else "") or "").split())
+        if text:
+            lines.append(f"{indent}# {text}\n")
+        if section is not None:
+            lines.append(f"{indent}{name}:\n")
+            lines.extend(_described(section, values[name], indent + "  "))
+            continue
+        value = yaml.safe_dump(values[name], default_flow_style=True, width=10**6, sort_keys=False)
+        value = value.strip().removesuffix("...").strip()
+        lines.append(f"{indent}{name}: {value}\n")
+    return lines
 
 
 def _mask_secrets(value: Any) -> Any:

@@ -32,6 +32,7 @@ from salesml.timeutil import DATETIME
 
 OUTCOMES = ("won", "lost")
 HEALTH_VALUES = ("red", "yellow", "green")
+SCORE_BASES = ("model", "prior", "base_rate")
 RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
 
 
@@ -313,11 +314,24 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         **_lineage(),
         "deal_id": _key(_STR),
         "win_probability": _col(
-            _F64, checks=(_probability(),), description="null only with a not_scored_reason"
+            _F64,
+            checks=(_probability(),),
+            description="probability of `probability_event`; every open deal has one",
+        ),
+        "score_basis": _col(
+            _STR,
+            required=False,
+            checks=(_one_of(SCORE_BASES),),
+            description="model, prior (younger than deals.min_open_days) or base_rate (no "
+            "model with skill)",
+        ),
+        "basis_reason": _col(_STR, required=False, description="why prior or base_rate"),
+        "probability_event": _col(
+            _STR, required=False, description="the event, e.g. 'won within 90 days of as_of'"
         ),
         "health": _col(_STR, checks=(_one_of(HEALTH_VALUES),)),
         "not_scored_reason": _col(
-            _STR, required=False, description="why an open deal got no score (e.g. too young)"
+            _STR, required=False, description="legacy: rows written before every deal got a score"
         ),
         "health_reasons": _col(_STR, description="JSON array of plain-language reasons"),
         "top_factors": _col(_STR, description="JSON array of the top drivers in plain words"),
@@ -346,9 +360,9 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "sku": _key(_STR),
         "bucket_start": _key(DATETIME, "start of the bucket, aligned to midnight in timezone"),
         "horizon": _col(_I64, nullable=False, checks=(_rank(),), description="buckets ahead"),
-        "p10": _col(_F64, nullable=False),
-        "p50": _col(_F64, nullable=False),
-        "p90": _col(_F64, nullable=False),
+        "p10": _col(_F64, nullable=False, description="whole units; P10 <= expected"),
+        "p50": _col(_F64, nullable=False, description="whole-unit median"),
+        "p90": _col(_F64, nullable=False, description="whole units; expected < P90 + 1"),
         "expected": _col(
             _F64, required=False, description="mean demand (P50 is the median; sum means)"
         ),

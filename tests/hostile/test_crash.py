@@ -34,10 +34,10 @@ import pytest
 
 from salesml.contract import OUTPUT_KEYS
 from salesml.warehouse import Warehouse
+from tests.fast_models import FAST_MODELS
 from tests.hostile.conftest import (
     AS_OF,
     BATCHES,
-    FAST_MODELS,
     FLOWS,
     RUN_WAIT_SECONDS,
     CrashWorld,
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.slow
 
 KILLS_PER_COMMAND = 7
 RECOVER_AFTER_KILLS = (3, 7)
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 16
 """Attempts whose process finished before its kill do not count; give up after this many."""
 PROMPT_START_SECONDS = RUN_WAIT_SECONDS / 2
 """A next run must open its `runs` row well before `compute.run_wait_seconds` would expire."""
@@ -324,6 +324,9 @@ def test_kill_minus_nine_leaves_a_consistent_warehouse_and_the_next_run_succeeds
         attempt = run_and_kill(workdir, command, delay, len(attempts))
         attempts.append(attempt)
         if not attempt.effective:
+            # the job was done within `delay`: runs after the session's first one are faster
+            # (warm caches, an existing registered model), so aim the next kills earlier
+            runtime = min(runtime, 0.8 * delay)
             check_warehouse(workdir, crash_world, killed, settled=True)
             continue
         kills += 1
