@@ -527,17 +527,9 @@ def promote_if_better(
                 "evaluate the new champion on the same backtest"
             ),
         )
-    elif skill is not None and not skill.verdict()[0]:
-        passed, reason = decide(
-            metric,
-            candidate.version,
-            reference,
-            candidate_value,
-            champion_value,
-            higher_is_better,
-            skill,
-        )
-    elif reference is None and current is not None:
+    elif reference is None and current is not None and (skill is None or skill.verdict()[0]):
+        # a champion exists but none may serve this as_of: a skilful candidate needs no rival
+        # (one without skill falls through to `decide`, which refuses it)
         passed = not math.isnan(float(candidate_value))
         reason = (
             f"no eligible version trained at or before as_of {_iso(as_of)} to compare with; "
