@@ -85,28 +85,25 @@ def separation_auc(score: np.ndarray, y: np.ndarray) -> float:
 
 def out_of_fold_rate(levels: pl.Series, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Each row's level win rate from the other folds' rows only, shrunk towards their base rate
-    with `_PSEUDO_DEALS` pseudo-rows; a level unseen out of fold gets that base rate."""
-    frame = pl.DataFrame(
-        {"level": levels.cast(pl.String).fill_null("\x00null"), "y": y, "fold": fold}
-    )
-    per_fold = frame.group_by("level", "fold").agg(
-        pl.col("y").sum().alias("_won"), pl.len().alias("_n")
-    )
-    totals = per_fold.group_by("level").agg(
-        pl.col("_won").sum().alias("_won_all"), pl.col("_n").sum().alias("_n_all")
-    )
-    fold_won = np.bincount(fold, weights=y.astype(np.float64))
-    fold_n = np.bincount(fold).astype(np.float64)
+    with `_PSEUDO_DEALS` pseudo-rows; a level unseen out of fold gets that base rate.
+
+    Counted with `np.bincount` over (level, fold) codes: it runs once per feature per training,
+    so it must cost a fraction of a millisecond per thousand rows."""
+    codes = levels.cast(pl.String).fill_null("\x00null").rank("dense").cast(pl.Int64).to_numpy() - 1
+    folds = int(fold.max()) + 1 if fold.size else 1
+    cell = codes * folds + fold
+    size = (int(codes.max()) + 1) * folds if codes.size else folds
+    weights = y.astype(np.float64)
+    won_cell = np.bincount(cell, weights=weights, minlength=size)
+    n_cell = np.bincount(cell, minlength=size).astype(np.float64)
+    won_level = won_cell.reshape(-1, folds).sum(axis=1)
+    n_level = n_cell.reshape(-1, folds).sum(axis=1)
+    fold_won = np.bincount(fold, weights=weights, minlength=folds)
+    fold_n = np.bincount(fold, minlength=folds).astype(np.float64)
     prior = (fold_won.sum() - fold_won) / np.maximum(fold_n.sum() - fold_n, 1.0)
-    joined = (
-        frame.join(per_fold, on=["level", "fold"], how="left", maintain_order="left")
-        .join(totals, on="level", how="left", maintain_order="left")
-        .with_columns(pl.Series("_prior", prior[fold]))
-    )
-    won_out = joined["_won_all"] - joined["_won"]
-    n_out = joined["_n_all"] - joined["_n"]
-    rate = (won_out + _PSEUDO_DEALS * joined["_prior"]) / (n_out + _PSEUDO_DEALS)
-    return rate.cast(pl.Float64).to_numpy()
+    won_out = won_level[codes] - won_cell[cell]
+    n_out = n_level[codes] - n_cell[cell]
+    return (won_out + _PSEUDO_DEALS * prior[fold]) / (n_out + _PSEUDO_DEALS)
 
 
 def _quantile_bins(values: pl.Series, bins: int) -> pl.Series:
