@@ -53,7 +53,7 @@ class StaticLogitBaseline:
             self.params_[0] = np.log(rate / (1 - rate))
             return self
         # unpenalised maximum likelihood, as statsmodels' Logit gave, at a fraction of the time
-        fitted = LogisticRegression(penalty=None, fit_intercept=False, max_iter=1000)
+        fitted = LogisticRegression(C=np.inf, fit_intercept=False, max_iter=1000)
         fitted.fit(design, y.astype(np.int64))
         self.params_ = np.asarray(fitted.coef_[0], dtype=np.float64)
         return self
