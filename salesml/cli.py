@@ -30,6 +30,7 @@ from typer._click.core import Context
 from typer.core import TyperGroup
 
 from salesml.config import ConfigError, Settings, load
+from salesml.errors import first_line
 from salesml.progress import Progress
 from salesml.runs_cli import runs_app
 
@@ -135,7 +136,7 @@ def failure_message(exc: BaseException, debug: bool = False) -> tuple[str, int]:
     """
     from salesml.secrets import redact
 
-    text = _first_line(exc)
+    text = first_line(exc, name_if_empty=False)
     if _expected(exc):
         message = text or type(exc).__name__
     else:
@@ -164,11 +165,6 @@ def _raised_in_salesml(exc: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def _debug_requested(ctx: Context | None = None) -> bool:
@@ -223,7 +219,7 @@ def _settings(config: Path | None) -> Settings:
     except BaseException as exc:  # e.g. a binary file, a polars panic
         if config is None:
             raise
-        detail = _first_line(exc) or type(exc).__name__
+        detail = first_line(exc, name_if_empty=False) or type(exc).__name__
         raise ConfigError(
             f"config file {config} could not be loaded ({type(exc).__name__}: {detail})"
         ) from exc
@@ -235,7 +231,7 @@ def _as_of(text: str | None, settings: Settings) -> datetime:
     try:
         return parse_as_of(text, settings.timezone)
     except (ValueError, OverflowError) as exc:
-        _fail(_first_line(exc) or f"--as-of {text!r} cannot be used", code=2)
+        _fail(first_line(exc, name_if_empty=False) or f"--as-of {text!r} cannot be used", code=2)
 
 
 @contextmanager

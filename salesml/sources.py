@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from salesml import contract
+from salesml.errors import first_line
 from salesml.secrets import redact
 from salesml.timeutil import DATETIME, parse_as_of
 from salesml.validation import MALFORMED, NEEDED_BY_A_JOB, DataValidationError, conform
@@ -124,7 +125,7 @@ def collect_tables(
         except _READ_ERRORS as exc:
             raise SourceError(
                 f"{name}: cannot read it from {_location(name, settings)}: "
-                f"{redact(_first_line(exc))} (check: readable)"
+                f"{redact(first_line(exc))} (check: readable)"
             ) from None
     return out
 
@@ -346,7 +347,7 @@ def _scan_parquet(source: Path, shown: Path, table: str) -> pl.LazyFrame:
         frame.collect_schema()
     except _READ_ERRORS as exc:
         raise SourceError(
-            f"{table}: {shown} is not a readable Parquet file ({_first_line(exc)}); "
+            f"{table}: {shown} is not a readable Parquet file ({first_line(exc)}); "
             "re-export it as Parquet or CSV (check: parquet)"
         ) from None
     return frame
@@ -411,7 +412,7 @@ def _read_csv(path: Path, table: str, settings: Settings) -> pl.LazyFrame:
         raise
     except _READ_ERRORS as exc:  # e.g. a file beyond what one polars string can hold
         raise SourceError(
-            f"{table}: cannot read {path}: {_first_line(exc)} (check: readable)"
+            f"{table}: cannot read {path}: {first_line(exc)} (check: readable)"
         ) from None
     declared = set(contract.input_columns(table)) | set(settings.column_map.get(table, {}))
     return frame.with_columns(
@@ -554,17 +555,12 @@ def _duckdb(url: str) -> Iterator[Query]:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:  # e.g. another process holds the write lock
         raise SourceError(
-            f"sources.url: cannot open DuckDB file {path}: {_first_line(exc)}"
+            f"sources.url: cannot open DuckDB file {path}: {first_line(exc)}"
         ) from None
     try:
         yield lambda sql: con.sql(sql).pl()
     finally:
         con.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def postgres_uri(url: str) -> str:
@@ -580,7 +576,7 @@ def _postgres(url: str) -> Iterator[Query]:
         con = dbapi.connect(postgres_uri(url))
     except Exception as exc:  # the driver's errors vary; the URL (with secrets) is not printed
         raise SourceError(
-            f"sources.url: cannot connect to PostgreSQL: {redact(_first_line(exc))}"
+            f"sources.url: cannot connect to PostgreSQL: {redact(first_line(exc))}"
         ) from None
     try:
         yield lambda sql: pl.read_database(sql, con)

@@ -42,6 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from salesml.errors import first_line
 from salesml.secrets import redact
 
 if TYPE_CHECKING:
@@ -263,7 +264,7 @@ def configure(settings: Settings) -> str:
     except Exception as exc:  # SQLAlchemy, alembic, HTTP: one line naming the store
         raise TrackingError(
             f"cannot use the MLflow store {redact(uri)} (mlflow.tracking_uri): "
-            f"{redact(_first_line(exc))}"
+            f"{redact(first_line(exc))}"
         ) from None
 
 
@@ -752,7 +753,7 @@ def load_version(model_name: str, version: str) -> LoadedModel:
 
 
 def _load_error(model_name: str, version: str, run_id: str, exc: Exception) -> ModelLoadError:
-    text = redact(_first_line(exc))
+    text = redact(first_line(exc))
     command = model_name.removeprefix("salesml-")
     where = f"{model_name} v{version} (MLflow run {run_id})"
     if isinstance(exc, FileNotFoundError) or re.search(r"no such (artifact|file)", text, re.I):
@@ -983,11 +984,6 @@ def _version_number(version: str) -> int:
 
 def _quoted(name: str) -> str:
     return name.replace("'", "''")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _param_value(value: Any) -> str:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
+from salesml.errors import first_line
 from salesml.secrets import redact
 from salesml.timeutil import DATETIME
 
@@ -848,7 +849,7 @@ def _validate_output(table: str, frame: pl.DataFrame) -> pl.DataFrame:
         ) from None
     except pandera.errors.SchemaError as exc:
         raise WarehouseError(
-            f"{table} does not match its output schema: {_first_line(exc)}"
+            f"{table} does not match its output schema: {first_line(exc)}"
         ) from None
     return validated if isinstance(validated, pl.DataFrame) else frame
 
@@ -1035,11 +1036,6 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------------------------------
 # Backends: the only code that knows DuckDB from PostgreSQL
 
@@ -1190,7 +1186,7 @@ class _DuckDBBackend:
 
 def _duckdb_message(exc: BaseException) -> str:
     """DuckDB's first line without its 'IO Error: ' style prefix."""
-    return re.sub(r"^[A-Za-z ]*Error: ", "", _first_line(exc))
+    return re.sub(r"^[A-Za-z ]*Error: ", "", first_line(exc))
 
 
 class _PostgresSession:
@@ -1240,7 +1236,7 @@ class _PostgresBackend:
             con = pg.connect(self.url)
         except Exception as exc:
             raise WarehouseError(
-                f"cannot connect to warehouse {self.display}: {_first_line(exc)}"
+                f"cannot connect to warehouse {self.display}: {first_line(exc)}"
             ) from None
         try:
             session = _PostgresSession(con)

@@ -21,6 +21,7 @@ import polars as pl
 
 from salesml.config import Settings
 from salesml.contract import empty_frame
+from salesml.errors import first_line
 from salesml.report import prepare
 from salesml.report.data import (
     LATEST_BEFORE_TABLES,
@@ -127,7 +128,7 @@ def _load_input(
     try:
         tables, _quarantine = load_tables(settings, as_of, [name])
     except Exception as exc:  # any source or validation problem: the report goes on without it
-        return None, f"{name} could not be read: {_first_line(exc)}"
+        return None, f"{name} could not be read: {first_line(exc)}"
     return tables.get(name), None
 
 
@@ -300,8 +301,3 @@ def _display(wh: Warehouse) -> str:
     inner = text.removeprefix("Warehouse(").removesuffix(")")
     value = ast.literal_eval(inner) if inner[:1] in "'\"" else inner
     return str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
