@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -169,8 +169,14 @@ class JobRun:
             self.row_counts[f"input_{name}"] = frame.height
         return tables
 
-    def write(self, frames: dict[str, pl.DataFrame], main: str | None = None) -> None:
-        """Write all `frames` in one transaction ("write", io), replacing rows of this as_of.
+    def write(
+        self,
+        frames: dict[str, pl.DataFrame],
+        main: str | None = None,
+        scopes: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Write all `frames` in one transaction ("write", io), replacing rows of this as_of
+        (narrowed per table by `scopes`, see `Warehouse.write_batch`).
 
         main: the table that is the job's result. When it is empty while the warehouse holds
         rows of it for this as_of (written by an earlier run), nothing is written: an empty
@@ -193,6 +199,7 @@ class JobRun:
             as_of=self.as_of,
             run_id=self.run_id,
             model_version=self.model_version,
+            scopes=scopes,
             io=True,
         )
         for name, frame in frames.items():

@@ -374,22 +374,34 @@ class Warehouse:
         as_of: datetime,
         run_id: str,
         model_version: str | None = None,
+        scopes: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, int]:
         """Replace each table's rows for `as_of` by its frame, all tables in one transaction.
 
         A frame without `as_of` gets it; one with `as_of` must hold only this value. A frame
         without `run_id` (or `model_version`, when given) gets it stamped. Returns rows per table.
+
+        `scopes` narrows what a table's frame replaces: {table: {column: value}} replaces only
+        the rows of this as_of whose columns hold those values (e.g. one scenario of
+        demand_forecast, one model's rows of model_quality), so writers that share a table and
+        an as_of never delete each other's rows. The frame gets the values stamped where it
+        lacks the column and must hold only them where it has it.
         """
         as_of = _utc(as_of)
         stamps = {"run_id": run_id, "model_version": model_version}
-        prepared = [self._prepare(table, frame, as_of, stamps) for table, frame in frames.items()]
+        scopes = scopes or {}
+        prepared = [
+            self._prepare(table, _scoped(table, frame, scopes.get(table, {})), as_of, stamps)
+            for table, frame in frames.items()
+        ]
         with self._transaction() as session:
             catalog = _Catalog.load(session, write=True)
             for item in prepared:
                 schema, key = item.frame.schema, item.key
                 recorded = self._ensure_table(session, catalog, item.table, schema, key)
                 frame = _conform(item.table, item.frame, recorded)
-                self._replace(session, item.table, frame, key=key, scope=("as_of", as_of))
+                scope = {"as_of": as_of, **scopes.get(item.table, {})}
+                self._replace(session, item.table, frame, key=key, scope=scope)
         return {item.table: item.frame.height for item in prepared}
 
     def write_quarantine(self, run_id: str, frame: pl.DataFrame) -> int:
@@ -415,7 +427,7 @@ class Warehouse:
             )
             recorded = self._ensure_table(session, catalog, QUARANTINE, frame.schema, None)
             frame = _conform(QUARANTINE, frame, recorded)
-            self._replace(session, QUARANTINE, frame, key=None, scope=("run_id", run_id))
+            self._replace(session, QUARANTINE, frame, key=None, scope={"run_id": run_id})
         return frame.height
 
     # -- reads -------------------------------------------------------------------------------
@@ -474,9 +486,10 @@ class Warehouse:
         frame: pl.DataFrame,
         *,
         key: list[str] | None,
-        scope: tuple[str, Any] | None,
+        scope: Mapping[str, Any] | None,
     ) -> None:
-        """Make `frame` the rows of `table` where `scope` column = value, in the open transaction.
+        """Make `frame` the rows of `table` where every `scope` column = its value, in the open
+        transaction.
 
         Rows of the scope not in `frame` are deleted and the frame's rows inserted; `frame`
         carries every column of the table (absent ones as nulls), so a kept key is fully
@@ -485,13 +498,13 @@ class Warehouse:
         session.stage(_to_storage(frame))
         columns = ", ".join(_q(c) for c in frame.columns)
         upsert = bool(key) and session.upsert
-        if scope is not None:
-            column, value = scope
-            sql = f"DELETE FROM {_q(table)} WHERE {_q(column)} = $1"
+        if scope:
+            where = " AND ".join(f"{_q(c)} = ${i}" for i, c in enumerate(scope, start=1))
+            sql = f"DELETE FROM {_q(table)} WHERE {where}"
             if key and upsert:
                 same = " AND ".join(f"s.{_q(k)} = {_q(table)}.{_q(k)}" for k in key)
                 sql += f" AND NOT EXISTS (SELECT 1 FROM {_STAGED} AS s WHERE {same})"
-            session.execute(sql, [value])
+            session.execute(sql, list(scope.values()))
         sql = f"INSERT INTO {_q(table)} ({columns}) SELECT {columns} FROM {_STAGED}"
         if key and upsert:
             updates = [f"{_q(c)} = EXCLUDED.{_q(c)}" for c in frame.columns if c not in key]
@@ -799,6 +812,21 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     if len(fields) < 20:
         return None
     return fields[0], fields[19]  # fields 3 and 22 of proc(5)
+
+
+def _scoped(table: str, frame: pl.DataFrame, scope: Mapping[str, str]) -> pl.DataFrame:
+    """`frame` with the scope's values stamped where absent; refuses rows outside the scope."""
+    for column, value in scope.items():
+        _check_table_name(column)
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(value, pl.String).alias(column))
+            continue
+        outside = frame.filter(pl.col(column).ne_missing(pl.lit(value))).height
+        if outside:
+            raise WarehouseError(
+                f"{table}: {outside} rows have {column} other than {value!r} (the write's scope)"
+            )
+    return frame
 
 
 @dataclass(frozen=True)

@@ -588,3 +588,47 @@ def test_postgres_writer_lock_times_out(pg_url: str) -> None:
         con.rollback()
     wh.write_batch({"deal_scores": scores(["d1"], 0.9)}, as_of=AS_OF, run_id="r")
     assert wh.read("deal_scores")["win_probability"].to_list() == [0.9]
+
+
+def test_a_scoped_write_replaces_only_its_scope(wh: Warehouse) -> None:
+    """Two writers sharing a table and an as_of (e.g. two models' quality rows) never delete
+    each other's rows; a frame with rows outside its scope is refused."""
+
+    def rows(model: str, metrics: list[str]) -> pl.DataFrame:
+        return pl.DataFrame({"deal_id": [f"{model}-{m}" for m in metrics]}).with_columns(
+            win_probability=pl.lit(0.5),
+            health=pl.lit("green"),
+            health_reasons=pl.lit("[]"),
+            top_factors=pl.lit("[]"),
+        )
+
+    wh.write_batch(
+        {"deal_scores": rows("a", ["x", "y"])},
+        as_of=AS_OF,
+        run_id="r1",
+        scopes={"deal_scores": {"score_basis": "model"}},
+    )
+    wh.write_batch(
+        {"deal_scores": rows("b", ["x"])},
+        as_of=AS_OF,
+        run_id="r2",
+        scopes={"deal_scores": {"score_basis": "prior"}},
+    )
+    wh.write_batch(
+        {"deal_scores": rows("a", ["z"])},
+        as_of=AS_OF,
+        run_id="r3",
+        scopes={"deal_scores": {"score_basis": "model"}},
+    )
+    got = wh.read("deal_scores").sort("deal_id")
+    assert got["deal_id"].to_list() == ["a-z", "b-x"]
+    assert got["score_basis"].to_list() == ["model", "prior"]
+    mixed = rows("c", ["x"]).with_columns(score_basis=pl.lit("base_rate"))
+    with pytest.raises(WarehouseError, match="score_basis other than 'model'"):
+        wh.write_batch(
+            {"deal_scores": mixed},
+            as_of=AS_OF,
+            run_id="r4",
+            scopes={"deal_scores": {"score_basis": "model"}},
+        )
+    assert wh.read("deal_scores").height == 2
