@@ -2,7 +2,8 @@
 
 Run (2 cores):  .venv/bin/python benchmarks/bench_deal_win.py
                 [--part quality|null|honest|honest-null|score|train|all]
-                [--deals N] [--honest-deals N] [--threads T] [--score-deals N] [--train-deals N]
+                [--deals N] [--honest-deals N] [--world-seed S] [--threads T]
+                [--score-deals N] [--train-deals N]
                 [--set '{"label_horizon_days": 60}']
 
 Targets (issue "deal-win"):
@@ -15,7 +16,9 @@ Targets (issue "deal-win"):
   before), gate on skill, score the open deals (model, prior, or the base rate when the gate
   refuses) and compare with the world's truth (the planted time to close): mean probability
   of open deals within 20 % of their realised rate of "won within H days", and the reported
-  holdout Brier within 0.01 of the Brier realised on those deals;
+  holdout Brier within 0.01 of the Brier realised on those deals (with the chance spread of
+  one as_of's realised Brier that training reports, `brier_open_se`, and the difference in
+  units of it);
 - the real Maven export is `benchmarks/bench_deal_win_maven.py`;
 - score: scoring + SHAP reasons + health + pipeline forecast for 100,000 open deals < 60 s;
 - train: training on ~1,000,000 snapshots < 5 min. Peak memory (max RSS) is printed.
@@ -253,7 +256,7 @@ def training_speed(n_deals: int, settings: DealsSettings) -> dict[str, Any]:
 
 
 def honest(
-    n_deals: int, settings: DealsSettings, signal: bool, as_ofs: list[int]
+    n_deals: int, settings: DealsSettings, signal: bool, as_ofs: list[int], seed: int = 0
 ) -> dict[str, Any]:
     """Train at as_of, score the deals open then, and compare with what the world's truth says
     happened next (`final_closed_at`, `final_outcome`: the planted time to close): mean
@@ -263,7 +266,7 @@ def honest(
     from salesml.deals.jobs import skill_check
     from salesml.deals.scoring import priors_at
 
-    tables, truth = deals_world(n_deals=n_deals, days=730, seed=0, signal=signal)
+    tables, truth = deals_world(n_deals=n_deals, days=730, seed=seed, signal=signal)
     horizon = timedelta(days=settings.label_horizon_days)
     out: list[dict[str, Any]] = []
     for days_back in as_ofs:
@@ -310,9 +313,20 @@ def honest(
                 ),
                 "open_realised_auc": round(metrics.auc(y, p), 4),
                 "reported_minus_realised_brier": round(m["brier"] - metrics.brier(y, p), 4),
+                # the chance spread of one as_of's realised Brier, as training reports it
+                "reported_brier_open_se": round(m["brier_open_se"], 4),
+                "difference_in_se": round(
+                    (m["brier"] - metrics.brier(y, p)) / m["brier_open_se"], 2
+                ),
             }
         )
-    return {"deals": n_deals, "signal": signal, "horizon_days": horizon.days, "runs": out}
+    return {
+        "deals": n_deals,
+        "signal": signal,
+        "world_seed": seed,
+        "horizon_days": horizon.days,
+        "runs": out,
+    }
 
 
 def main() -> None:
@@ -330,6 +344,9 @@ def main() -> None:
         "--honest-deals", type=int, default=10_000, help="deals in the honest-probability worlds"
     )
     parser.add_argument(
+        "--world-seed", type=int, default=0, help="seed of the honest-probability worlds"
+    )
+    parser.add_argument(
         "--set", default="{}", help='DealsSettings overrides as JSON, e.g. {"num_leaves": 7}'
     )
     args = parser.parse_args()
@@ -343,7 +360,9 @@ def main() -> None:
     )
     for part in parts:
         if part in ("honest", "honest-null"):
-            out = honest(args.honest_deals, settings, part == "honest", [0, 60, 120])
+            out = honest(
+                args.honest_deals, settings, part == "honest", [0, 60, 120], args.world_seed
+            )
         elif part == "quality":
             out = quality(args.deals, settings)
         elif part == "null":

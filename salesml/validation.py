@@ -50,24 +50,15 @@ LATER_PREFIX = "later:"
 """`validate_tables` key prefix of rows that exist after as_of (`later:deals`: deal_id and
 created_at of deals created after it), read only to give rows pointing at them a true reason."""
 
-JOB_INPUTS: dict[str, tuple[str, ...]] = {
-    "deal-win": (
-        "deals",
-        "deal_stage_history",
-        "deal_close_date_history",
-        "activities",
-        "accounts",
-    ),
-    "demand": ("sales", "signals", "inventory"),
-}
+JOB_INPUTS: dict[str, tuple[str, ...]] = contract.JOB_INPUTS
 """The input tables each job reads; the first one is the one it needs (SPEC "What each job
 needs"), the others are optional and may be absent or empty (a CRM export without an activity
-log, a shop without inventory)."""
+log, a shop without inventory). Declared once, in `contract.JOB_INPUTS`."""
 
 JOB_REQUIRED: dict[str, str] = {job: names[0] for job, names in JOB_INPUTS.items()}
 """job -> the one table it cannot run without (deal-win: deals; demand: sales)."""
 
-NEEDED_BY_A_JOB: frozenset[str] = frozenset(JOB_REQUIRED.values())
+NEEDED_BY_A_JOB: frozenset[str] = contract.REQUIRED_INPUTS
 """Tables some job cannot run without: by default these must be present and have rows."""
 
 _ROW = "__row_nr"

@@ -141,3 +141,43 @@ def test_demand_only_validate_passes_without_deal_tables(tmp_path: Path) -> None
         run_cli(["validate", "deal-win", "--config", config, "--as-of", AS_OF])
     )
     assert line is not None and line.startswith("error: deals: required table not found")
+
+
+def _horizon(config: Path, days: int) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["deals"] = {"label_horizon_days": days}
+    config.write_text(yaml.safe_dump(data))
+
+
+def test_score_without_any_model_writes_the_base_rate_and_says_why(crm: Path) -> None:
+    """Issue 9: training refuses (history too short), so no model version exists; scoring
+    still gives every open deal the base rate known at as_of, with the reason."""
+    from salesml.config import Settings
+    from salesml.warehouse import Warehouse
+
+    _horizon(crm, 14)
+    refused = assert_one_line_or_ok(
+        run_cli(["train", "deal-win", "--config", crm, "--as-of", AS_OF])
+    )
+    assert refused is not None and refused.startswith("error: refusing to train deal-win")
+    result = run_cli(["score", "deals", "--config", crm, "--as-of", AS_OF])
+    assert assert_one_line_or_ok(result) is None
+    assert "no trained model: the last training run (2024-03-01) failed" in result.stdout
+    settings = Settings.model_validate(yaml.safe_load(crm.read_text()))
+    scores = Warehouse.from_settings(settings).read("deal_scores")
+    assert scores["deal_id"].to_list() == ["O2"]  # the one deal open at as_of
+    row = scores.row(0, named=True)
+    assert row["score_basis"] == "base_rate" and row["model_version"] is None
+    assert row["basis_reason"].startswith("no trained model: the last training run")
+    assert "refusing to train deal-win" in row["basis_reason"]
+    # the base rate of "won within 14 days" among the latest snapshots with full follow-up
+    assert 0 < row["win_probability"] < 1
+    assert row["health"] in ("red", "yellow", "green")
+
+
+def test_score_without_a_model_or_a_base_rate_refuses_in_one_line(crm: Path) -> None:
+    """No deal was open H = 60 days before as_of: not even a base rate is known."""
+    line = assert_one_line_or_ok(run_cli(["score", "deals", "--config", crm, "--as-of", AS_OF]))
+    assert line is not None
+    assert line.startswith(f"error: cannot score deals as of {AS_OF}T00:00:00+00:00: no trained")
+    assert "no base rate is known either" in line

@@ -16,6 +16,7 @@ trained after `as_of`.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,11 +26,13 @@ from typing import Any
 import polars as pl
 
 from salesml.config import Settings
+from salesml.deals.model import InsufficientDataError
 from salesml.jobrun import Executor, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
+from salesml.validation import JOB_INPUTS
 
 MODEL_NAME = "salesml-deal-win"
-INPUTS = ["deals", "deal_stage_history", "deal_close_date_history", "activities", "accounts"]
+INPUTS = list(JOB_INPUTS["deal-win"])
 BEHAVIOR_SAMPLE_ROWS = 20_000
 
 
@@ -64,7 +67,8 @@ class TrainReport:
             f"{self.model_name} v{self.model_version} ({self.event}) trained on "
             f"{self.snapshots} snapshots ({self.won_deals} deals with the event / "
             f"{self.lost_deals} without); honest holdout AUC {m.get('auc', nan):.3f}, Brier "
-            f"{m.get('brier', nan):.4f} (base rate {m.get('base_rate_brier', nan):.4f}, "
+            f"{m.get('brier', nan):.4f} (+/- {m.get('brier_open_se', nan):.4f} on the deals "
+            f"open at as_of; base rate {m.get('base_rate_brier', nan):.4f}, "
             f"logistic {m.get('logistic_brier', nan):.4f}), Brier skill "
             f"{m.get('brier_skill', nan):.3f} [{m.get('brier_skill_low', nan):.3f}, "
             f"{m.get('brier_skill_high', nan):.3f}]; {state}: {self.decision}"
@@ -308,11 +312,14 @@ def score(
 ) -> ScoreReport:
     """Give every deal open at `as_of` a probability of the event (won within H days): from
     the version that may serve it (`@champion` unless trained after `as_of`), the young-deal
-    prior for deals younger than `min_open_days`, or, when deal-win models were trained but
-    none passed the skill gate, the base rate known at as_of (`score_basis`). Writes
+    prior for deals younger than `min_open_days`, or, when no version passed the skill gate or
+    none exists at all (training refused or never ran), the base rate known at as_of
+    (`score_basis`, `basis_reason`; health from the rules that need no model). Refuses in one
+    line when not even the base rate is known (no deal open H days before as_of). Writes
     deal_scores, deal_score_factors and pipeline_forecast in one batch. No open deal to score
     while an earlier run wrote scores for this as_of: those are kept, and the run says so."""
     from salesml import tracking
+    from salesml.deals.features import learn_spec
     from salesml.deals.scoring import event_text, priors_at, score_open_deals
     from salesml.deals.training import with_lost_after
 
@@ -320,7 +327,9 @@ def score(
     with job_run(settings, flow="score_deals", as_of=as_of, executor=executor) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
-        loaded, reason = run.step("load champion", _load_or_base_rate, as_of, io=True)
+        loaded, reason = run.step(
+            "load champion", _load_or_base_rate, as_of, run.warehouse, io=True
+        )
         version = None if loaded is None else loaded.version
         mlflow_run_id = None if loaded is None else loaded.run_id
         run.model_version = version
@@ -331,6 +340,13 @@ def score(
         report(progress, "load inputs", 0.1)
         tables = with_lost_after(run.load(INPUTS), deals_settings)
         priors = run.step("priors", priors_at, tables["deals"], as_of, deals_settings)
+        if loaded is None:
+            _check_base_rate(priors.base_rate, as_of, deals_settings.label_horizon_days, reason)
+        health_spec = (
+            run.step("health features", learn_spec, tables, as_of, deals_settings)
+            if loaded is None
+            else None
+        )
         result = run.step(
             "score",
             score_open_deals,
@@ -341,6 +357,7 @@ def score(
             rules=deals_settings.rules,
             priors=priors,
             base_rate_reason=reason or "",
+            health_spec=health_spec,
             top_k=deals_settings.top_k,
             n_simulations=deals_settings.forecast_simulations,
             seed=deals_settings.seed,
@@ -352,8 +369,9 @@ def score(
             "deal_score_factors": with_lineage(result.factors, version, mlflow_run_id),  # type: ignore[arg-type]
             "pipeline_forecast": with_lineage(result.forecast, version, mlflow_run_id),  # type: ignore[arg-type]
         }
+        frames["model_quality"] = _realised_checks(run, tables)
         report(progress, "write", 0.9)
-        run.write(frames, main="deal_scores")
+        run.write(frames, main="deal_scores", scopes=_REALISED_SCOPE)
         bases = result.scores.group_by("score_basis").len().rows()
         health = result.scores.group_by("health").len().rows()
         report(progress, "done", 1.0)
@@ -373,10 +391,12 @@ def score(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _load_or_base_rate(as_of: datetime) -> tuple[Any, str | None]:
-    """(the version that may serve `as_of`, None), or (None, why the base rate is written)
-    when versions were trained but none has a champion (none passed the skill gate). With no
-    version at all, or only versions trained after as_of, it refuses as `load_for` does."""
+def _load_or_base_rate(as_of: datetime, warehouse: Any) -> tuple[Any, str | None]:
+    """(the version that may serve `as_of`, None), or (None, why the base rate is written):
+    when versions were trained but none has a champion (none passed the skill gate), or when
+    no version exists at all (training never ran, or refused, e.g. history too short; the
+    reason names the last failed training run). With versions trained only after as_of it
+    refuses as `load_for` does (`tracking.NoServableVersionError`): train one for that as_of."""
     from salesml import tracking
 
     try:
@@ -386,12 +406,78 @@ def _load_or_base_rate(as_of: datetime) -> tuple[Any, str | None]:
     except tracking.NoChampionError:
         versions = tracking.list_versions(MODEL_NAME)
         if not versions:
-            raise
+            return None, f"no trained model: {_why_no_model(warehouse)}; {BASE_RATE_WRITTEN}"
         return None, (
             f"no deal-win model with skill: none of the {len(versions)} trained versions passed "
             "the skill gate (Brier skill over the base rate and the logistic baseline on the "
-            "honest holdout); wrote the base rate known at as_of"
+            f"honest holdout); {BASE_RATE_WRITTEN}"
         )
+
+
+BASE_RATE_WRITTEN = "wrote the base rate known at as_of"
+
+
+def _why_no_model(warehouse: Any) -> str:
+    """Why no deal-win version exists, in words: the last failed training run's message, or
+    that training never ran."""
+    failed = warehouse.list_runs(flow="train_deal_win", status="failed", limit=1)
+    if failed.height == 0 or not failed["message"][0]:
+        return "no deal-win model was ever trained (`salesml train deal-win`)"
+    line = str(failed["message"][0]).splitlines()[0][:300]
+    return f"the last training run ({failed['as_of'][0]:%Y-%m-%d}) failed: {line}"
+
+
+def _check_base_rate(
+    base_rate: float, as_of: datetime, horizon_days: int, reason: str | None
+) -> None:
+    """Refuse (one line) to write base-rate scores when even the base rate is unknown at as_of:
+    no snapshot with full follow-up (a deal open at least H days before as_of) exists."""
+    if not math.isnan(base_rate):
+        return
+    why = (reason or "no deal-win model").removesuffix(f"; {BASE_RATE_WRITTEN}")
+    raise InsufficientDataError(
+        f"cannot score deals as of {as_of.isoformat()}: {why}, and no "
+        f"base rate is known either (no deal was open {horizon_days} days or more before as_of: "
+        "deals.label_horizon_days); score a later as_of or with a trained model"
+    )
+
+
+_REALISED_SCOPE = {"model_quality": {"model": "deal_win", "kind": "realised"}}
+
+
+def _realised_checks(run: Any, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """model_quality rows: the deal scores of earlier runs whose event is decided by now
+    (as_of - label horizon or earlier) against the outcomes known at as_of
+    (`quality.realised_deal_rows`)."""
+    from datetime import timedelta
+
+    from salesml import quality
+    from salesml.deals.scoring import priors_at
+
+    horizon = run.settings.deals.label_horizon_days
+    cutoff = run.as_of - timedelta(days=horizon)
+    scores = run.step(
+        "read earlier scores",
+        quality.read_matured,
+        run.warehouse,
+        "score_deals",
+        "deal_scores",
+        cutoff,
+        io=True,
+    )
+    if scores is None:
+        return quality.empty()
+    settings = run.settings.deals
+    return run.step(
+        "realised checks",
+        quality.realised_deal_rows,
+        scores,
+        tables["deals"],
+        run.as_of,
+        horizon,
+        run.run_id,
+        base_rate=lambda at: priors_at(tables["deals"], at, settings).base_rate,
+    )
 
 
 def backtest(
@@ -402,6 +488,7 @@ def backtest(
     executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the deal-win model and its baselines (JSON-serialisable)."""
+    from salesml import quality
     from salesml.deals.evaluation import backtest_deal_win, summarize
 
     with job_run(
@@ -424,5 +511,7 @@ def backtest(
         )
         summary = summarize(result, as_of)
         summary["run_id"] = run.run_id
+        rows = quality.backtest_rows(summary, quality.DEAL_WIN, run.run_id)
+        run.write({"model_quality": rows}, scopes=quality.scope(quality.DEAL_WIN, "backtest"))
         return summary
     raise AssertionError("unreachable")  # pragma: no cover

@@ -24,7 +24,7 @@ import polars as pl
 
 from salesml import explain
 from salesml.config import DealHealthRules, DealsSettings, HealthBands
-from salesml.deals.features import build_features, feature_labels
+from salesml.deals.features import FeatureSpec, build_features, feature_labels
 from salesml.deals.health import json_array, rate_health
 from salesml.deals.model import DealWinModel
 from salesml.deals.pipeline_forecast import pipeline_forecast
@@ -107,6 +107,7 @@ def score_open_deals(
     rules: DealHealthRules,
     priors: Priors | None = None,
     base_rate_reason: str = "no deal-win model with skill serves this as_of",
+    health_spec: FeatureSpec | None = None,
     top_k: int = 5,
     n_simulations: int = 1000,
     seed: int = 42,
@@ -116,6 +117,9 @@ def score_open_deals(
     """Score every deal open at `as_of` (see module docstring); `model` None = base rate.
 
     `priors` default: computed from `tables` with the default settings and `min_open_days`.
+    `health_spec` (used when `model` is None, e.g. `features.learn_spec` at as_of): the feature
+    set whose stage, age, close-date and activity columns feed the health rules of base-rate
+    rows, so the rules that need no model still fire; None: those rows get the band only.
     Deals in `tables` are taken as given (apply `deals.lost_after_days` before calling)."""
     report(progress, "open deals", 0.0)
     if priors is None:
@@ -144,10 +148,11 @@ def score_open_deals(
         )
     modelled, factor_rows = _model_scores(model, to_model, tables, top_k, progress)
     attributes = tables["deals"].select("deal_id", "region", "amount", "expected_close_at")
+    spec = model.feature_spec if model is not None else health_spec
     plain = (
-        others.join(attributes, on="deal_id", how="left")
+        _health_inputs(others, tables, spec if model is None else None)
+        .join(attributes, on="deal_id", how="left")
         .with_columns(
-            *(pl.lit(None, dtype).alias(name) for name, dtype in HEALTH_INPUTS.items()),
             pl.lit(None, pl.Float64).alias("raw_score"),
             pl.lit(None, pl.String).alias("top_factors"),
         )
@@ -155,7 +160,6 @@ def score_open_deals(
     )
     scored = pl.concat([modelled, plain], how="diagonal_relaxed")
     bands = HealthBands(**((model.health_bands if model is not None else None) or {}))
-    spec = model.feature_spec if model is not None else None
     rated = rate_health(scored, bands, rules, activity_log=spec is None or spec.uses_activities)
     scores = (
         rated.with_columns(
@@ -177,6 +181,26 @@ def score_open_deals(
     )
     report(progress, "scored", 1.0)
     return ScoreResult(scores=scores, factors=factor_rows, forecast=forecast)
+
+
+def _health_inputs(
+    rows: pl.DataFrame, tables: dict[str, pl.DataFrame], spec: FeatureSpec | None
+) -> pl.DataFrame:
+    """`rows` plus the HEALTH_INPUTS columns at their snapshot_at: from `spec`'s features
+    (point in time, as for model rows), or null (no rule fires) without a spec."""
+    if spec is None or rows.height == 0:
+        return rows.with_columns(
+            *(pl.lit(None, dtype).alias(name) for name, dtype in HEALTH_INPUTS.items())
+        )
+    features = build_features(rows.select("deal_id", "snapshot_at"), tables, spec)
+    health = features.select(
+        "deal_id",
+        *(
+            (pl.col(name) if name in features.columns else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in HEALTH_INPUTS.items()
+        ),
+    )
+    return rows.join(health, on="deal_id", how="left")
 
 
 def _model_scores(

@@ -41,7 +41,7 @@ from salesml.deals.model import (
     deal_folds,
     fit_calibrator,
 )
-from salesml.deals.snapshots import apply_lost_after, labelled_snapshots
+from salesml.deals.snapshots import apply_lost_after, labelled_snapshots, open_deals
 from salesml.progress import Progress, report
 from salesml.timeutil import DATETIME
 
@@ -186,6 +186,7 @@ def fit_deal_win(
     scores["base_rate"] = float(y.mean())
     scores["rows"] = float(holdout.height)
     scores["mean_probability"] = float(p.mean())
+    scores |= open_deal_noise(holdout, p, tables["deals"], as_of, settings.min_open_days)
     scores |= skill_metrics(
         model,
         features.filter(~is_holdout),
@@ -207,6 +208,33 @@ def fit_deal_win(
         lost_deals=lost,
         leakage_allowed=dict(screen.allowed),
     )
+
+
+def open_deal_noise(
+    holdout: pl.DataFrame, p: np.ndarray, deals: pl.DataFrame, as_of: datetime, min_open_days: float
+) -> dict[str, float]:
+    """How far the Brier realised on the deals scored at `as_of` may stray from the reported
+    holdout Brier by chance alone (`brier_open_se`, known at as_of): those deals are one
+    cross-section of a few thousand, so their Brier is one draw with variance about
+    var(squared error over the holdout rows) / (deals the model scores at as_of), and the
+    holdout Brier is an estimate too (its variance clustered by deal, as a deal's weekly
+    snapshots share one outcome). The standard error of the difference is the root of the sum.
+    A difference of 0.01 is then expected now and then when this is near 0.005."""
+    n_open = open_deals(deals, as_of, min_open_days).filter(~pl.col("young")).height
+    y = holdout.get_column("label").to_numpy().astype(np.float64)
+    error = (p - y) ** 2
+    if error.size < 2:
+        return {"open_deals": float(n_open), "brier_open_se": math.nan}
+    by_deal = (
+        pl.DataFrame({"deal_id": holdout.get_column("deal_id"), "e": error - error.mean()})
+        .group_by("deal_id")
+        .agg(pl.col("e").sum())
+        .get_column("e")
+        .to_numpy()
+    )
+    holdout_var = float((by_deal**2).sum()) / error.size**2
+    open_var = float(np.var(error, ddof=1)) / max(n_open, 1)
+    return {"open_deals": float(n_open), "brier_open_se": math.sqrt(open_var + holdout_var)}
 
 
 def cross_fit(method: Calibration, raw: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:

@@ -72,6 +72,34 @@ def test_calibrator_is_fitted_on_the_holdout_the_booster_never_saw(
     assert trained.metrics["rows"] == len(labels)
 
 
+def test_reported_brier_comes_with_the_chance_spread_of_one_as_ofs_open_deals(
+    trained: TrainingResult, small_world: dict[str, pl.DataFrame]
+) -> None:
+    """The realised Brier of one as_of's open deals is one draw: training reports its standard
+    error around the holdout Brier from what is known at as_of (open deals, holdout spread)."""
+    from salesml.deals.snapshots import deals_known_at
+    from salesml.deals.training import open_deal_noise
+
+    m = trained.metrics
+    known = deals_known_at(small_world["deals"], AS_OF)
+    assert m["open_deals"] == known.filter(pl.col("closed_at").is_null()).height > 0
+    error = (trained.holdout["win_probability"] - trained.holdout["label"]) ** 2
+    one_cross_section = float(error.std()) / np.sqrt(m["open_deals"])  # type: ignore[arg-type]
+    assert one_cross_section < m["brier_open_se"] < 3 * one_cross_section
+    # four times the open deals at as_of: only the holdout's own uncertainty is left larger
+    wider = open_deal_noise(
+        trained.holdout,
+        trained.holdout["win_probability"].to_numpy(),
+        pl.concat([small_world["deals"]] * 4).with_columns(
+            pl.col("deal_id") + pl.int_range(pl.len()).cast(pl.String)
+        ),
+        AS_OF,
+        0.0,
+    )
+    assert wider["open_deals"] == 4 * m["open_deals"]
+    assert wider["brier_open_se"] < m["brier_open_se"]
+
+
 def test_platt_calibration_is_supported(trained: TrainingResult) -> None:
     settings = fast_deal_settings(calibration="platt")
     model = make_model(trained.spec, settings).fit(

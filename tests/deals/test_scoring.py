@@ -63,6 +63,39 @@ def test_without_a_model_every_open_deal_gets_the_base_rate(
     assert scores["basis_reason"].unique().to_list() == ["no skill"]
     assert scores["win_probability"].unique().to_list() == [priors.base_rate]
     assert 0 < priors.base_rate < 1
+    # without a feature set only the probability band rates health: no rule reasons
+    assert (scores["health_reasons"].str.json_decode(pl.List(pl.String)).list.len() <= 1).all()
+
+
+def test_base_rate_rows_get_the_health_rules_that_need_no_model(
+    small_world: dict[str, pl.DataFrame], fast_settings: DealsSettings, trained: TrainingResult
+) -> None:
+    """Issue 9: with no model, stage, age, close-date and activity rules still rate health,
+    from the features at as_of (point in time), exactly as they do for model rows."""
+    priors = priors_at(small_world["deals"], AS_OF, fast_settings)
+    common = {"min_open_days": 2.0, "rules": fast_settings.rules, "priors": priors}
+    plain = score_open_deals(None, small_world, AS_OF, health_spec=trained.spec, **common)
+    modelled = score_open_deals(trained.model, small_world, AS_OF, **common).scores
+    scores = plain.scores
+    assert scores["score_basis"].unique().to_list() == ["base_rate"]
+    rules = (
+        scores["health_reasons"]
+        .str.json_decode(pl.List(pl.String))
+        .list.eval(pl.element().filter(~pl.element().str.starts_with("win probability")))
+    )
+    fired = rules.list.len() > 0
+    assert 0 < fired.sum() < scores.height
+    both = scores.with_columns(rules.alias("r")).join(
+        modelled.filter(pl.col("score_basis") == "model").select(
+            "deal_id",
+            pl.col("health_reasons")
+            .str.json_decode(pl.List(pl.String))
+            .list.eval(pl.element().filter(~pl.element().str.starts_with("win probability")))
+            .alias("m"),
+        ),
+        on="deal_id",
+    )
+    assert both.height > 0 and (both["r"] == both["m"]).all()
 
 
 def test_top_factors_are_the_largest_shap_values_in_log_odds(
