@@ -71,14 +71,21 @@ def train_demand(config: str | None = None, as_of: str | None = None) -> dict[st
 
 
 @flow(name="forecast-demand")
-def forecast_demand(config: str | None = None, as_of: str | None = None) -> dict[str, Any]:
-    """Every bucket: forecast demand, drivers and SKU health (fans out on Dask if configured)."""
-    from salesml.demand import jobs
+def forecast_demand(
+    config: str | None = None,
+    as_of: str | None = None,
+    scenario: str | None = None,
+    weights: list[str] | None = None,
+) -> dict[str, Any]:
+    """Every bucket: forecast demand, drivers and SKU health (fans out on Dask if configured).
+    With `scenario` and `weights` (SIGNAL[@REGION]=WEIGHT): a what-if beside the baseline."""
+    from salesml.demand import adjust, jobs
 
     settings = load_settings(config)
     when = resolve_bucket_as_of(as_of, settings)
+    what_if = adjust.from_options(scenario, weights, settings.demand)
     with use_executor(prefect_executor(settings)):
-        outcome = jobs.forecast(settings, when, progress=log_progress())
+        outcome = jobs.forecast(settings, when, progress=log_progress(), scenario=what_if)
     summary = summarize("forecast_demand", outcome, settings)
     publish(summary)
     return summary

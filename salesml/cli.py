@@ -377,14 +377,37 @@ def score_deals(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
 
 
 @forecast_app.command("demand")
-def forecast_demand(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
+def forecast_demand(
+    config: ConfigOpt = None,
+    as_of: AsOfOpt = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="What-if name: its rows go to demand_forecast next to the baseline "
+            "(scenario column), never over it; needs --set."
+        ),
+    ] = None,
+    set_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="SIGNAL=W|SIGNAL@REGION=W",
+            help="A what-if weight (repeatable), e.g. promotion=1.5 or price@north=0.9: "
+            "multiplies expected units where the signal is active.",
+        ),
+    ] = None,
+) -> None:
     """Forecast every series' 4-hour buckets ahead with P10/P50/P90, drivers and SKU health."""
-    from salesml.demand import jobs
+    from salesml.demand import adjust, jobs
 
     settings = _settings(config)
+    try:
+        what_if = adjust.from_options(scenario, set_weight, settings.demand)
+    except adjust.ScenarioError as exc:
+        _fail(str(exc), 2)
     when = _as_of(as_of, settings)
     with _progress_bar("forecast demand") as progress:
-        report = jobs.forecast(settings, when, progress=progress)
+        report = jobs.forecast(settings, when, progress=progress, scenario=what_if)
     _emit(_as_dict(report), as_json=False)
 
 

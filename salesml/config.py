@@ -190,7 +190,13 @@ class DealsSettings(_Section):
     )
     min_won: int = Field(200, ge=1, description="Refuse to train below this many won deals")
     min_lost: int = Field(200, ge=1, description="Refuse to train below this many lost deals")
-    min_open_days: float = Field(2.0, ge=0, description="Do not score deals younger than this")
+    min_open_days: float = Field(
+        0.0,
+        ge=0,
+        description="Deals younger than this get the young-deal prior instead of a model score "
+        "(and are left out of training snapshots); 0: the model scores every open deal, so the "
+        "honest holdout covers every deal it scores",
+    )
     prior_strength: float = Field(
         10.0, gt=0, description="Pseudo-count for smoothed account/rep win rates"
     )
@@ -300,7 +306,9 @@ class DemandSettings(_Section):
     )
     signal_weights: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="Per signal, per region multiplier a planner sets (logged with the run)",
+        description="Per signal, per region ('*' or 'all': every region) multiplier of "
+        "expected units in open cells where the signal is active (value present and not 0), "
+        "applied after the model; logged per run (README, 'Planner levers')",
     )
     explain_hours_ahead: int = Field(
         24, ge=0, description="Drivers (SHAP) for every series' buckets in the next N hours"
@@ -346,6 +354,30 @@ class DemandSettings(_Section):
     )
     holidays: list[date] = Field(
         default_factory=list, description="Local dates flagged as holidays (feature is_holiday)"
+    )
+    holiday_country: str | None = Field(
+        None,
+        description="ISO country code (e.g. 'US') whose public holidays (the offline `holidays` "
+        "package) are flagged too, union-ed with `holidays`",
+    )
+    holiday_subdivision: str | None = Field(
+        None, description="State / province code within `holiday_country` (e.g. 'NY')"
+    )
+    censor_stockouts: bool = Field(
+        True,
+        description="With an inventory table: a bucket that started with on_hand <= 0, had no "
+        "restock inside and sold nothing is missing, not zero demand",
+    )
+    cold_start_min_days: int = Field(
+        0,
+        ge=0,
+        description="A series with stock but no sale, or whose first sale is fewer than this "
+        "many days before as_of, is forecast from similar series (basis 'cold_start'); 0: only "
+        "the former (measured: the model beats the rule from one day of sales on)",
+    )
+    category_column: str | None = Field(
+        None,
+        description="Optional sales column grouping SKUs (e.g. 'category'), used for cold starts",
     )
     # --- features
     recent_lags: int = Field(3, ge=1, description="Lags of the last buckets before the origin")
@@ -398,10 +430,33 @@ class DemandSettings(_Section):
     interval_coverage: float = Field(
         0.8, gt=0, lt=1, description="Target share of actuals inside [P10, P90]"
     )
+    gate_requires_baseline: bool = Field(
+        False,
+        description="Refuse a candidate whose held-out scaled pinball loss (mean over P10/P50/"
+        "P90 / mean actual) is worse than the 8-week same-bucket median's. Off by default: the "
+        "comparison is always logged, but demand has no fallback forecast when no model passes",
+    )
     interval_strata: list[float] = Field(
         default_factory=lambda: [0.5, 2.0],
         description="Edges (units per bucket) of the expected-demand strata in which P10/P90 "
         "are calibrated and coverage is reported: < 0.5, 0.5-2, >= 2 by default",
+    )
+    interval_bins: list[float] = Field(
+        default_factory=lambda: [0.35],
+        description="Extra edges (units per bucket) that split the strata into finer "
+        "calibration bins: with 0.35, cells with a 30-40 % chance of a sale get [0, 1]",
+    )
+    interval_min_rows: int = Field(
+        200,
+        ge=0,
+        description="A calibration bin with fewer held-out rows borrows the rows nearest in "
+        "expected demand up to this many",
+    )
+    interval_event_ratio: float = Field(
+        2.0,
+        ge=0,
+        description="Held-out days whose total sold is over this many times (or under 1/this) "
+        "the forecast total are events left out of the interval calibration; <= 1: none",
     )
     median_model: bool = Field(
         True,
@@ -436,6 +491,24 @@ class DemandSettings(_Section):
         edges = self.interval_strata
         if not edges or any(e <= 0 for e in edges) or sorted(set(edges)) != list(edges):
             raise ValueError("demand.interval_strata must be increasing positive numbers")
+        if any(e <= 0 for e in self.interval_bins):
+            raise ValueError("demand.interval_bins must be positive numbers")
+        return self
+
+    @model_validator(mode="after")
+    def _known_holiday_calendar(self) -> DemandSettings:
+        if self.holiday_country is None:
+            if self.holiday_subdivision is not None:
+                raise ValueError("demand.holiday_subdivision needs demand.holiday_country")
+            return self
+        import holidays
+
+        try:
+            holidays.country_holidays(self.holiday_country, subdiv=self.holiday_subdivision)
+        except NotImplementedError as exc:  # unknown country or subdivision
+            raise ValueError(
+                f"demand.holiday_country / holiday_subdivision: {str(exc).splitlines()[0]}"
+            ) from None
         return self
 
 

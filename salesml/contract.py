@@ -32,8 +32,11 @@ from salesml.timeutil import DATETIME
 
 OUTCOMES = ("won", "lost")
 HEALTH_VALUES = ("red", "yellow", "green")
+DEMAND_AGG_LEVELS = ("sku_day", "sku_week", "customer_day", "region_day", "total_bucket")
 SCORE_BASES = ("model", "prior", "base_rate")
+FORECAST_BASES = ("model", "cold_start")
 RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
+QUALITY_KINDS = ("backtest", "realised")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class ColumnSpec:
     checks: tuple[pa.Check, ...] = field(default_factory=tuple)
     description: str = ""
     label: bool = False
+    backfill: str | None = None
+    """For a key column added after tables were written: the value older rows get when the
+    warehouse rebuilds such a table with the new key (`Warehouse`, key migration)."""
 
 
 def _col(
@@ -237,7 +243,24 @@ _INPUTS: dict[str, dict[str, ColumnSpec]] = {
     },
 }
 
-REQUIRED_INPUTS: frozenset[str] = frozenset({"deals", "activities", "accounts", "sales"})
+JOB_INPUTS: dict[str, tuple[str, ...]] = {
+    "deal-win": (
+        "deals",
+        "deal_stage_history",
+        "deal_close_date_history",
+        "activities",
+        "accounts",
+    ),
+    "demand": ("sales", "signals", "inventory"),
+}
+"""The input tables each job reads; the first one is the one it needs (SPEC "What each job
+needs"), the others are optional and may be absent or empty (a CRM export without an activity
+log, a shop without inventory). The one declaration: `validation.JOB_INPUTS`, the jobs'
+`INPUTS` and `REQUIRED_INPUTS` are this (declared here, not in validation, because validation
+imports this module)."""
+
+REQUIRED_INPUTS: frozenset[str] = frozenset(names[0] for names in JOB_INPUTS.values())
+"""Tables some job cannot run without (deals, sales); every other input table is optional."""
 OPTIONAL_INPUTS: frozenset[str] = frozenset(_INPUTS) - REQUIRED_INPUTS
 
 # Validation order: deals first so tables that point at deals are checked against valid deals.
@@ -359,6 +382,13 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "customer_id": _key(_STR),
         "sku": _key(_STR),
         "bucket_start": _key(DATETIME, "start of the bucket, aligned to midnight in timezone"),
+        "scenario": ColumnSpec(
+            _STR,
+            nullable=False,
+            required=False,  # stamped by the warehouse's scoped write; a key column
+            description="'baseline' (the normal run) or a what-if's name (`--scenario`)",
+            backfill="baseline",  # rows written before scenarios existed
+        ),
         "horizon": _col(_I64, nullable=False, checks=(_rank(),), description="buckets ahead"),
         "p10": _col(_F64, nullable=False, description="whole units; P10 <= expected"),
         "p50": _col(_F64, nullable=False, description="whole-unit median"),
@@ -366,6 +396,28 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "expected": _col(
             _F64, required=False, description="mean demand (P50 is the median; sum means)"
         ),
+        "basis": _col(
+            _STR,
+            required=False,
+            checks=(_one_of(FORECAST_BASES),),
+            description="'model', or 'cold_start' (too little history: from similar series); "
+            "null on rows written before it existed",
+        ),
+    },
+    "demand_forecast_agg": {
+        **_lineage(),
+        "level": _col(_STR, nullable=False, checks=(_one_of(DEMAND_AGG_LEVELS),)),
+        "key": _key(_STR, "the sku, customer_id or region ('unknown' if none); 'all' for total"),
+        "period_start": _key(
+            DATETIME, "local start of the bucket, day or ISO week (Monday) in timezone"
+        ),
+        "buckets": _col(
+            _I64, checks=(_rank(),), description="forecast buckets summed (partial first/last)"
+        ),
+        "expected": _col(_F64, nullable=False, description="sum of the cell means (coherent)"),
+        "p10": _col(_F64, nullable=False, checks=(_non_negative(),), description="whole units"),
+        "p50": _col(_F64, nullable=False, description="whole-unit median"),
+        "p90": _col(_F64, nullable=False, description="whole units"),
     },
     "demand_forecast_factors": {
         **_lineage(),
@@ -396,6 +448,28 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
             _F64, description="average SHAP contribution of one such activity to win probability"
         ),
     },
+    "model_quality": {
+        "as_of": _col(DATETIME, nullable=False, required=False, description="stamped on write"),
+        "run_id": _key(_STR, "the warehouse run that measured it"),
+        "model": _key(_STR, "deal_win or demand"),
+        "origin": _key(
+            DATETIME,
+            "backtest: the origin the model was fitted at; realised: the as_of of the scores "
+            "or forecasts checked",
+        ),
+        "level": _key(_STR, "what was scored: deals, bottom (cells), or an aggregate level"),
+        "metric": _key(_STR, "e.g. brier, auc, wape, pinball_p50, coverage_p10_p90"),
+        "kind": _col(
+            _STR,
+            nullable=False,
+            checks=(_one_of(QUALITY_KINDS),),
+            description="backtest (rolling origin) or realised (the past against what happened)",
+        ),
+        "value": _col(_F64, description="the model's value; null when undefined (one class)"),
+        "baseline": _col(_STR, description="name of the strongest trivial baseline compared"),
+        "baseline_value": _col(_F64, description="the baseline's value on the same rows"),
+        "rows": _col(_I64, description="rows (snapshots, deals or cells) behind the value"),
+    },
     "quarantine": {
         "run_id": _col(_STR, nullable=False, required=False, description="stamped on write"),
         "as_of": _col(DATETIME, required=False, description="the run's as_of, stamped on write"),
@@ -422,10 +496,12 @@ OUTPUT_KEYS: dict[str, list[str]] = {
     "deal_scores": ["as_of", "deal_id"],
     "deal_score_factors": ["as_of", "deal_id", "rank"],
     "pipeline_forecast": ["as_of", "period", "region"],
-    "demand_forecast": ["as_of", "customer_id", "sku", "bucket_start"],
+    "demand_forecast": ["as_of", "scenario", "customer_id", "sku", "bucket_start"],
+    "demand_forecast_agg": ["as_of", "level", "key", "period_start"],
     "demand_forecast_factors": ["as_of", "customer_id", "sku", "bucket_start", "rank"],
     "sku_health": ["as_of", "customer_id", "sku"],
     "behavior_value": ["as_of", "activity_type", "contact_role"],
+    "model_quality": ["run_id", "model", "origin", "level", "metric"],
     "quarantine": [],
     "runs": ["run_id"],
 }
@@ -434,6 +510,7 @@ _DATAFRAME_CHECKS: dict[str, list[pa.Check]] = {
     "deal_scores": [SCORED_OR_REASON],
     "pipeline_forecast": [QUANTILES_ORDERED],
     "demand_forecast": [QUANTILES_ORDERED],
+    "demand_forecast_agg": [QUANTILES_ORDERED],
 }
 
 
@@ -515,6 +592,16 @@ def output_columns(table: str) -> dict[str, ColumnSpec]:
 def input_dtypes(table: str) -> dict[str, pl.DataType]:
     """Canonical polars dtypes of input `table` (every declared column, optional ones too)."""
     return {name: spec.dtype for name, spec in input_columns(table).items()}
+
+
+def key_backfills(table: str) -> dict[str, str]:
+    """Key columns of an output table that older tables may lack, with their backfill value."""
+    columns = _OUTPUTS.get(table, {})
+    return {
+        name: spec.backfill
+        for name in OUTPUT_KEYS.get(table, [])
+        if (spec := columns.get(name)) is not None and spec.backfill is not None
+    }
 
 
 def output_dtypes(table: str) -> dict[str, pl.DataType]:

@@ -136,6 +136,36 @@ class SkillCheck:
 
 
 @dataclass(frozen=True)
+class BaselineCheck:
+    """A candidate's loss next to a trivial baseline's on the same held-out rows (lower is
+    better; demand: scaled pinball loss vs the 8-week same-bucket median). With `required`
+    False the comparison is reported in the decision but never blocks it."""
+
+    metric: str
+    value: float
+    baseline: str
+    baseline_value: float
+    required: bool = False
+
+    def verdict(self) -> tuple[bool, str]:
+        """(passes?, one line): value <= baseline_value; NaN fails; always passes when not
+        required (the line then says so)."""
+        beats = self.value <= self.baseline_value  # False when either is NaN
+        text = f"{self.metric} {self.value:.4f} vs {self.baseline} {self.baseline_value:.4f}"
+        if beats:
+            return True, f"beats {self.baseline}: {text}"
+        if not self.required:
+            return True, f"does not beat {self.baseline} (reported, not required): {text}"
+        return False, f"no skill over {self.baseline}: {text}"
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            self.metric: _json_float(self.value),
+            f"{self.baseline}_{self.metric}": _json_float(self.baseline_value),
+        }
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     """What `promote_if_better` decided and why (also written to the candidate run's tags)."""
 
@@ -149,7 +179,7 @@ class PromotionDecision:
     champion_version: str | None
     higher_is_better: bool
     passed_gate: bool = False  # eligible to serve as_ofs before a newer champion's
-    skill: SkillCheck | None = None
+    skill: SkillCheck | BaselineCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -288,9 +318,14 @@ def _check_sqlite_file(db: Path) -> None:
 
 
 def _configure(settings: Settings, uri: str) -> str:
+    import logging
+
     mlflow = import_mlflow()
     from mlflow.exceptions import MlflowException
 
+    # a new SQLite store logs "Creating initial MLflow database tables..." at INFO to stderr,
+    # which breaks the CLI's one-line promise for a failure right after it
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()
@@ -492,7 +527,7 @@ def promote_if_better(
     higher_is_better: bool = True,
     champion_version: str | None = None,
     as_of: datetime | None = None,
-    skill: SkillCheck | None = None,
+    skill: SkillCheck | BaselineCheck | None = None,
 ) -> PromotionDecision:
     """Gate `candidate` and move `@champion` to it when it passed and may replace the champion;
     log the decision on the candidate run and version.
@@ -595,7 +630,7 @@ def decide(
     candidate_value: float,
     champion_value: float | None,
     higher_is_better: bool = True,
-    skill: SkillCheck | None = None,
+    skill: SkillCheck | BaselineCheck | None = None,
 ) -> tuple[bool, str]:
     """The promotion rule (pure): (promote?, reason in one line).
 

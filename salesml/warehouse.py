@@ -555,6 +555,9 @@ class Warehouse:
         declared = {c: d for c, d in _declared_dtypes(table).items() if c not in schema}
         schema = pl.Schema({**schema, **declared})
         existing = catalog.columns.get(table)
+        if existing is not None and key and any(k not in existing for k in key):
+            self._rekey(session, catalog, table, schema, key)
+            existing = catalog.columns[table]
         if existing is None:
             columns = [f"{_q(c)} {_sql_type(table, c, d)}" for c, d in schema.items()]
             if key:
@@ -581,6 +584,50 @@ class Warehouse:
             session.unstage()
             recorded.update(new)
         return dict(recorded)
+
+    def _rekey(
+        self,
+        session: _Session,
+        catalog: _Catalog,
+        table: str,
+        schema: pl.Schema,
+        key: list[str],
+    ) -> None:
+        """Rebuild `table` whose key lacks columns the contract added since it was written
+        (e.g. demand_forecast's `scenario`): copy, recreate with the contract's key, put the
+        rows back with each new key column at its backfill value, in the open transaction
+        (a failure leaves the old table). A new key column without a backfill is refused."""
+        fills = _contract().key_backfills(table)
+        existing = catalog.columns[table]
+        added = [k for k in key if k not in existing]
+        missing = [k for k in added if k not in fills]
+        if missing:
+            raise WarehouseError(
+                f"{table}: the stored table's key lacks {missing}, and no value is known for "
+                "its older rows; move the table aside and run again"
+            )
+        copy = f"{table}__salesml_rekey"
+        session.execute(f"CREATE TABLE {_q(copy)} AS SELECT * FROM {_q(table)}")
+        session.execute(f"DROP TABLE {_q(table)}")
+        columns = {c: schema[c] for c in schema if c not in existing}
+        recorded = catalog.dtypes.get(table, {})
+        old = [
+            f"{_q(c)} {_sql_type(table, c, recorded.get(c, schema.get(c, pl.String())))}"
+            for c in existing
+        ]
+        new = [f"{_q(c)} {_sql_type(table, c, d)}" for c, d in columns.items() if c in added]
+        session.execute(
+            f"CREATE TABLE {_q(table)} ({', '.join(old + new)}, "
+            f"PRIMARY KEY ({', '.join(_q(k) for k in key)}))"
+        )
+        names = ", ".join(_q(c) for c in [*existing, *added])
+        values = ", ".join([*(_q(c) for c in existing), *(f"${i + 1}" for i in range(len(added)))])
+        session.execute(
+            f"INSERT INTO {_q(table)} ({names}) SELECT {values} FROM {_q(copy)}",
+            [fills[k] for k in added],
+        )
+        session.execute(f"DROP TABLE {_q(copy)}")
+        catalog.columns[table] = [*existing, *added]
 
 
 @dataclass

@@ -632,3 +632,52 @@ def test_a_scoped_write_replaces_only_its_scope(wh: Warehouse) -> None:
             scopes={"deal_scores": {"score_basis": "model"}},
         )
     assert wh.read("deal_scores").height == 2
+
+
+def test_a_table_written_before_a_key_column_existed_is_rekeyed(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """demand_forecast gained `scenario` in its key: a warehouse written before keeps its rows
+    (backfilled 'baseline'), and scenario rows then sit next to them without overwriting."""
+    from salesml import contract
+
+    def forecast(p50: float, as_of: datetime) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "customer_id": ["c1", "c2"],
+                "sku": ["a", "a"],
+                "bucket_start": [as_of, as_of],
+                "horizon": [1, 1],
+                "p10": [0.0, 0.0],
+                "p50": [p50, p50],
+                "p90": [9.0, 9.0],
+            },
+            schema_overrides={"bucket_start": pl.Datetime("us", "UTC")},
+        )
+
+    old_columns = {k: v for k, v in contract._OUTPUTS["demand_forecast"].items() if k != "scenario"}
+    monkeypatch.setitem(contract._OUTPUTS, "demand_forecast", old_columns)
+    monkeypatch.setitem(
+        contract.OUTPUT_KEYS, "demand_forecast", ["as_of", "customer_id", "sku", "bucket_start"]
+    )
+    wh.write_batch({"demand_forecast": forecast(1.0, AS_OF)}, as_of=AS_OF, run_id="old")
+    wh.write_batch({"demand_forecast": forecast(2.0, LATER)}, as_of=LATER, run_id="old2")
+    monkeypatch.undo()
+
+    scope = {"demand_forecast": {"scenario": "push"}}
+    wh.write_batch({"demand_forecast": forecast(5.0, AS_OF)}, as_of=AS_OF, run_id="s", scopes=scope)
+    rows = wh.read("demand_forecast")
+    by = (
+        rows.group_by("as_of", "scenario")
+        .agg(pl.col("p50").max(), pl.len())
+        .sort("as_of", "scenario")
+    )
+    assert by.select("scenario", "p50", "len").rows() == [
+        ("baseline", 1.0, 2),
+        ("push", 5.0, 2),
+        ("baseline", 2.0, 2),
+    ]
+    base = {"demand_forecast": {"scenario": "baseline"}}
+    wh.write_batch({"demand_forecast": forecast(3.0, AS_OF)}, as_of=AS_OF, run_id="b", scopes=base)
+    now = wh.read("demand_forecast", as_of=AS_OF).sort("scenario")
+    assert now.select("scenario", "p50").unique().rows() == [("baseline", 3.0), ("push", 5.0)]

@@ -15,6 +15,12 @@ cells with a sale. Baselines (WAPE, MASE, bias, pinball at 0.5), honest ones fir
 8-week same-bucket median, seasonal naive, the 4-week same-bucket mean, ETS. On intermittent
 data a point forecast that loses to zero has no skill at the bottom level, whatever it gains
 over mean-type baselines.
+
+Aggregate levels (`score_levels`, keys `agg_<level>_*`, nested under `levels` in `summary`): all
+rows of an origin summed to sku_day, sku_week, customer_day, region_day and total_bucket
+(`salesml.demand.aggregate`); WAPE / bias of the summed mean, P10-P90 coverage of the aggregate
+interval, next to the same baselines summed bottom-up (for seasonal naive and the 4-week mean
+that is exactly the level's own baseline).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import polars as pl
 from salesml import backtest as shared_backtest
 from salesml import metrics
 from salesml.config import Settings
-from salesml.demand import baselines, buckets
+from salesml.demand import aggregate, baselines, buckets
 from salesml.demand.features import build_history
 from salesml.demand.pipeline import fit, forecast, point_metrics
 from salesml.progress import Progress, report
@@ -62,11 +68,13 @@ def evaluate_origin(
     origin_at: datetime,
     signals: pl.DataFrame | None = None,
     with_ets: bool = True,
+    inventory: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Fit at `origin_at`, forecast, attach actuals and baselines: one row per bucket ahead."""
+    """Fit at `origin_at`, forecast, attach actuals and baselines: one row per bucket ahead.
+    `inventory` censors stock-out buckets known at the origin, as training does."""
     demand = settings.demand
-    history = build_history(sales, demand, settings.timezone, origin_at)
-    fitted = fit(sales, settings, origin_at, signals, history=history)
+    history = build_history(sales, demand, settings.timezone, origin_at, inventory=inventory)
+    fitted = fit(sales, settings, origin_at, signals, history=history, inventory=inventory)
     result = forecast(fitted.model, sales, settings, origin_at, signals, history=history)
     frame = result.frame.drop("y")
     rows = frame.select(
@@ -95,8 +103,18 @@ def evaluate_origin(
         mase_scale=pl.lit(baselines.seasonal_naive_scale(history, history.origin)),
         strata=pl.lit(list(demand.interval_strata), dtype=pl.List(pl.Float64)),
         fit_seconds=pl.lit(fitted.timings.get("total", float("nan"))),
+        bucket_hours=pl.lit(demand.bucket_hours, dtype=pl.Int32),
+        **{
+            f"{aggregate.INFLATION_KEY}{level}": pl.lit(
+                aggregate.inflation_of(fitted.model.calibration_.metrics, level)
+            )
+            for level in aggregate.LEVELS
+        },
     )
-    return frame
+    regions = aggregate.region_map(sales, origin_at)
+    return frame.join(regions, on="customer_id", how="left", maintain_order="left").with_columns(
+        pl.col("region").fill_null(aggregate.UNKNOWN_REGION)
+    )
 
 
 def settings_strata(frame: pl.DataFrame) -> tuple[float, ...]:
@@ -125,6 +143,56 @@ def score(frame: pl.DataFrame) -> dict[str, float]:
         out[f"{name}_mase"] = metrics.mase(y, values, scale)
         out[f"{name}_bias"] = metrics.bias(y, values)
         out[f"{name}_pinball_p50"] = metrics.pinball_loss(y, values, 0.5)
+    if "region" in frame.columns:
+        out.update(score_levels(frame))
+    return out
+
+
+def level_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """One origin's rows summed to every aggregate level (all rows: a closed slot adds its
+    sales, if any, and nothing else): level, key, period_start, y, mean, p10/p50/p90 of the
+    aggregate interval (`aggregate.nb_interval`, the level's inflation stamped on the rows)
+    and each baseline summed bottom-up. Summed seasonal naive / 4-week mean are exactly the
+    level's own (same period last week; mean of the last 4 weeks' same period)."""
+    hours = int(frame["bucket_hours"][0])
+    values = ["y", "mean", "var", *(b for b in BASELINES if b in frame.columns)]
+    sums = aggregate.sum_levels(
+        frame.drop("region"), frame.select("customer_id", "region").unique(), values, "UTC", hours
+    )
+    factor = pl.col("level").replace_strict(
+        {lvl: float(frame[f"{aggregate.INFLATION_KEY}{lvl}"][0]) for lvl in aggregate.LEVELS},
+        return_dtype=pl.Float64,
+    )
+    sums = sums.with_columns(var=pl.col("var") * factor)
+    p10, p50, p90 = aggregate.nb_interval(sums["mean"].to_numpy(), sums["var"].to_numpy())
+    return sums.with_columns(p10=pl.Series(p10), p50=pl.Series(p50), p90=pl.Series(p90))
+
+
+def score_levels(frame: pl.DataFrame) -> dict[str, float]:
+    """Per aggregate level `agg_<level>_<metric>`: WAPE and bias of the summed mean, WAPE of the
+    aggregate P50, P10-P90 coverage of the aggregate interval, rows, and WAPE / bias of each
+    baseline summed bottom-up (the level's seasonal naive, 4-week mean, zero, 8-week median,
+    ETS)."""
+    sums = level_frame(frame)
+    out: dict[str, float] = {}
+    for level in aggregate.LEVELS:
+        part = sums.filter(pl.col("level") == level)
+        if part.height == 0:
+            continue
+        y = part["y"].to_numpy()
+        name = f"agg_{level}_"
+        out[name + "wape"] = metrics.wape(y, part["mean"].to_numpy())
+        out[name + "bias"] = metrics.bias(y, part["mean"].to_numpy())
+        out[name + "wape_p50"] = metrics.wape(y, part["p50"].to_numpy())
+        out[name + "coverage_p10_p90"] = metrics.interval_coverage(
+            y, part["p10"].to_numpy(), part["p90"].to_numpy()
+        )
+        out[name + "rows"] = float(part.height)
+        out[name + "inflation"] = float(frame[f"{aggregate.INFLATION_KEY}{level}"][0])
+        for base in BASELINES:
+            if base in part.columns:
+                out[f"{name}{base}_wape"] = metrics.wape(y, part[base].to_numpy())
+                out[f"{name}{base}_bias"] = metrics.bias(y, part[base].to_numpy())
     return out
 
 
@@ -138,9 +206,11 @@ def backtest(
     with_ets: bool = True,
     keep_predictions: bool = False,
     at: list[datetime] | None = None,
+    inventory: pl.DataFrame | None = None,
 ) -> shared_backtest.BacktestResult:
     """Rolling-origin backtest at `n_origins` weekly origins before `as_of` (see module doc),
-    or at the given origins `at` (each at least a horizon before `as_of`)."""
+    or at the given origins `at` (each at least a horizon before `as_of`). `inventory`:
+    stock-outs known at each origin are censored in its training, as in `train demand`."""
     demand = settings.demand
     origin = buckets.origin_bucket(as_of, settings.timezone, demand.bucket_hours)
     actuals = (
@@ -151,7 +221,7 @@ def backtest(
     points = origins(settings, as_of, n_origins) if at is None else sorted(to_utc(p) for p in at)
 
     def fit_predict(origin_at: datetime) -> pl.DataFrame:
-        return evaluate_origin(sales, actuals, settings, origin_at, signals, with_ets)
+        return evaluate_origin(sales, actuals, settings, origin_at, signals, with_ets, inventory)
 
     on_origin: Callable[[int, int, datetime, dict[str, float]], None] | None = None
     if progress is not None:
@@ -176,4 +246,26 @@ def summary(result: shared_backtest.BacktestResult) -> dict[str, object]:
             comparison[f"wape_vs_{name}"] = mean["wape"] / base - 1.0
     out["wape_change_vs_baselines"] = comparison
     out["evaluated_rows"] = "open buckets plus any bucket with a sale; closed empty slots left out"
+    out["levels"] = levels_summary(mean)
+    return out
+
+
+def levels_summary(mean: dict[str, float]) -> dict[str, dict[str, float | None]]:
+    """The aggregate levels' mean metrics, nested: {level: {metric: value}}, with
+    `wape_vs_<baseline>` (relative change of the summed mean's WAPE; < 0 beats it)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for level in aggregate.LEVELS:
+        prefix = f"agg_{level}_"
+        values: dict[str, float | None] = {
+            k.removeprefix(prefix): (v if v == v else None)
+            for k, v in mean.items()
+            if k.startswith(prefix)
+        }
+        if not values:
+            continue
+        for name in BASELINES:
+            base, own = values.get(f"{name}_wape"), values.get("wape")
+            if base and own is not None:
+                values[f"wape_vs_{name}"] = own / base - 1.0
+        out[level] = values
     return out

@@ -27,12 +27,15 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import Settings
+from salesml.demand.adjust import BASELINE
 from salesml.jobrun import Executor, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
+from salesml.validation import JOB_INPUTS
 
 MODEL_NAME = "salesml-demand"
-INPUTS = ["sales", "signals", "inventory"]
-GATE_METRIC = "wape"
+INPUTS = list(JOB_INPUTS["demand"])
+GATE_METRIC = "pinball_scaled"
+"""Gate metric: mean pinball loss over P10/P50/P90 / mean actual (`quality.scaled_pinball`)."""
 NO_INVENTORY_NOTE = "no inventory table: sku_health not computed"
 
 
@@ -81,6 +84,8 @@ class ForecastReport:
     explain_ms_per_row: float
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    scenario: str = "baseline"  # or the what-if's name (`--scenario`)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # adjust.LOG_SCHEMA rows
 
     def describe(self) -> str:
         health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items())) or "not rated"
@@ -112,7 +117,8 @@ def train(
     executor: Executor | None = None,
 ) -> TrainReport:
     """Train on sales known at `as_of`, log and register `salesml-demand` in MLflow, and move
-    `@champion` if it is at least as good on the same held-out weeks (WAPE of P50)."""
+    `@champion` if it is at least as good on the same held-out weeks (scaled pinball loss over
+    P10/P50/P90, next to the 8-week same-bucket median's: `_gate_values`)."""
     from salesml import tracking
     from salesml.demand import pipeline
 
@@ -136,9 +142,11 @@ def train(
             as_of,
             signals,
             progress=scaled(progress, 0.05, 0.7),
+            inventory=tables.get("inventory"),
         )
         report(progress, "champion comparison", 0.7)
         champion_value, champion_version = _champion_value(result, settings, signals, as_of)
+        candidate_value, baseline = _gate_values(result, settings)
         report(progress, "log model", 0.75)
         with tempfile.TemporaryDirectory(prefix="salesml-demand-") as folder:
             artifacts = _write_artifacts(Path(folder), result)
@@ -147,7 +155,8 @@ def train(
                 model=result.model,
                 params={"as_of": as_of.isoformat(), **result.params},
                 metrics={f"holdout_{k}": v for k, v in result.metrics.items()}
-                | {f"seconds_{k}": v for k, v in result.timings.items()},
+                | {f"seconds_{k}": v for k, v in result.timings.items()}
+                | {f"holdout_{k}": v for k, v in baseline.to_dict().items() if v is not None},
                 artifacts=artifacts,
                 input_example=_input_example(result),
                 run_name=f"demand as of {as_of.isoformat()}",
@@ -159,7 +168,6 @@ def train(
             )
         run.model_version = version.version
         report(progress, "promotion gate", 0.9)
-        candidate_value = result.metrics.get(GATE_METRIC, math.nan)
         decision = tracking.promote_if_better(
             MODEL_NAME,
             candidate=version,
@@ -169,6 +177,7 @@ def train(
             higher_is_better=False,
             champion_version=champion_version,
             as_of=as_of,
+            skill=baseline,
         )
         run.notes.append(decision.reason)
         report(progress, "done", 1.0)
@@ -195,11 +204,11 @@ def train(
 def _champion_value(
     result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
 ) -> tuple[float | None, str | None]:
-    """The reference version's WAPE on the candidate's held-out rows (None: nothing to compare
-    with; NaN: it cannot be evaluated here, which the gate treats as beaten). The reference is
-    the version serving `as_of` (`tracking.reference_version`): the champion, unless it was
-    trained after `as_of`."""
-    from salesml import tracking
+    """The reference version's scaled pinball loss (`GATE_METRIC`) on the candidate's held-out
+    rows (None: nothing to compare with; NaN: it cannot be evaluated here, which the gate
+    treats as beaten). The reference is the version serving `as_of`
+    (`tracking.reference_version`): the champion, unless it was trained after `as_of`."""
+    from salesml import quality, tracking
     from salesml.demand import pipeline
 
     info = tracking.reference_version(MODEL_NAME, as_of)
@@ -210,9 +219,27 @@ def _champion_value(
         scored = pipeline.score_rows(
             loaded.model, result.history, result.held_out_rows, settings, signals, as_of
         )
-        return scored.get(GATE_METRIC, math.nan), info.version
+        scale = float(result.calibration["y"].mean())
+        return quality.scaled_pinball(scored, scale), info.version
     except Exception:
         return math.nan, info.version
+
+
+def _gate_values(result: Any, settings: Settings) -> tuple[float, Any]:
+    """The candidate's scaled pinball loss on its held-out rows, and the same loss of the
+    8-week same-bucket median on those rows (`tracking.BaselineCheck`; blocking only with
+    `demand.gate_requires_baseline`). Every forecast is as known at its held-out origin."""
+    from salesml import quality, tracking
+    from salesml.demand import baselines
+
+    held = result.calibration
+    value = quality.scaled_pinball(result.metrics, float(held["y"].mean()))
+    naive = baselines.naive_forecasts(result.history, result.held_out_rows)
+    reference = quality.point_scaled_pinball(held["y"].to_numpy(), naive["median_8w"].to_numpy())
+    check = tracking.BaselineCheck(
+        GATE_METRIC, value, "median_8w", reference, settings.demand.gate_requires_baseline
+    )
+    return value, check
 
 
 def _write_artifacts(folder: Path, result: Any) -> dict[str, str]:
@@ -274,6 +301,7 @@ class ForecastPart:
     health: pl.DataFrame | None  # sku_health rows (None without an inventory table)
     factors: pl.DataFrame  # demand_forecast_factors of the explained rows
     seconds: dict[str, float] = field(default_factory=dict)
+    adjustments: pl.DataFrame | None = None  # what each signal weight did (adjust.LOG_SCHEMA)
 
 
 def forecast_series(
@@ -285,8 +313,13 @@ def forecast_series(
     tables: dict[str, pl.DataFrame],
     settings: Settings,
     as_of: datetime,
+    scenario: Any = None,
 ) -> ForecastPart:
     """Forecast, rate and explain the series `series_ids` of `history` (pure).
+
+    Signal weights (the scenario's, else `demand.signal_weights`) adjust the model's forecast
+    (`demand.adjust`) before health and drivers; drivers explain the model's own mean. A
+    scenario (`adjust.Scenario`) gets forecast rows only: no health, no drivers.
 
     Every row reads the whole history, so forecast rows and health do not depend on how the
     series are partitioned. Drivers are computed for the partition's own selection (at most
@@ -309,17 +342,46 @@ def forecast_series(
         series_ids=series_ids,
     )
     seconds["forecast"] = time.perf_counter() - tick
+    weights = demand.signal_weights if scenario is None else scenario.weights
+    log = None
+    if weights:
+        tick = time.perf_counter()
+        result, log = _adjusted(result, model, weights, tables, settings, as_of)
+        seconds["adjust"] = time.perf_counter() - tick
     rated: pl.DataFrame | None = None
-    inventory = tables.get("inventory")
+    inventory = tables.get("inventory") if scenario is None else None
     if inventory is not None:
         tick = time.perf_counter()
         rated = health.sku_health(result.frame, inventory, tables["sales"], demand, as_of)
         seconds["health"] = time.perf_counter() - tick
     mask = drivers.rows_to_explain(result.frame, demand, as_of, rated)
+    if scenario is not None:
+        mask = pl.repeat(False, result.frame.height, eager=True)
     explained = drivers.explain_rows(model, result.frame, result.features, demand, mask)
     seconds["drivers"] = explained.seconds
-    table = pipeline.forecast_table(result, model_version)
-    return ForecastPart(result.frame, table, rated, explained.factors, seconds)
+    name = BASELINE if scenario is None else scenario.name
+    table = pipeline.forecast_table(result, model_version, name)
+    return ForecastPart(result.frame, table, rated, explained.factors, seconds, log)
+
+
+def _adjusted(
+    result: Any,
+    model: Any,
+    weights: Any,
+    tables: dict[str, pl.DataFrame],
+    settings: Settings,
+    as_of: datetime,
+) -> tuple[Any, pl.DataFrame]:
+    """`result` (pipeline.Forecast) with `weights` applied after the model, and their log."""
+    from dataclasses import replace
+
+    from salesml.demand import adjust
+
+    cells = adjust.signal_values(
+        result.history, result.frame, settings.demand, tables.get("signals"), as_of, list(weights)
+    )
+    done = adjust.adjust(result.frame, cells, weights, model, settings.demand)
+    return replace(result, frame=done.frame), done.log
 
 
 def combine_parts(
@@ -352,23 +414,34 @@ def forecast(
     as_of: datetime,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    scenario: Any = None,
 ) -> ForecastReport:
     """Forecast every active series' buckets ahead with the version that may serve `as_of`
     (`@champion` unless it was trained after `as_of`); write demand_forecast,
-    demand_forecast_factors and (with an inventory table) sku_health in one batch. An empty
+    demand_forecast_agg, demand_forecast_factors and (with an inventory table) sku_health in one
+    batch. An empty
     forecast never replaces the rows an earlier run wrote for this as_of (the run says so).
 
     The active series are forecast in `run.partitions` parts (1 unless the executor scales
-    out, e.g. on Dask); the result does not depend on the number of parts."""
+    out, e.g. on Dask); the result does not depend on the number of parts.
+
+    `scenario` (`adjust.Scenario`, a what-if): its weights replace the configured ones and
+    only its demand_forecast rows are written (scenario = its name; no agg, drivers, health),
+    never touching the baseline's rows (the write is scoped to the scenario, as the normal
+    run's is to 'baseline'). Each run's notes log what every signal weight did."""
     from salesml import tracking
-    from salesml.demand import pipeline
+    from salesml.demand import adjust, aggregate, pipeline
 
     demand = settings.demand
+    name = BASELINE if scenario is None else scenario.name
+    params = run_params(settings)
+    if scenario is not None:
+        params |= {"scenario": name, "signal_weights": scenario.weights}
     with job_run(
         settings,
         flow="forecast_demand",
         as_of=as_of,
-        params=run_params(settings),
+        params=params,
         executor=executor,
     ) as run:
         report(progress, "load champion", 0.0)
@@ -382,7 +455,13 @@ def forecast(
         report(progress, "history", 0.2)
         tick = time.perf_counter()
         history = run.step(
-            "history", pipeline.build_history, tables["sales"], demand, settings.timezone, as_of
+            "history",
+            pipeline.build_history,
+            tables["sales"],
+            demand,
+            settings.timezone,
+            as_of,
+            inventory=tables.get("inventory"),
         )
         seconds = {"history": time.perf_counter() - tick}
         report(progress, "forecast, SKU health, drivers (SHAP)", 0.3)
@@ -396,10 +475,21 @@ def forecast(
             tables=tables,
             settings=settings,
             as_of=as_of,
+            scenario=scenario,
         )
         result, explained, wanted = combine_parts(parts, settings, as_of)
+        cold = pipeline.cold_start_rows(  # once over all parts: basis 'cold_start'
+            history, tables["sales"], settings, as_of, tables.get("inventory")
+        )
+        result.table = pipeline.with_cold_start(
+            result.table, history, tables["sales"], settings, as_of, rows=cold
+        )
         seconds.update(result.seconds)
-        if result.health is None:
+        log = adjust.combine_logs([p.adjustments for p in parts if p.adjustments is not None])
+        run.notes.extend(adjust.describe_log(log))
+        if scenario is not None:
+            explained = wanted = 0
+        elif result.health is None:
             run.notes.append(NO_INVENTORY_NOTE)
         if wanted > explained:
             run.notes.append(
@@ -409,12 +499,24 @@ def forecast(
         frames = {"demand_forecast": result.table, "demand_forecast_factors": result.factors}
         if result.health is not None:
             frames["sku_health"] = result.health
+        frames["demand_forecast_agg"] = aggregate.forecast_agg(
+            pipeline.with_cold_cells(result.frame, cold),
+            tables["sales"],
+            settings,
+            as_of,
+            loaded.model.calibration_.metrics,
+        )
+        if scenario is not None:
+            frames = {"demand_forecast": result.table}
         frames = {
-            name: with_lineage(frame, loaded.version, loaded.run_id)
-            for name, frame in frames.items()
+            table: with_lineage(frame, loaded.version, loaded.run_id)
+            for table, frame in frames.items()
         }
+        if scenario is None:
+            frames["model_quality"] = _realised_checks(run, tables)
         report(progress, "write", 0.9)
-        run.write(frames, main="demand_forecast")
+        scopes = {"demand_forecast": {"scenario": name}, **_REALISED_SCOPE}
+        run.write(frames, main="demand_forecast", scopes=scopes)
         counts = result.health.group_by("health").len().rows() if result.health is not None else []
         report(progress, "done", 1.0)
         return ForecastReport(
@@ -431,8 +533,51 @@ def forecast(
             else 0.0,
             notes=list(run.notes),
             seconds=seconds,
+            scenario=name,
+            adjustments=log.to_dicts(),
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_REALISED_SCOPE = {"model_quality": {"model": "demand", "kind": "realised"}}
+
+
+def _realised_checks(run: Any, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """model_quality rows: the forecasts of earlier runs whose whole horizon has ended by now
+    against the sales known at as_of (`quality.realised_demand_rows`)."""
+    from datetime import timedelta
+
+    from salesml import quality
+
+    settings = run.settings
+    demand = settings.demand
+    cutoff = run.as_of - timedelta(hours=demand.horizon_buckets * demand.bucket_hours)
+    forecasts = run.step(
+        "read earlier forecasts",
+        quality.read_matured,
+        run.warehouse,
+        "forecast_demand",
+        "demand_forecast",
+        cutoff,
+        io=True,
+    )
+    if forecasts is None:
+        return quality.empty()
+    if "scenario" in forecasts.columns:  # what-ifs sit beside the forecast; check the baseline
+        forecasts = forecasts.filter(pl.col("scenario").fill_null(BASELINE) == BASELINE)
+    actuals = quality.demand_actuals(tables["sales"], demand, settings.timezone, run.as_of)
+    return run.step(
+        "realised checks",
+        quality.realised_demand_rows,
+        forecasts,
+        actuals,
+        run.as_of,
+        timezone=settings.timezone,
+        bucket_hours=demand.bucket_hours,
+        run_id=run.run_id,
+        strata=tuple(demand.interval_strata),
+        nominal=demand.interval_coverage,
+    )
 
 
 def backtest(
@@ -443,6 +588,7 @@ def backtest(
     executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the demand model and its baselines (JSON-serialisable)."""
+    from salesml import quality
     from salesml.demand import evaluate
 
     with job_run(
@@ -463,10 +609,14 @@ def backtest(
             n_origins,
             tables.get("signals"),
             progress=scaled(progress, 0.05, 1.0),
+            inventory=tables.get("inventory"),
         )
         summary = evaluate.summary(result)
         summary["as_of"] = as_of.isoformat()
         summary["run_id"] = run.run_id
         summary["model"] = MODEL_NAME
+        nominal = settings.demand.interval_coverage
+        rows = quality.backtest_rows(summary, quality.DEMAND, run.run_id, nominal)
+        run.write({"model_quality": rows}, scopes=quality.scope(quality.DEMAND, "backtest"))
         return summary
     raise AssertionError("unreachable")  # pragma: no cover

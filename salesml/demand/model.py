@@ -9,14 +9,34 @@ point that minimises absolute error (WAPE): measured on the pizza year (4 origin
 12-01), the whole-unit median of a negative binomial around the mean scored WAPE 0.93, the
 quantile-objective median 0.89. With `median_model` off, P50 is that negative-binomial median.
 
-Interval (P10, P90): whole units of a negative binomial around the mean, calibrated per stratum
-of expected demand (Mondrian split-conformal: strata by `interval_strata`, default < 0.5, 0.5-2,
->= 2 units per bucket; closed slots are 0). In each stratum the dispersion is estimated by
-moments on held-out backtest rows (Var = mean + d * mean^2) and the level pair [a, 1 - a] is
-chosen so that the share of held-out actuals inside [P10, P90] is as close as the integer steps
-allow to `interval_coverage` (0.8). Pooled over all cells, the zeros of sparse cells alone
-would supply the 80 % and busy cells would be missed (issue 10: 7-15 % coverage of cells with
-expected demand >= 0.5 on a bakery); per stratum each level of demand gets its own 80 %.
+Interval (P10, P90): whole units of a negative binomial around the mean, calibrated per bin
+of expected demand (Mondrian split-conformal on held-out rows known at the origin; closed
+slots are 0). The bins are the reported strata (`interval_strata`, default < 0.5, 0.5-2, >= 2
+units per bucket) split further at `interval_bins` (default 0.35). In each bin the dispersion
+is estimated by moments (Var = mean + d * mean^2) and the level pair [a, 1 - a] is chosen so
+that the share of held-out actuals inside [P10, P90] is as close as the integer steps allow to
+`interval_coverage` (0.8). Pooled over all cells, the zeros of sparse cells alone would supply
+the 80 % and busy cells would be missed (issue 10); per bin each level of demand gets its own.
+
+Three guards, each from a measured failure on the pizza year (4 origins 2015-09-01 .. 12-01,
+one held-out week each; figures: P10-P90 coverage overall / < 0.5 / 0.5-2 / >= 2 / cells with
+a sale). Before: 0.83 / 0.83 / 0.82 / 0.91 / 0.39.
+- Thin bins borrow (`interval_min_rows`, 200): a held-out week has 0-28 cells with expected
+  >= 2 (5 in late August, none in late November), so that bin was calibrated on a handful of
+  rows or fell back to a fixed level 0.1; it now uses the 200 held-out rows nearest in
+  expected demand.
+- Event days are left out (`interval_event_ratio`, 2): the week before 2015-12-01 held
+  Thanksgiving and the day after (2015-11-26/27), which sold 2.0-2.2x the forecast; calibrating
+  on them set the dispersion to 1.3-2.0 (other weeks 0.001-0.74) and December's intervals to
+  [0, 4..6], covering 0.92 of the 0.5-2 stratum and all >= 2 cells. Both guards: 0.82 / 0.82
+  / 0.80 / 0.85 / 0.36.
+- The 0.35 bin: cells with a 30-40 % chance of a sale are a bin of their own, where [0, 0]
+  covers only ~0.7 so the calibration gives part of them [0, 1]: 0.84 / 0.85 / 0.80 / 0.85 /
+  0.43, pinball at P90 0.207 -> 0.187. The edge trades sale-cell coverage for overall coverage
+  (edge 0.2: 0.85 overall, 0.47 sale; 0.45: 0.83, 0.38); 0.35 keeps overall <= 0.85 with room.
+  With P10 = 0 wherever a zero is likely, coverage of sale cells cannot pass ~0.45 while the
+  overall coverage stays <= 0.85 (the zeros alone cover 0.73 of pizza's cells), and ~0.63
+  while each stratum stays <= 0.90: `benchmarks/bench_demand_peers.py` prints both bounds.
 
 Consistency, by construction: P10 <= P50 <= P90, all whole units, and P10 <= expected <
 P90 + 1. `expected` lies inside [P10, P90] except when the mean is fractional and above the
@@ -39,6 +59,9 @@ _MIN_INV_SIZE = 1e-3  # NB 1/size floor: ~Poisson, and scipy's NB is far faster 
 _CALIBRATION_SAMPLE = 30_000  # rows per stratum used by the level search (+-0.005 coverage)
 _BISECTION_STEPS = 18
 DEFAULT_STRATA = (0.5, 2.0)
+DEFAULT_BINS: tuple[float, ...] = (0.35,)
+DEFAULT_MIN_STRATUM_ROWS = 200
+DEFAULT_EVENT_RATIO = 2.0
 
 
 @dataclass
@@ -91,6 +114,9 @@ class DemandModel:
         interval_coverage: float = 0.8,
         median_model: bool = True,
         interval_strata: tuple[float, ...] = DEFAULT_STRATA,
+        interval_bins: tuple[float, ...] = DEFAULT_BINS,
+        min_stratum_rows: int = DEFAULT_MIN_STRATUM_ROWS,
+        event_ratio: float = DEFAULT_EVENT_RATIO,
     ) -> None:
         self.objective = objective
         self.tweedie_variance_power = tweedie_variance_power
@@ -104,6 +130,9 @@ class DemandModel:
         self.interval_coverage = interval_coverage
         self.median_model = median_model
         self.interval_strata = interval_strata
+        self.interval_bins = interval_bins
+        self.min_stratum_rows = min_stratum_rows
+        self.event_ratio = event_ratio
 
     @classmethod
     def from_settings(cls, demand: DemandSettings) -> DemandModel:
@@ -120,7 +149,16 @@ class DemandModel:
             interval_coverage=demand.interval_coverage,
             median_model=demand.median_model,
             interval_strata=tuple(demand.interval_strata),
+            interval_bins=tuple(demand.interval_bins),
+            min_stratum_rows=demand.interval_min_rows,
+            event_ratio=demand.interval_event_ratio,
         )
+
+    def calibration_edges(self) -> tuple[float, ...]:
+        """Edges of the calibration bins: the reported strata plus the finer `interval_bins`."""
+        bins = getattr(self, "interval_bins", ())  # models pickled before the bins existed
+        merged = {float(e) for e in (*self.interval_strata, *bins) if e > 0}
+        return tuple(sorted(merged))
 
     def lgb_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -159,7 +197,7 @@ class DemandModel:
         )
         self.booster_ = lgb.train(self.lgb_params(), data, num_boost_round=self.n_estimators)
         self.median_booster_: Any = None
-        self.calibration_ = Calibration(edges=tuple(self.interval_strata))
+        self.calibration_ = Calibration(edges=self.calibration_edges())
         self.train_rows_ = features.height
         return self
 
@@ -194,25 +232,36 @@ class DemandModel:
         self.train_rows_ = features.height
         return self
 
-    def calibrate(self, mean: np.ndarray, actual: np.ndarray) -> DemandModel:
-        """Per stratum of `mean`: dispersion and interval level from held-out (mean, actual)
-        pairs of open cells (see module doc). A stratum without rows takes the pooled values."""
+    def calibrate(
+        self, mean: np.ndarray, actual: np.ndarray, days: np.ndarray | None = None
+    ) -> DemandModel:
+        """Per calibration bin of `mean`: dispersion and interval level from held-out (mean,
+        actual) pairs of open cells (see module doc). `days` (a day key per row, optional):
+        rows of event days (total actual off the total mean by more than `event_ratio` either
+        way) are left out. A bin without rows takes the pooled values."""
         mean = np.asarray(mean, dtype=np.float64)
         actual = np.asarray(actual, dtype=np.float64)
-        edges = tuple(self.interval_strata)
+        if days is not None and mean.size:
+            ratio = getattr(self, "event_ratio", 0.0)
+            keep = ~event_days(mean, actual, np.asarray(days), ratio)
+            mean, actual = mean[keep], actual[keep]
+        edges = self.calibration_edges()
         if mean.size == 0:
             self.calibration_ = Calibration(edges=edges)
             return self
         pooled_inv = _moment_inv_size(mean, actual)
         index = stratum_index(mean, edges)
+        order = np.argsort(mean, kind="stable")
+        bins = (-np.inf, *edges, np.inf)
         rng = np.random.default_rng(self.seed)
         inv_sizes: list[float] = []
         levels: list[float] = []
         coverages: list[float] = []
         counts: list[int] = []
         for k in range(len(edges) + 1):
-            rows = np.flatnonzero(index == k)
-            counts.append(int(rows.size))
+            counts.append(int(np.sum(index == k)))
+            bounds = (bins[k], bins[k + 1])
+            rows = _neighbour_rows(mean, order, bounds, getattr(self, "min_stratum_rows", 0))
             if rows.size == 0:
                 inv_sizes.append(pooled_inv)
                 levels.append(0.1)
@@ -318,6 +367,38 @@ def to_unit_contributions(contrib: np.ndarray) -> np.ndarray:
     tiny = np.abs(delta) < 1e-9
     scale = np.where(tiny, base, (mean - base) / np.where(tiny, 1.0, delta))
     return np.column_stack([values[:, :-1] * scale[:, None], base])
+
+
+def event_days(mean: np.ndarray, actual: np.ndarray, days: np.ndarray, ratio: float) -> np.ndarray:
+    """Rows of days whose total actual is more than `ratio` times, or less than 1 / `ratio`
+    times, the total mean: events the mean model did not see coming (Thanksgiving and the day
+    after in pizza's last November week sold 2.0-2.2x the forecast). Calibrating on them would
+    widen every interval of the next week (dispersion 0.3-0.5 -> 1.3-2.0 per stratum). All
+    False when that would leave out more than half of the rows."""
+    if ratio <= 1.0 or mean.size == 0:
+        return np.zeros(mean.shape, dtype=bool)
+    keys, inverse = np.unique(days, return_inverse=True)
+    total_mean = np.bincount(inverse, weights=mean, minlength=keys.size)
+    total_actual = np.bincount(inverse, weights=actual, minlength=keys.size)
+    scaled = np.maximum(total_mean, 1e-9) * ratio
+    event = (total_actual > scaled) | (total_actual * ratio < total_mean)
+    rows = event[inverse]
+    return rows if rows.mean() <= 0.5 else np.zeros(mean.shape, dtype=bool)
+
+
+def _neighbour_rows(
+    mean: np.ndarray, order: np.ndarray, bounds: tuple[float, float], min_rows: int
+) -> np.ndarray:
+    """Held-out rows of the bin [lo, hi) of `mean`, widened to the `min_rows` rows nearest in
+    rank (a window of the sorted means centred on the bin, empty bins included), so a thin
+    bin (e.g. 5 busy cells in a week) is not calibrated on a handful of rows."""
+    ordered = mean[order]
+    start, stop = np.searchsorted(ordered, bounds, side="left")
+    if stop - start >= min_rows or mean.size == 0:
+        return order[start:stop]
+    take = min(min_rows, mean.size)
+    first = int(np.clip(round(0.5 * (start + stop) - take / 2), 0, mean.size - take))
+    return order[first : first + take]
 
 
 def _moment_inv_size(mean: np.ndarray, actual: np.ndarray) -> float:

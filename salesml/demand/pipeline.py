@@ -49,7 +49,7 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import Settings
-from salesml.demand import buckets
+from salesml.demand import aggregate, buckets, coldstart
 from salesml.demand.features import (
     History,
     build_history,
@@ -92,13 +92,15 @@ def fit(
     signals: pl.DataFrame | None = None,
     progress: Progress | None = None,
     history: History | None = None,
+    inventory: pl.DataFrame | None = None,
 ) -> FitResult:
-    """Fit and calibrate the demand model on what was known at `as_of` (see module doc)."""
+    """Fit and calibrate the demand model on what was known at `as_of` (see module doc);
+    `inventory` (optional) censors stock-out buckets (`features.stockout_buckets`)."""
     demand = settings.demand
     timings: dict[str, float] = {}
     started = time.perf_counter()
     report(progress, "bucketing sales", 0.0)
-    history = history or build_history(sales, demand, settings.timezone, as_of)
+    history = history or build_history(sales, demand, settings.timezone, as_of, inventory=inventory)
     if history.series.height == 0:
         raise ValueError("no sales up to as_of: nothing to train the demand model on")
     timings["history"] = time.perf_counter() - started
@@ -126,7 +128,8 @@ def fit(
     tick = time.perf_counter()
     held_out = held_out_features(history, cal_origins, demand, signals, as_of, names)
     mean = model.predict(held_out)
-    model.calibrate(mean, held_out["y"].to_numpy())
+    days = (held_out["bucket"] // history.day).to_numpy()  # event days leave the calibration
+    model.calibrate(mean, held_out["y"].to_numpy(), days)
     timings["calibrate"] = time.perf_counter() - tick
 
     if demand.refit_after_calibration != "none":
@@ -154,10 +157,23 @@ def fit(
     calibration = held_out.select("series_id", "bucket", "h", "y").with_columns(
         mean=pl.Series(mean), p10=pl.Series(p10), p50=pl.Series(p50), p90=pl.Series(p90)
     )
-    held_metrics = point_metrics(calibration, strata=model.calibration_.edges)
+    held_metrics = point_metrics(calibration, strata=tuple(demand.interval_strata))
     held_metrics["dispersion"] = model.calibration_.inv_size
     held_metrics["interval_lower_level"] = model.calibration_.lower_level
     model.calibration_.metrics = dict(held_metrics)
+    model.calibration_.metrics.update(  # per-level variance inflation of demand_forecast_agg
+        aggregate.held_out_inflation(
+            calibration,
+            history.series,
+            model.variance(mean),
+            aggregate.region_map(
+                sales, buckets.origin_end(as_of, settings.timezone, demand.bucket_hours)
+            ),
+            settings.timezone,
+            demand.bucket_hours,
+            demand.interval_coverage,
+        )
+    )
     timings["total"] = time.perf_counter() - started
     params = model_params(settings, model, signal_cols, rows.height, history)
     report(progress, "trained", 1.0)
@@ -288,6 +304,7 @@ def forecast(
     history: History | None = None,
     origin: int | None = None,
     series_ids: Sequence[int] | None = None,
+    inventory: pl.DataFrame | None = None,
 ) -> Forecast:
     """P10/P50/P90 for each active series and bucket ahead of `as_of`'s origin.
 
@@ -295,9 +312,10 @@ def forecast(
     at a later as_of (features still only read up to that origin). `series_ids` (default: all)
     keeps the rows of those series only; as every feature reads the whole history, the rows of
     any partition of the series equal those of the forecast of all series at once.
+    `inventory` (optional, when `history` is not given) censors stock-out buckets.
     """
     demand = settings.demand
-    history = history or build_history(sales, demand, settings.timezone, as_of)
+    history = history or build_history(sales, demand, settings.timezone, as_of, inventory=inventory)
     origin = history.origin if origin is None else origin
     rows = origin_rows(history, origin)
     if series_ids is not None:  # a partition: every feature still reads the whole history
@@ -337,20 +355,99 @@ def partition_series(history: History, parts: int) -> list[list[int]]:
     return [chunk.tolist() for chunk in np.array_split(np.array(ids), min(parts, len(ids)))]
 
 
-def forecast_table(result: Forecast, model_version: str) -> pl.DataFrame:
+def forecast_table(
+    result: Forecast, model_version: str, scenario: str = "baseline"
+) -> pl.DataFrame:
     """The `demand_forecast` rows (as_of and run_id are stamped by the warehouse).
 
     Besides P10/P50/P90 of each bucket, `expected` is the mean: for skewed counts the median
     (P50) is lower, so sums over buckets, SKUs or days should add `expected`, not P50.
+    `scenario`: 'baseline' for the normal run, else the what-if's name (`demand.adjust`).
     """
     return result.frame.select(
         "customer_id",
         "sku",
         "bucket_start",
+        pl.lit(scenario, dtype=pl.String).alias("scenario"),
         pl.lit(model_version, dtype=pl.String).alias("model_version"),
         pl.col("horizon").cast(pl.Int64),
         pl.col("p10").cast(pl.Float64),
         pl.col("p50").cast(pl.Float64),
         pl.col("p90").cast(pl.Float64),
         pl.col("mean").cast(pl.Float64).alias("expected"),
+        pl.lit("model", dtype=pl.String).alias("basis"),
     )
+
+
+def cold_start_rows(
+    history: History,
+    sales: pl.DataFrame,
+    settings: Settings,
+    as_of: datetime,
+    inventory: pl.DataFrame | None = None,
+) -> pl.DataFrame | None:
+    """Forecast rows of the cold series (`salesml.demand.coldstart`), or None when no series
+    is cold: customer_id, sku, bucket, bucket_start, horizon, mean, p10, p50, p90, basis."""
+    demand = settings.demand
+    cold = coldstart.cold_series(history, demand, as_of, inventory)
+    if cold.height == 0:
+        return None
+    categories = coldstart.sku_categories(sales, demand.category_column)
+    return coldstart.cold_start_forecast(history, cold, categories, demand)
+
+
+def with_cold_start(
+    table: pl.DataFrame,
+    history: History,
+    sales: pl.DataFrame,
+    settings: Settings,
+    as_of: datetime,
+    inventory: pl.DataFrame | None = None,
+    rows: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """`demand_forecast` rows (`forecast_table`) with the cold series' rows replaced by (or, for
+    series with stock but no sale, added as) forecasts from similar series, basis 'cold_start'
+    (`salesml.demand.coldstart`). Run once over all partitions' rows; lineage columns
+    (scenario, model_version) are copied from `table`. `rows`: `cold_start_rows`, if already
+    computed."""
+    if rows is None:
+        rows = cold_start_rows(history, sales, settings, as_of, inventory)
+    if rows is None:
+        return table
+    lineage = {
+        name: pl.lit(table[name][0] if table.height else None, dtype=pl.String)
+        for name in ("scenario", "model_version")
+        if name in table.columns
+    }
+    added = rows.select(
+        "customer_id",
+        "sku",
+        "bucket_start",
+        pl.col("horizon").cast(pl.Int64),
+        "p10",
+        "p50",
+        "p90",
+        pl.col("mean").alias("expected"),
+        "basis",
+        **lineage,
+    )
+    kept = table.join(rows, on=["customer_id", "sku"], how="anti")
+    return pl.concat([kept, added.select(kept.columns)], how="vertical_relaxed")
+
+
+def with_cold_cells(frame: pl.DataFrame, rows: pl.DataFrame | None) -> pl.DataFrame:
+    """The model's cells (customer_id, sku, bucket, mean, var) with the cold series' replaced by
+    their cold-start rows (Poisson: var = mean), so aggregates sum what demand_forecast holds."""
+    if rows is None:
+        return frame.select("customer_id", "sku", "bucket", "mean", "var")
+    kept = frame.join(rows, on=["customer_id", "sku"], how="anti").select(
+        "customer_id", "sku", "bucket", "mean", "var"
+    )
+    cold = rows.select(
+        "customer_id",
+        "sku",
+        pl.col("bucket").cast(kept.schema["bucket"]),
+        pl.col("mean").cast(pl.Float64),
+        pl.col("mean").cast(pl.Float64).alias("var"),
+    )
+    return pl.concat([kept, cold], how="vertical_relaxed")

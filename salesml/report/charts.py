@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -479,6 +479,60 @@ def importance_bars(
         return fig
 
     return _render(build, chart_id)
+
+
+# --- model quality ---------------------------------------------------------------------------
+
+
+def quality_trend(points: pl.DataFrame, chart_id: str, label: str, baseline: str) -> str:
+    """One model_quality series over its origins: the model's value (solid, dots) and the
+    baseline's on the same rows (dashed). `points`: origin, value, baseline_value."""
+    ordered = points.sort("origin")
+    when = np.array([_naive(v) for v in ordered["origin"].to_list()], dtype="datetime64[us]")
+    value = ordered["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    reference = ordered["baseline_value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    def build() -> Figure:
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+        fig = _figure(4.6, 2.6, margins=(0.7, 0.2, 0.25, 0.5))
+        ax = fig.add_subplot()
+        if not np.all(np.isnan(reference)):
+            ax.plot(
+                when,
+                reference,
+                linestyle="--",
+                color=NEUTRAL,
+                linewidth=1.2,
+                marker="o",
+                markersize=3,
+                label=plain(baseline, 30),
+            )
+        ax.plot(when, value, color=FORECAST, linewidth=1.6, marker="o", markersize=4, label="model")
+        if len(set(when.tolist())) <= QUALITY_TICKS:  # few origins: one tick each
+            ax.set_xticks(when, [_tick(v) for v in when.tolist()])
+        else:
+            locator = AutoDateLocator(maxticks=QUALITY_TICKS)
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.set_ylabel(plain(label, 30))
+        ax.legend(loc="best")
+        return fig
+
+    return _render(build, chart_id)
+
+
+QUALITY_TICKS = 6
+
+
+def _tick(value: datetime) -> str:
+    """An origin as a short label: the date, with the time when it is not midnight UTC."""
+    return value.strftime("%m-%d %H:%M" if (value.hour, value.minute) != (0, 0) else "%b %d")
+
+
+def _naive(value: datetime) -> datetime:
+    """A UTC instant as a naive UTC datetime (matplotlib's date axis)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def compact(value: float) -> str:

@@ -31,6 +31,7 @@ PRODUCING_COMMAND: dict[str, str] = {
     "sku_health": "salesml forecast demand",
     "quarantine": "salesml validate",
     "runs": "salesml validate",
+    "model_quality": "salesml backtest deal-win|demand",
 }
 """The command that writes each output table (named in the note of a section without data)."""
 
@@ -58,6 +59,8 @@ class ReportOptions:
     """Example reasons per (table, check) in the data-quality section."""
     calibration_bins: int = 10
     """Equal-width probability bins of the reliability curve."""
+    quality_points: int = 4
+    """Latest origins summed up in each model-quality sentence ("over the last 4 checks")."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class ReportData:
     deal_gate: the promotion (skill) gate of the deal-win version that wrote the scores, or
         of the newest one trained at or before as_of when the scores come from no model:
         label -> value as shown ("decision", "brier_skill", ...). None when not available.
+    demand_gate: the same for the demand version that wrote the forecast (scaled pinball
+        loss next to the 8-week same-bucket median's). None when not available.
+    model_quality: the quality history (`model_quality` rows of every as_of <= `as_of`:
+        backtests and realised checks), for the trend section; None when the table is absent.
     """
 
     as_of: datetime
@@ -95,6 +102,8 @@ class ReportData:
     holdout_calibration_label: str | None = None
     actuals: pl.DataFrame | None = None
     deal_gate: Mapping[str, str] | None = None
+    demand_gate: Mapping[str, str] | None = None
+    model_quality: pl.DataFrame | None = None
     options: ReportOptions = field(default_factory=ReportOptions)
 
     def table(self, name: str) -> pl.DataFrame | None:

@@ -34,6 +34,7 @@ from salesml.timeutil import DATETIME
 from salesml.warehouse import Warehouse
 
 DEAL_MODEL = "salesml-deal-win"
+DEMAND_MODEL = "salesml-demand"
 ALWAYS_SHOWN = ("quarantine", "runs")
 """Tables kept even when they never had a row (an empty quarantine is news)."""
 HOLDOUT_CALIBRATION_ARTIFACT = "calibration.png"
@@ -61,6 +62,7 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
             notes[name] = missing_note(name, False, as_of, None)
             continue
         frame, note = _read_table(wh, name, as_of)
+        frame = _baseline_only(frame)
         if note:
             notes[name] = note
         if frame.height == 0 and name not in ALWAYS_SHOWN and wh.latest_as_of(name) is None:
@@ -82,9 +84,13 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
     if calibration is None or calibration.height == 0:
         png, label = _holdout_calibration(settings, tables.get("deal_scores"))
     gate = _deal_gate(settings, tables.get("deal_scores"), as_of)
+    demand_gate = _deal_gate(
+        settings, tables.get("demand_forecast"), as_of, DEMAND_MODEL, DEMAND_GATE_METRICS
+    )
     actuals, note = _actuals(settings, tables.get("demand_forecast"), as_of, options)
     if note:
         notes["actuals"] = note
+    model_quality = _model_quality(wh, present, as_of)
     return ReportData(
         as_of=as_of,
         generated_at=datetime.now(UTC).replace(microsecond=0),
@@ -99,8 +105,21 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
         holdout_calibration_label=label,
         actuals=actuals,
         deal_gate=gate,
+        demand_gate=demand_gate,
+        model_quality=model_quality,
         options=options,
     )
+
+
+def _baseline_only(frame: pl.DataFrame, scenario: str = "baseline") -> pl.DataFrame:
+    """The rows of one scenario (what-ifs sit next to the baseline in demand_forecast; rows
+    written before scenarios existed have none and count as the baseline)."""
+    if "scenario" not in frame.columns:
+        return frame
+    wanted = pl.col("scenario") == scenario
+    if scenario == "baseline":
+        wanted = wanted | pl.col("scenario").is_null()
+    return frame.filter(wanted)
 
 
 def _read_table(wh: Warehouse, name: str, as_of: datetime) -> tuple[pl.DataFrame, str | None]:
@@ -117,6 +136,13 @@ def _read_table(wh: Warehouse, name: str, as_of: datetime) -> tuple[pl.DataFrame
             note = f"From the deal-win model trained as of {latest:%Y-%m-%d %H:%M} UTC."
             return earlier.filter(pl.col("as_of") == latest), note
     return frame, missing_note(name, True, as_of, wh.latest_as_of(name))
+
+
+def _model_quality(wh: Warehouse, present: set[str], as_of: datetime) -> pl.DataFrame | None:
+    """The quality history up to `as_of` (every backtest and realised check written then)."""
+    if "model_quality" not in present:
+        return None
+    return wh.read("model_quality").filter(pl.col("as_of") <= pl.lit(as_of, DATETIME))
 
 
 def _load_input(
@@ -195,12 +221,19 @@ def _download_calibration(
 
 GATE_METRICS = ("brier_skill", "brier", "base_rate", "logistic", "auc")
 """Holdout metrics shown with the skill gate: those whose name holds one of these words."""
+DEMAND_GATE_METRICS = ("pinball_scaled", "holdout_wape", "holdout_coverage_p10_p90")
+"""Held-out metrics shown with the demand gate (scaled pinball loss, model and 8-week median)."""
 
 
 def _deal_gate(
-    settings: Settings, scores: pl.DataFrame | None, as_of: datetime
+    settings: Settings,
+    scores: pl.DataFrame | None,
+    as_of: datetime,
+    model: str = DEAL_MODEL,
+    words: tuple[str, ...] = GATE_METRICS,
 ) -> dict[str, str] | None:
-    """The gate decision and holdout numbers of the deal-win version behind the scores.
+    """The gate decision and holdout numbers of the `model` version behind the scores (or the
+    demand forecast, with `DEMAND_MODEL` and `DEMAND_GATE_METRICS`).
 
     Scores from no model (the base rate) name no version: then the newest version trained at
     or before as_of, the candidate the gate refused. None when there are no scores, no
@@ -217,24 +250,28 @@ def _deal_gate(
     if "model_version" in scores.columns:
         version = scores["model_version"].drop_nulls().max()
     try:
-        return _read_gate(settings, None if version is None else str(version), as_of)
+        return _read_gate(settings, None if version is None else str(version), as_of, model, words)
     except Exception:  # no registry, no run, unreachable server: no gate table
         return None
 
 
-def _read_gate(settings: Settings, version: str | None, as_of: datetime) -> dict[str, str] | None:
+def _read_gate(
+    settings: Settings,
+    version: str | None,
+    as_of: datetime,
+    model: str = DEAL_MODEL,
+    words: tuple[str, ...] = GATE_METRICS,
+) -> dict[str, str] | None:
     from salesml import tracking
 
     tracking.configure(settings)
     client = tracking.import_mlflow().MlflowClient()
     if version is None:
-        earlier = [
-            v for v in tracking.list_versions(DEAL_MODEL) if v.as_of is None or v.as_of <= as_of
-        ]
+        earlier = [v for v in tracking.list_versions(model) if v.as_of is None or v.as_of <= as_of]
         if not earlier:
             return None
         version = earlier[-1].version
-    run = client.get_run(client.get_model_version(DEAL_MODEL, version).run_id)
+    run = client.get_run(client.get_model_version(model, version).run_id)
     tags = run.data.tags
     prefix = tracking.TAG_PREFIX
     out = {"model version": f"v{version}"}
@@ -245,7 +282,7 @@ def _read_gate(settings: Settings, version: str | None, as_of: datetime) -> dict
     if f"{prefix}.reason" in tags:
         out["decision"] = tags[f"{prefix}.reason"]
     for name, value in sorted(run.data.metrics.items()):
-        if any(word in name for word in GATE_METRICS):
+        if any(word in name for word in words):
             out[name] = f"{value:.4f}"
     return out
 

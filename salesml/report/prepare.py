@@ -234,3 +234,71 @@ def quarantine_summary(quarantine: pl.DataFrame, examples: int = 1) -> pl.DataFr
         )
         .sort(pl.col("rows"), "table_name", "check", descending=[True, False, False])
     )
+
+
+QUALITY_SHOWN: dict[str, tuple[str, ...]] = {
+    "deal_win": ("brier", "auc"),
+    "demand": ("wape", "pinball_p50", "coverage_p10_p90"),
+}
+"""model_quality metrics charted per model (bottom level); the table holds more."""
+QUALITY_LEVELS = ("deals", "bottom")
+METRIC_LABELS = {
+    "brier": "Brier",
+    "auc": "AUC",
+    "log_loss": "log loss",
+    "wape": "WAPE of P50",
+    "pinball_p50": "pinball loss at P50",
+    "coverage_p10_p90": "P10–P90 coverage",
+}
+BASELINE_LABELS = {
+    "base_rate": "base rate",
+    "logistic": "logistic",
+    "realised_rate": "realised rate",
+    "zero": "zero",
+    "median_8w": "8-week median",
+    "seasonal_naive": "seasonal naive",
+    "nominal": "nominal",
+}
+
+
+def quality_points(history: pl.DataFrame) -> pl.DataFrame:
+    """The charted model_quality series: one row per (model, kind, metric, origin), the value
+    measured at the latest as_of (a later run re-measures an origin with more data), sorted.
+    Rows: model, kind, metric, origin, value, baseline, baseline_value."""
+    shown = pl.any_horizontal(
+        (pl.col("model") == model) & pl.col("metric").is_in(list(metrics))
+        for model, metrics in QUALITY_SHOWN.items()
+    )
+    keys = ["model", "kind", "metric", "origin"]
+    return (
+        history.filter(shown & pl.col("level").is_in(QUALITY_LEVELS))
+        .sort("as_of")
+        .unique(subset=keys, keep="last")
+        .select(*keys, "value", "baseline", "baseline_value")
+        .sort(keys)
+    )
+
+
+def quality_sentence(points: pl.DataFrame, last: int = 4) -> str | None:
+    """'realised Brier 0.118 vs base rate 0.137 over the last 4 checks': the mean value and
+    baseline over the latest `last` origins of one (model, kind, metric) series; None when no
+    value is defined."""
+    tail = points.sort("origin").tail(last)
+    values = tail["value"].drop_nulls()
+    if values.len() == 0:
+        return None
+    kind = str(tail["kind"][0])
+    metric = str(tail["metric"][0])
+    text = f"{kind} {METRIC_LABELS.get(metric, metric)} {_mean(values):.3f}"
+    references = tail["baseline_value"].drop_nulls()
+    names = tail["baseline"].drop_nulls().unique(maintain_order=True).to_list()
+    if references.len() and names:
+        named = " / ".join(BASELINE_LABELS.get(n, n) for n in names)
+        text += f" vs {named} {_mean(references):.3f}"
+    noun = "check" if kind == "realised" else "backtest origin"
+    count = tail.height
+    return f"{text} over the last {count} {noun}{'s' if count != 1 else ''}"
+
+
+def _mean(values: pl.Series) -> float:
+    return float(values.cast(pl.Float64).mean())  # type: ignore[arg-type]

@@ -28,6 +28,9 @@ SECTIONS = (
     ("demand", "Demand"),
     ("quality", "Data quality"),
 )
+MODEL_QUALITY = ("model_quality", "Model quality over time")
+"""Shown only when `model_quality` has rows, between Demand and Data quality."""
+PAGE_SECTIONS = (*SECTIONS[:5], MODEL_QUALITY, SECTIONS[5])
 
 GUIDES = {
     "drivers": (
@@ -58,6 +61,12 @@ GUIDES = {
         "its P10–P90 range after as_of (dashed vertical line); grey dashes: what actually sold, "
         "shown for display only."
     ),
+    "model_quality": (
+        "Solid line: the model at each origin (backtest: the origin it was fitted at; realised: "
+        "the as_of whose scores or forecasts are checked against what happened); dashed: the "
+        "strongest trivial baseline on the same rows. Lower is better except AUC and coverage "
+        "(coverage should sit at the nominal 0.8)."
+    ),
     "drivers_global": (
         "Longer bars moved the demand forecasts more on average (mean |SHAP| over the explained "
         "forecasts, in the model's raw units); in brackets, how often the feature was among a "
@@ -86,8 +95,9 @@ def visible_sections(data: ReportData) -> list[str]:
     if data.calibration is not None and data.calibration.height:
         has["calibration"] = True
     if not any(v for k, v in has.items() if k != "quality"):
-        return [key for key, _ in SECTIONS]
-    return [key for key, _ in SECTIONS if has[key] or key == "quality"]
+        has = dict.fromkeys(has, True)
+    has["model_quality"] = data.model_quality is not None and data.model_quality.height > 0
+    return [key for key, _ in PAGE_SECTIONS if has[key] or key == "quality"]
 
 
 def render(data: ReportData) -> str:
@@ -100,6 +110,7 @@ def render(data: ReportData) -> str:
         "calibration": lambda: _calibration_section(data, fmt),
         "pipeline": lambda: _pipeline_section(data),
         "demand": lambda: _demand_section(data, fmt),
+        "model_quality": lambda: _model_quality_section(data),
         "quality": lambda: _quality_section(data, fmt),
     }
     body = join(
@@ -216,7 +227,9 @@ def _header(data: ReportData, fmt: _Formats) -> Html:
 
 
 def _nav(shown: list[str]) -> Html:
-    return tag("nav", *(tag("a", title, href=f"#{key}") for key, title in SECTIONS if key in shown))
+    return tag(
+        "nav", *(tag("a", title, href=f"#{key}") for key, title in PAGE_SECTIONS if key in shown)
+    )
 
 
 def _summary(data: ReportData) -> Html:
@@ -599,6 +612,9 @@ def _demand_section(data: ReportData, fmt: _Formats) -> Html:
         )
         content.append(_chart("Global demand drivers", GUIDES["drivers_global"], svg, "drivers"))
     content.append(_sku_health(data, fmt))
+    if data.demand_gate:
+        content.append(tag("h3", "Promotion gate"))
+        content.append(table(["", "value"], [[k, v] for k, v in data.demand_gate.items()]))
     return _section(key, title, *content)
 
 
@@ -637,6 +653,34 @@ def _sku_health(data: ReportData, fmt: _Formats) -> Html:
             ),
         ]
     )
+
+
+# --- model quality ---------------------------------------------------------------------------
+
+MODEL_LABELS = {"deal_win": "Deal-win", "demand": "Demand"}
+
+
+def _model_quality_section(data: ReportData) -> Html:
+    """Per model, kind and metric: the trend over origins (value vs baseline) and a sentence."""
+    key, title = MODEL_QUALITY
+    history = data.model_quality
+    assert history is not None  # the section is shown only with rows
+    points = prepare.quality_points(history)
+    figures = []
+    for (model, kind, metric), series in points.group_by(
+        "model", "kind", "metric", maintain_order=True
+    ):
+        label = prepare.METRIC_LABELS.get(str(metric), str(metric))
+        names = series["baseline"].drop_nulls().unique(maintain_order=True).to_list()
+        baseline = " / ".join(prepare.BASELINE_LABELS.get(n, n) for n in names) or "baseline"
+        chart_id = f"mq-{model}-{kind}-{metric}".replace("_", "-")
+        svg = charts.quality_trend(series, chart_id, label, baseline)
+        sentence = prepare.quality_sentence(series, data.options.quality_points)
+        heading = f"{MODEL_LABELS.get(str(model), str(model))}: {kind} {label}"
+        figures.append(_chart(heading, GUIDES["model_quality"], svg, chart_id, sentence))
+    if not figures:
+        return _section(key, title, _note("No charted metric in `model_quality` yet."))
+    return _section(key, title, tag("div", *figures, class_="grid2"))
 
 
 # --- data quality ----------------------------------------------------------------------------

@@ -133,7 +133,8 @@ def test_signals_most_specific_scope_wins_and_known_ones_use_future_values() -> 
     assert frame["observed_footfall"].unique().to_list() == [20.0]  # as of the origin only
 
 
-def test_regional_signal_weight_multiplies_the_value() -> None:
+def test_signal_weights_leave_the_feature_raw() -> None:
+    """Weights act after the model (salesml.demand.adjust), not on its input."""
     demand = DemandSettings(
         detect_closed=False, known_signals=["event"], signal_weights={"event": {"north": 2.5}}
     )
@@ -150,7 +151,7 @@ def test_regional_signal_weight_multiplies_the_value() -> None:
     by_customer = dict(
         frame.group_by("customer_id").agg(pl.col("signal_event").first()).iter_rows()
     )
-    assert by_customer == {"c1": 5.0, "c2": 2.0}
+    assert by_customer == {"c1": 2.0, "c2": 2.0}
 
 
 def test_a_closure_day_of_a_daily_shop_is_missing_not_zero_demand() -> None:
@@ -181,3 +182,28 @@ def test_a_closure_day_of_a_daily_shop_is_missing_not_zero_demand() -> None:
     history = build_history(sales, demand, "UTC", AS_OF)
     rows = training_rows(history, history.origin, demand)
     assert history.grid["y"].gather(rows["row"]).null_count() == 0
+
+
+def test_holiday_country_flags_us_thanksgiving_union_with_the_explicit_list() -> None:
+    from datetime import date
+
+    from salesml.config import ConfigError, from_dict
+    from salesml.demand.features import holiday_dates
+
+    demand = DemandSettings(holiday_country="US", holidays=[date(2024, 11, 29)])
+    dates = holiday_dates(demand, 2024, 2025)
+    assert date(2024, 11, 28) in dates and date(2025, 11, 27) in dates  # Thanksgiving
+    assert date(2024, 11, 29) in dates  # the explicit list is kept
+    assert date(2024, 11, 27) not in dates
+    assert holiday_dates(DemandSettings(), 2024, 2024) == []
+    # the feature: Thanksgiving 2024 buckets are flagged, the day before is not
+    start = datetime(2024, 10, 1, tzinfo=UTC)
+    as_of = datetime(2024, 11, 25, tzinfo=UTC)
+    settings = DemandSettings(detect_closed=False, holiday_country="US")
+    history = build_history(daily_pattern_sales(start, 55), settings, "UTC", as_of)
+    frame = make_features(history, origin_rows(history, history.origin), settings)
+    day = buckets.local_date(pl.col("bucket"), history.bucket_hours)
+    flagged = frame.filter(pl.col("is_holiday") == 1).select(day.unique())
+    assert flagged.to_series().to_list() == [date(2024, 11, 28)]
+    with pytest.raises(ConfigError, match=r"demand\.holiday_country"):
+        from_dict({"demand": {"holiday_country": "XX"}})

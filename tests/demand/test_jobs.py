@@ -81,6 +81,10 @@ def test_forecast_without_inventory_says_so_in_the_run(
     second = jobs.train(settings, AS_OF)  # the gate compares with the champion, same rows
     assert second.champion_version == "1" and second.champion_value is not None
     assert second.promoted == (second.candidate_value <= second.champion_value)  # type: ignore[operator]
+    # issue 10: the gate is a proper scoring rule, next to the 8-week same-bucket median
+    assert second.gate_metric == "holdout_pinball_scaled" and "median_8w" in second.decision
+    gate_run = Warehouse.from_settings(settings).get_run(second.run_id)
+    assert gate_run is not None and "holdout_pinball_scaled" in gate_run["message"]
     report = jobs.forecast(settings, AS_OF)
     assert jobs.NO_INVENTORY_NOTE in report.notes
     assert report.health == {}

@@ -38,7 +38,7 @@ def test_calibration_reaches_the_target_coverage_on_held_out_counts() -> None:
     mean = rng.gamma(0.7, 1.0, 40_000)
     size = 2.0  # true 1/size = 0.5
     actual = rng.negative_binomial(size, size / (size + mean)).astype(float)
-    model = DemandModel(interval_coverage=0.8)
+    model = DemandModel(interval_coverage=0.8, interval_bins=())  # the reported strata only
     model.calibrate(mean, actual)
     assert model.calibration_.inv_size == pytest.approx(0.5, abs=0.1)
     fresh = rng.negative_binomial(size, size / (size + mean)).astype(float)
@@ -107,7 +107,7 @@ def test_mondrian_calibration_covers_every_stratum() -> None:
     mean = np.concatenate([rng.uniform(0.02, 0.5, 20_000), rng.uniform(0.5, 8.0, 20_000)])
     model = DemandModel(interval_coverage=0.8).calibrate(mean, draw(mean))
     cal = model.calibration_
-    assert cal.inv_sizes[2] > 5 * cal.inv_sizes[0]  # dispersion learned per stratum
+    assert cal.inv_sizes[-1] > 5 * cal.inv_sizes[0]  # dispersion learned per stratum
     fresh = draw(mean)
     p10, p50, p90 = model.predict_quantiles(mean)
     report = metrics.quantile_report(fresh, mean, p10, p50, p90)
@@ -151,3 +151,79 @@ def test_forecast_rows_are_whole_units_ordered_and_consistent_with_expected() ->
     assert (p10 <= p50).all() and (p50 <= p90).all()
     assert (p10 <= expected).all() and (expected < p90 + 1).all()
     assert "coverage_lt0.5" in fitted.metrics and "coverage_sale" in fitted.metrics
+
+
+def test_event_days_are_left_out_of_the_calibration() -> None:
+    """A held-out day that sold 3x its forecast (an unforeseen holiday) must not widen every
+    interval of the next week: with day keys, calibration equals that on the other days."""
+    rng = np.random.default_rng(5)
+    mean = rng.uniform(0.5, 4.0, 7 * 500)
+    days = np.repeat(np.arange(7), 500)
+    actual = rng.poisson(mean).astype(float)
+    actual[days == 3] = rng.poisson(3.0 * mean[days == 3])
+    model = DemandModel(interval_bins=())
+    with_days = model.calibrate(mean, actual, days).calibration_
+    normal = days != 3
+    clean = DemandModel(interval_bins=()).calibrate(mean[normal], actual[normal]).calibration_
+    assert with_days.inv_sizes == clean.inv_sizes
+    assert with_days.lower_levels == clean.lower_levels
+    pooled = DemandModel(interval_bins=()).calibrate(mean, actual).calibration_
+    assert pooled.inv_sizes[2] > 5 * with_days.inv_sizes[2]  # the spike inflates dispersion
+    # a half-week of "events" is the new normal, not an event: nothing is left out
+    halves = np.where(days < 4, 0, 1)
+    assert not model_event_rows(mean, actual * (days < 4) * 3 + actual * (days >= 4), halves)
+
+
+def model_event_rows(mean: np.ndarray, actual: np.ndarray, days: np.ndarray) -> bool:
+    from salesml.demand.model import event_days
+
+    return bool(event_days(mean, actual, days, 2.0).any())
+
+
+def test_thin_and_empty_bins_borrow_the_nearest_rows() -> None:
+    """5 held-out rows >= 2 (a quiet week) or none at all: the bin is calibrated on the
+    `min_stratum_rows` rows nearest in expected demand, not on 5 rows or a fixed default."""
+    rng = np.random.default_rng(6)
+    mean = np.concatenate([rng.uniform(0.5, 1.99, 3000), rng.uniform(2.0, 2.2, 5)])
+    actual = rng.poisson(mean).astype(float)
+    model = DemandModel(interval_bins=(), min_stratum_rows=300).calibrate(mean, actual)
+    cal = model.calibration_
+    assert cal.stratum_rows == (0, 3000, 5)  # counted in the bin, calibrated on neighbours
+    assert all(np.isfinite(cal.coverages))
+    assert all(abs(c - 0.8) < 0.06 for c in cal.coverages)
+    busy = rng.uniform(1.5, 2.5, 20_000)
+    p10, _, p90 = model.predict_quantiles(busy)
+    fresh = rng.poisson(busy)
+    report = metrics.quantile_report(fresh, busy, p10, np.round(busy), p90)
+    assert 0.70 <= report["coverage_ge2"] <= 0.90
+    # below every held-out mean: an empty bin borrows the lowest rows
+    low = DemandModel(interval_bins=(0.3,), min_stratum_rows=300).calibrate(mean, actual)
+    assert low.calibration_.stratum_rows[0] == 0 and np.isfinite(low.calibration_.coverages[0])
+
+
+def test_finer_bins_cover_sale_cells_of_sparse_cells_without_over_covering() -> None:
+    """Cells with a 30-45 % chance of a sale: a bin of their own gets [0, 1] for some of them,
+    so their sales are covered while the < 0.5 stratum stays within 0.70-0.90."""
+    rng = np.random.default_rng(7)
+    mean = np.concatenate([rng.uniform(0.02, 0.35, 20_000), rng.uniform(0.35, 0.6, 10_000)])
+    fresh = rng.poisson(mean).astype(float)
+    coarse = DemandModel(interval_bins=()).calibrate(mean, rng.poisson(mean).astype(float))
+    fine = DemandModel(interval_bins=(0.35,)).calibrate(mean, rng.poisson(mean).astype(float))
+    assert fine.calibration_.edges == (0.35, 0.5, 2.0)
+    reports = []
+    for model in (coarse, fine):
+        p10, _, p90 = model.predict_quantiles(mean)
+        reports.append(metrics.quantile_report(fresh, mean, p10, np.zeros_like(mean), p90))
+    assert reports[1]["coverage_sale"] > reports[0]["coverage_sale"] + 0.05
+    assert 0.70 <= reports[1]["coverage_lt0.5"] <= 0.90
+
+
+def test_interval_settings_reach_the_model_and_bad_bins_are_refused() -> None:
+    from salesml.config import DemandSettings
+
+    demand = DemandSettings(interval_bins=[0.2, 1.0], interval_min_rows=50)
+    model = DemandModel.from_settings(demand)
+    assert model.calibration_edges() == (0.2, 0.5, 1.0, 2.0)
+    assert model.min_stratum_rows == 50 and model.event_ratio == demand.interval_event_ratio
+    with pytest.raises(ValueError, match=r"demand\.interval_bins"):
+        DemandSettings(interval_bins=[0.0])

@@ -39,9 +39,21 @@ this long instead of 300 s, and a wait this long is easy to tell from no wait at
 BATCHES: dict[str, tuple[str, ...]] = {
     "train deal-win": ("behavior_value",),
     "score deals": ("deal_scores", "deal_score_factors", "pipeline_forecast"),
-    "forecast demand": ("demand_forecast", "demand_forecast_factors", "sku_health"),
+    "forecast demand": (
+        "demand_forecast",
+        "demand_forecast_factors",
+        "sku_health",
+        "demand_forecast_agg",
+    ),
 }
 """The output tables each command writes in one batch (one transaction)."""
+
+WRITE_SCOPES: dict[str, tuple[str, ...]] = {
+    "demand_forecast": ("scenario",),
+    "model_quality": ("model", "kind"),
+}
+"""Columns that narrow a write beyond as_of (`Warehouse.write_batch` scopes): rows of one as_of
+in different scopes come from different runs by design."""
 
 FLOWS: dict[str, str] = {
     "train deal-win": "train_deal_win",

@@ -17,7 +17,7 @@ KEYS = {
     "deal_scores": ["deal_id"],
     "deal_score_factors": ["deal_id", "rank"],
     "pipeline_forecast": ["period", "region"],
-    "demand_forecast": ["customer_id", "sku", "bucket_start"],
+    "demand_forecast": ["scenario", "customer_id", "sku", "bucket_start"],
 }
 
 

@@ -326,7 +326,7 @@ def _demand(
             "p90": pl.Float64,
         },
         orient="row",
-    )
+    ).with_columns(scenario=pl.lit("baseline"))  # demand_forecast's key: the normal run
     factors = pl.DataFrame(
         factor_rows,
         schema={

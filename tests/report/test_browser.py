@@ -142,3 +142,24 @@ def test_hostile_values_stay_text_in_the_browser(browser: Any, tmp_path: Path) -
     assert opened.page.locator("script").count() == 0
     assert '<script>alert("x")</script>' in opened.page.locator("body").inner_text()
     opened.page.close()
+
+
+def test_model_quality_charts_draw_in_the_browser(browser: Any, tmp_path: Path) -> None:
+    from tests.report.test_model_quality import _history
+
+    world = make_world(n_open=6, n_closed=20, n_series=2, horizon=12)
+    data = report_data(world, model_quality=_history())
+    path = tmp_path / "quality.html"
+    path.write_text(render(data), encoding="utf-8")  # type: ignore[arg-type]
+    opened = OpenedPage(browser, path)
+    assert opened.errors == [] and opened.blocked == []
+    section = opened.page.locator("section#model_quality")
+    section.scroll_into_view_if_needed()
+    assert section.is_visible()
+    figures = section.locator("figure.chart")
+    assert figures.count() == 2  # realised Brier, backtest WAPE
+    for i in range(figures.count()):
+        box = figures.nth(i).locator("svg").bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 100
+        assert "over the last" in figures.nth(i).locator("p.small").inner_text()
+    opened.page.close()
