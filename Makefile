@@ -18,8 +18,9 @@ demo: $(STAMP)
 	$(BIN)/salesml demo --workdir out/demo
 
 # pytest exits 5 when it collected no test; make treats any non-zero exit as failure.
+# Two workers (pytest-xdist), whole files per worker so module fixtures are built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check salesml pipelines tests benchmarks notebooks
