@@ -4,7 +4,7 @@ Run (2 cores):  OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_demand
 
 Generated world (signals price and promotion), N series (default 2,000), 91 days: fit the default
 demand model, forecast the week after as_of, then time `adjust.signal_values` + `adjust.adjust`
-with weights promotion x1.5 everywhere and price x0.9 in the north, and compare the units the
+with weights promotion x1.5 everywhere and price x0.9 in emea, and compare the units the
 log says each weight added with the change in summed `expected`. Printed: timings, the log, the
 change, rows touched, and the consistency of the adjusted whole-unit quantiles.
 """
@@ -22,7 +22,7 @@ from salesml.config import Settings
 from salesml.demand import adjust, pipeline
 from salesml.sample import WORLD_END, demand_world
 
-WEIGHTS = {"promotion": {"*": 1.5}, "price": {"north": 0.9}}
+WEIGHTS = {"promotion": {"*": 1.5}, "price": {"emea": 0.9}}
 
 
 def main() -> None:
