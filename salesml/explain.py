@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from salesml.numeric import sigmoid
+
 Unit = Literal["log-odds", "probability", "units"]
 UNIT_SUFFIX: dict[str, str] = {"log-odds": "", "probability": "", "units": " units"}
 MISSING_TEXT = "missing"
@@ -65,10 +67,6 @@ def additivity_error(contrib: npt.ArrayLike, raw_score: npt.ArrayLike) -> float:
     return float(np.max(np.abs(values.sum(axis=1) - raw))) if raw.size else 0.0
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)))  # overflow-free logistic
-
-
 def to_probability_contributions(contrib: npt.ArrayLike) -> np.ndarray:
     """Log-odds contributions -> probability contributions (n, f + 1); last column = base prob.
 
@@ -82,8 +80,8 @@ def to_probability_contributions(contrib: npt.ArrayLike) -> np.ndarray:
     values = np.asarray(contrib, dtype=np.float64)
     base = values[:, -1]
     delta = values[:, :-1].sum(axis=1)
-    p0 = _sigmoid(base)
-    p = _sigmoid(base + delta)
+    p0 = sigmoid(base)
+    p = sigmoid(base + delta)
     tiny = np.abs(delta) < 1e-12
     scale = np.where(tiny, p0 * (1.0 - p0), (p - p0) / np.where(tiny, 1.0, delta))
     out = values[:, :-1] * scale[:, None]

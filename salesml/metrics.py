@@ -1,4 +1,7 @@
-"""Evaluation metrics shared by both models (pure numpy, no IO, no sklearn at run time).
+"""Evaluation metrics shared by both models (pure numpy and scikit-learn, no IO).
+
+AUC, log loss, Brier and pinball loss are scikit-learn's, wrapped for the conventions below;
+what scikit-learn lacks (ECE, lift, WAPE, MASE, bias, coverage, the demand scorecard) is here.
 
 Classification (deal-win): `auc`, `log_loss`, `brier`, `expected_calibration_error`,
 `lift_top_decile`; `y_true` is 0/1, `y_prob` a probability of 1.
@@ -14,9 +17,11 @@ backtest summary uses NaN-aware means.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from sklearn import metrics as skm
 
 ArrayLike = npt.ArrayLike
 
@@ -51,33 +56,66 @@ def _binary(y_true: ArrayLike, y_prob: ArrayLike) -> tuple[np.ndarray, np.ndarra
 
 
 def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties).
+    """Area under the ROC curve: sklearn's `roc_auc_score` (average ranks for ties).
 
-    Equals sklearn's `roc_auc_score`; NaN when only one class is present.
+    NaN when only one class is present (sklearn warns and returns NaN) or a score is not
+    finite (sklearn raises), so one bad backtest origin does not stop a backtest.
     """
     y, score = _binary(y_true, y_score)
     n_pos = float(y.sum())
-    n_neg = float(y.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == y.size or not np.isfinite(score).all():
         return math.nan
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    upper_rank = np.cumsum(counts)  # 1-based rank of the last member of each tie group
-    average_rank = upper_rank - (counts - 1) / 2.0
-    rank_sum_pos = float(average_rank[inverse][y == 1].sum())
-    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return float(skm.roc_auc_score(y, score))
 
 
 def log_loss(y_true: ArrayLike, y_prob: ArrayLike, eps: float = 1e-15) -> float:
-    """Mean negative log-likelihood in nats; probabilities are clipped to [eps, 1 - eps]."""
+    """Mean negative log-likelihood in nats (sklearn's `log_loss`); probabilities are clipped
+    to [eps, 1 - eps] first (sklearn alone clips at machine epsilon). NaN for a NaN prob."""
     y, p = _binary(y_true, y_prob)
-    p = np.clip(p, eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    if np.isnan(p).any():
+        return math.nan
+    return float(skm.log_loss(y, np.clip(p, eps, 1.0 - eps), labels=[0.0, 1.0]))
 
 
 def brier(y_true: ArrayLike, y_prob: ArrayLike) -> float:
-    """Mean squared error of the probability (0 perfect, 0.25 for a constant 0.5)."""
+    """Mean squared error of the probability (sklearn's `brier_score_loss`; 0 perfect, 0.25
+    for a constant 0.5). NaN for a NaN probability."""
     y, p = _binary(y_true, y_prob)
-    return float(np.mean((p - y) ** 2))
+    if np.isnan(p).any():
+        return math.nan
+    return float(skm.brier_score_loss(y, p, pos_label=1.0))
+
+
+class CalibrationBins(NamedTuple):
+    """The non-empty equal-width probability bins, one array element per bin, in bin order."""
+
+    bin: np.ndarray
+    """Bin index b: probabilities in [b/n_bins, (b+1)/n_bins) (the last bin includes 1.0)."""
+    n: np.ndarray
+    """Rows in the bin (int64)."""
+    mean_probability: np.ndarray
+    observed_rate: np.ndarray
+    """Share of rows with y_true = 1 (the observed win rate)."""
+
+
+def calibration_bins(
+    y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = CALIBRATION_BINS
+) -> CalibrationBins:
+    """Reliability table: per non-empty equal-width bin on [0, 1], rows, mean probability and
+    observed rate. The one binning behind ECE, the report's reliability curve and the training
+    calibration plot, so they all show the same bins."""
+    if n_bins < 1:
+        raise ValueError("n_bins must be >= 1")
+    y, p = _binary(y_true, y_prob)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("y_prob must lie in [0, 1]")
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    filled = np.flatnonzero(count > 0)
+    sum_prob = np.bincount(bins, weights=p, minlength=n_bins)[filled]
+    sum_true = np.bincount(bins, weights=y, minlength=n_bins)[filled]
+    n = count[filled].astype(np.int64)
+    return CalibrationBins(filled, n, sum_prob / n, sum_true / n)
 
 
 def expected_calibration_error(
@@ -89,18 +127,9 @@ def expected_calibration_error(
     ECE = sum over non-empty bins of (rows in bin / rows) * |observed win rate - mean probability|.
     Equal-width (not equal-mass) bins so the value is comparable across models and origins.
     """
-    if n_bins < 1:
-        raise ValueError("n_bins must be >= 1")
-    y, p = _binary(y_true, y_prob)
-    if ((p < 0) | (p > 1)).any():
-        raise ValueError("y_prob must lie in [0, 1]")
-    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
-    sum_prob = np.bincount(bins, weights=p, minlength=n_bins)
-    sum_true = np.bincount(bins, weights=y, minlength=n_bins)
-    filled = count > 0
-    gap = np.abs(sum_true[filled] - sum_prob[filled]) / count[filled]
-    return float(np.sum(count[filled] / y.size * gap))
+    table = calibration_bins(y_true, y_prob, n_bins)
+    gap = np.abs(table.observed_rate - table.mean_probability)
+    return float(np.sum(table.n / table.n.sum() * gap))
 
 
 def lift_top_decile(y_true: ArrayLike, y_score: ArrayLike) -> float:
@@ -155,15 +184,14 @@ def bias(actual: ArrayLike, forecast: ArrayLike) -> float:
 
 
 def pinball_loss(actual: ArrayLike, forecast: ArrayLike, q: float) -> float:
-    """Mean pinball (quantile) loss of `forecast` as the q-quantile, in units of `actual`.
-
-    Equals sklearn's `mean_pinball_loss(actual, forecast, alpha=q)`.
-    """
+    """Mean pinball (quantile) loss of `forecast` as the q-quantile, in units of `actual`:
+    sklearn's `mean_pinball_loss(actual, forecast, alpha=q)`. NaN for a NaN value."""
     if not 0 < q < 1:
         raise ValueError("q must lie strictly between 0 and 1")
     a, f = _pair(actual, forecast, ("actual", "forecast"))
-    diff = a - f
-    return float(np.mean(np.maximum(q * diff, (q - 1.0) * diff)))
+    if np.isnan(a).any() or np.isnan(f).any():
+        return math.nan
+    return float(skm.mean_pinball_loss(a, f, alpha=q))
 
 
 def interval_coverage(actual: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> float:

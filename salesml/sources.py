@@ -30,8 +30,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -43,7 +42,9 @@ import polars as pl
 from salesml import contract
 from salesml.errors import first_line
 from salesml.secrets import redact
+from salesml.sqlutil import quote_identifier
 from salesml.timeutil import DATETIME, parse_as_of
+from salesml.urls import POSTGRES_DIALECTS, dialect, duckdb_path, postgres_uri
 from salesml.validation import MALFORMED, NEEDED_BY_A_JOB, DataValidationError, conform
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ if TYPE_CHECKING:
 # ambiguities (DST) can never drop a row; the exact cut is applied after conversion to UTC.
 _PUSHDOWN_MARGIN = timedelta(days=1)
 
-Query = Callable[[str], pl.DataFrame]
+Query = Callable[[str, Sequence[str]], pl.DataFrame]
+"""Runs SQL with `$1, $2, ...` parameters bound to the given values (never spliced in)."""
 
 # What polars may raise on a file it cannot read. PanicException (a Rust assertion) derives
 # from BaseException, so `except Exception` would let it through as a traceback.
@@ -538,12 +540,6 @@ def _infer_text(column: pl.Series) -> pl.Series:
 # ---------------------------------------------------------------------------------------------
 # Database source
 # ---------------------------------------------------------------------------------------------
-def duckdb_path(url: str) -> Path:
-    """`duckdb:///rel/file.duckdb` -> rel/file.duckdb; `duckdb:////abs/file.duckdb` -> /abs/..."""
-    rest = url.split("://", 1)[1]
-    return Path(rest[1:] if rest.startswith("/") else rest)
-
-
 @contextmanager
 def _duckdb(url: str) -> Iterator[Query]:
     import duckdb
@@ -558,14 +554,9 @@ def _duckdb(url: str) -> Iterator[Query]:
             f"sources.url: cannot open DuckDB file {path}: {first_line(exc)}"
         ) from None
     try:
-        yield lambda sql: con.sql(sql).pl()
+        yield lambda sql, params: con.sql(sql, params=list(params) or None).pl()
     finally:
         con.close()
-
-
-def postgres_uri(url: str) -> str:
-    """libpq URI for ADBC: `postgresql+psycopg://...` and `postgres://...` become postgresql://."""
-    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql://", url)
 
 
 @contextmanager
@@ -579,16 +570,18 @@ def _postgres(url: str) -> Iterator[Query]:
             f"sources.url: cannot connect to PostgreSQL: {redact(first_line(exc))}"
         ) from None
     try:
-        yield lambda sql: pl.read_database(sql, con)
+        yield lambda sql, params: pl.read_database(
+            sql, con, execute_options={"parameters": tuple(params)} if params else None
+        )
     finally:
         con.close()
 
 
 def _connect(url: str) -> Callable[[str], AbstractContextManager[Query]]:
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = dialect(url)
     if scheme == "duckdb":
         return _duckdb
-    if scheme in ("postgresql", "postgres"):
+    if scheme in POSTGRES_DIALECTS:
         return _postgres
     raise SourceError(
         f"sources.url scheme '{scheme}' is not supported; use duckdb:///file.duckdb or "
@@ -596,26 +589,17 @@ def _connect(url: str) -> Callable[[str], AbstractContextManager[Query]]:
     )
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _sql_bound(data_type: str, as_of: datetime, timezone: str) -> str | None:
-    """A SQL literal of the widened as_of bound matching the column's type, or None (text)."""
+def _sql_bound(data_type: str, as_of: datetime, timezone: str) -> tuple[str, str] | None:
+    """(SQL type, ISO text) of the widened as_of bound matching the column's type, or None for
+    a text column; the text is bound as a parameter and cast to that type in SQL."""
     kind = data_type.upper()
     if kind in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
-        return (
-            f"CAST({_sql_text((as_of + _PUSHDOWN_MARGIN).isoformat())} AS TIMESTAMP WITH TIME ZONE)"
-        )
+        return "TIMESTAMP WITH TIME ZONE", (as_of + _PUSHDOWN_MARGIN).isoformat()
     if kind.startswith("TIMESTAMP"):
-        return f"CAST({_sql_text(_local_bound(as_of, timezone).isoformat())} AS TIMESTAMP)"
+        return "TIMESTAMP", _local_bound(as_of, timezone).isoformat()
     if kind == "DATE":
         local: date = _local_bound(as_of, timezone).date()
-        return f"CAST({_sql_text(local.isoformat())} AS DATE)"
+        return "DATE", local.isoformat()
     return None
 
 
@@ -625,21 +609,27 @@ def _select_sql(
     mapping: ColumnMap,
     as_of: datetime | None,
     settings: Settings,
-) -> str:
-    sql = f"SELECT * FROM {_quote(table)}"
+) -> tuple[str, list[str]]:
+    """The SELECT reading `table` with the widened as_of pre-filter, and its parameters
+    (`$1` the bound, then the signal names known in advance)."""
+    sql = f"SELECT * FROM {quote_identifier(table)}"
     column = contract.EVENT_TIME.get(table)
     if as_of is None or column is None:
-        return sql
+        return sql, []
     name = _source_name(mapping, column)
     bound = _sql_bound(types.get(name, ""), as_of, settings.timezone)
     if bound is None:
-        return sql
-    keep = f"{_quote(name)} <= {bound} OR {_quote(name)} IS NULL"
-    known = settings.demand.known_signals
+        return sql, []
+    cast, text = bound
+    params = [text]
+    keep = f"{quote_identifier(name)} <= CAST($1 AS {cast}) OR {quote_identifier(name)} IS NULL"
+    known = list(settings.demand.known_signals)
     signal_name = _source_name(mapping, "name")
     if table == "signals" and known and signal_name in types:
-        keep += f" OR {_quote(signal_name)} IN ({', '.join(_sql_text(k) for k in known)})"
-    return f"{sql} WHERE {keep}"
+        slots = ", ".join(f"${i}" for i in range(2, len(known) + 2))
+        keep += f" OR {quote_identifier(signal_name)} IN ({slots})"
+        params += known
+    return f"{sql} WHERE {keep}", params
 
 
 def _read_database(
@@ -649,11 +639,12 @@ def _read_database(
     with _connect(url)(url) as query:
         listing = query(
             "SELECT CAST(column_name AS VARCHAR) AS column_name, CAST(data_type AS VARCHAR) AS "
-            f"data_type FROM information_schema.columns WHERE table_name = {_sql_text(table)} "
-            "AND table_schema = current_schema() ORDER BY ordinal_position"
+            "data_type FROM information_schema.columns WHERE table_name = $1 "
+            "AND table_schema = current_schema() ORDER BY ordinal_position",
+            [table],
         )
         if listing.height == 0:
             return None, where
         types = dict(zip(listing["column_name"], listing["data_type"], strict=True))
-        frame = query(_select_sql(table, types, mapping, as_of, settings))
+        frame = query(*_select_sql(table, types, mapping, as_of, settings))
     return _rename(frame.lazy(), table, mapping), where

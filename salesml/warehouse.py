@@ -43,8 +43,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from salesml.errors import first_line
+from salesml.jsonutil import json_text
 from salesml.secrets import redact
+from salesml.sqlutil import quote_identifier as _q
 from salesml.timeutil import DATETIME
+from salesml.urls import POSTGRES_DIALECTS, dialect, duckdb_path, postgres_uri, split_url
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -1009,18 +1012,11 @@ def _is_nested(dtype: pl.DataType) -> bool:
     return isinstance(dtype, pl.List | pl.Array | pl.Struct)
 
 
-def _json_text(name: str) -> pl.Expr:
-    """One JSON document per row (null stays null), vectorised through a one-field struct."""
-    wrapped = pl.struct(pl.col(name).alias("v")).struct.json_encode()
-    text = wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
-    return pl.when(pl.col(name).is_null()).then(None).otherwise(text).alias(name)
-
-
 def _to_storage(frame: pl.DataFrame) -> pl.DataFrame:
     exprs = []
     for name, dtype in frame.schema.items():
         if _is_nested(dtype):
-            exprs.append(_json_text(name))
+            exprs.append(json_text(pl.col(name)).alias(name))
         elif isinstance(dtype, pl.Categorical | pl.Enum):
             exprs.append(pl.col(name).cast(pl.String))
         elif dtype == pl.UInt64:
@@ -1096,10 +1092,6 @@ def _dtype_from_spec(spec: Any) -> pl.DataType:
 # SQL helpers shared by both backends ($n parameters, quoted identifiers)
 
 
-def _q(identifier: str) -> str:
-    return '"' + identifier + '"'
-
-
 def _check_table_name(table: str) -> None:
     if not _TABLE_NAME.match(table):
         raise WarehouseError(f"{table!r} is not a valid warehouse table name")
@@ -1137,14 +1129,13 @@ class _Backend(Protocol):
 
 
 def _backend_for(url: str) -> _Backend:
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme, rest = split_url(url)
     if scheme == "duckdb":
-        path = url.split("://", 1)[1]
-        if not path.startswith("/") or path in ("/", "/:memory:"):
+        if not rest.startswith("/") or rest in ("/", "/:memory:"):
             raise WarehouseError(f"warehouse url {url!r} must name a file: duckdb:///path.duckdb")
-        return _DuckDBBackend(Path(path[1:]))  # duckdb:///rel/x.duckdb, duckdb:////abs/x.duckdb
-    if scheme.split("+", 1)[0] in ("postgresql", "postgres"):
-        return _PostgresBackend("postgresql://" + url.split("://", 1)[1])
+        return _DuckDBBackend(duckdb_path(url))  # duckdb:///rel/x.duckdb, duckdb:////abs/x.duckdb
+    if dialect(url) in POSTGRES_DIALECTS:
+        return _PostgresBackend(postgres_uri(url))
     raise WarehouseError(
         f"unsupported warehouse url {redact(url)!r}: use duckdb:///file.duckdb or postgresql://..."
     )

@@ -70,3 +70,16 @@ def test_regression_metrics_by_hand_and_vs_sklearn() -> None:
     assert metrics.interval_coverage(actual, actual - 1, actual + np.array([0, 0, 0, -1])) == 0.75
     with pytest.raises(ValueError, match="strictly between"):
         metrics.pinball_loss(actual, forecast, 1.0)
+
+
+def test_sklearn_wrappers_keep_the_edge_cases_callers_rely_on() -> None:
+    # clipped at eps = 1e-15 as before (sklearn alone clips at machine epsilon, ~2.2e-16)
+    assert metrics.log_loss([1, 0], [0.0, 0.0]) == pytest.approx(-math.log(1e-15) / 2)
+    # one class in a backtest origin: defined for log loss and Brier (sklearn needs labels)
+    assert metrics.log_loss([1, 1], [0.9, 0.8]) == pytest.approx(-np.mean(np.log([0.9, 0.8])))
+    assert metrics.brier([1, 1], [0.9, 0.8]) == pytest.approx(0.025)
+    assert metrics.brier([0, 0], [0.1, 0.2]) == pytest.approx(0.025)
+    # undefined -> NaN, never an exception that stops a backtest
+    assert math.isnan(metrics.auc([0, 1], [np.nan, 0.2]))
+    assert math.isnan(metrics.brier([0, 1], [np.nan, 0.2]))
+    assert math.isnan(metrics.pinball_loss([1.0, np.nan], [1.0, 2.0], 0.5))

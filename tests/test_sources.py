@@ -354,13 +354,35 @@ def test_duckdb_file_source(tmp_path: Path) -> None:
 
 def test_duckdb_sql_pushes_the_as_of_predicate() -> None:
     settings = from_dict({"sources": {"url": "duckdb:///x.duckdb"}})
-    sql = sources._select_sql(
+    sql, params = sources._select_sql(
         "signals", {"ts": "TIMESTAMP WITH TIME ZONE", "name": "VARCHAR"}, {}, AS_OF, settings
     )
-    assert sql.startswith('SELECT * FROM "signals" WHERE "ts" <= CAST(')
-    assert "\"name\" IN ('price', 'promotion')" in sql
-    sql = sources._select_sql("deals", {"created_at": "VARCHAR"}, {}, AS_OF, settings)
-    assert "WHERE" not in sql  # text times are parsed and cut after reading
+    assert sql == (
+        'SELECT * FROM "signals" WHERE "ts" <= CAST($1 AS TIMESTAMP WITH TIME ZONE) '
+        'OR "ts" IS NULL OR "name" IN ($2, $3)'
+    )
+    assert params == [(AS_OF + timedelta(days=1)).isoformat(), "price", "promotion"]
+    sql, params = sources._select_sql("deals", {"created_at": "VARCHAR"}, {}, AS_OF, settings)
+    assert "WHERE" not in sql and params == []  # text times are parsed and cut after reading
+
+
+def test_duckdb_source_binds_values_with_quotes(tmp_path: Path) -> None:
+    """Table and signal names reach the database as bound parameters, not spliced literals."""
+    db = tmp_path / "crm.duckdb"
+    tables = make_tables()
+    quoted = "o'brien's index'); DROP TABLE deals; --"
+    tables["signals"] = tables["signals"].with_columns(pl.col("name").replace("weather", quoted))
+    write_duckdb(db, tables)
+    settings = from_dict(
+        {"sources": {"url": f"duckdb:///{db}"}, "demand": {"known_signals": [quoted]}}
+    )
+    signals = collect("signals", settings)
+    assert signals.select("name", "value").rows() == [
+        ("price", 1.0),
+        (quoted, 3.0),
+        (quoted, 4.0),  # after as_of, kept: known in advance
+    ]
+    assert collect("deals", settings).height == 3
 
 
 def test_missing_duckdb_file_and_unknown_scheme(tmp_path: Path) -> None:
@@ -416,6 +438,7 @@ def test_postgres_source(pg_schema: tuple[str, str]) -> None:
         con.execute(
             "CREATE TABLE sales (ts timestamp, customer_id text, sku text, quantity double precision)"
         )
+        con.execute("CREATE TABLE signals (ts timestamptz, name text, value double precision)")
         with con.cursor() as cur:
             cur.executemany(
                 "INSERT INTO deals VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -425,14 +448,22 @@ def test_postgres_source(pg_schema: tuple[str, str]) -> None:
                 "INSERT INTO sales VALUES (%s, %s, %s, %s)",
                 [(ts.replace(tzinfo=None), c, s, q) for ts, c, s, q in tables["sales"].rows()],
             )
+            cur.executemany(
+                "INSERT INTO signals VALUES (%s, %s, %s)",
+                [(ts, n.replace("price", "o'brien"), v) for ts, n, v in tables["signals"].rows()],
+            )
     sep = "&" if "?" in url else "?"
     search_path = f"{url}{sep}options=-csearch_path%3D{schema}"
-    settings = Settings.model_validate({"sources": {"url": search_path}})  # password from env
+    settings = Settings.model_validate(  # password from env
+        {"sources": {"url": search_path}, "demand": {"known_signals": ["o'brien"]}}
+    )
     deals = collect("deals", settings)
     assert deals["deal_id"].to_list() == ["D1", "D2", "D3"]
     assert deals.schema["created_at"] == DATETIME
     assert deals.filter(pl.col("deal_id") == "D3")["closed_at"].to_list() == [None]
     assert collect("sales", settings)["ts"].to_list() == [_dt(-2)]
+    signals = collect("signals", settings).sort("value")
+    assert signals["value"].to_list() == [1.0, 2.0, 3.0]  # 2.0: after as_of, known in advance
     assert sources.read("inventory", settings, AS_OF) is None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from salesml import metrics
 from salesml.deals.model import DealWinModel
 
 SHAP_SAMPLE_ROWS = 2000
@@ -75,7 +76,7 @@ def _shap_plot(model: DealWinModel, sample: pl.DataFrame, path: Path) -> None:
     import shap
 
     contrib = model.contributions(sample)
-    matrix = model._matrix(sample)
+    matrix = model.feature_matrix(sample)
     shap.summary_plot(
         contrib[:, :-1],
         matrix,
@@ -94,11 +95,8 @@ def _calibration_plot(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) 
     """Reliability diagram on the holdout: mean probability vs observed win rate per bin."""
     import matplotlib.pyplot as plt
 
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    count = np.bincount(index, minlength=bins)
-    filled = count > 0
-    mean_p = np.bincount(index, weights=p, minlength=bins)[filled] / count[filled]
-    rate = np.bincount(index, weights=y, minlength=bins)[filled] / count[filled]
+    table = metrics.calibration_bins(y, p, bins)
+    mean_p, rate = table.mean_probability, table.observed_rate
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
     ax.plot(mean_p, rate, marker="o", label="model (holdout)")

@@ -2,17 +2,26 @@
 deal's static attributes (log amount, product, region), fitted with scikit-learn.
 
 Both learn only from the training snapshots they are given (known at the origin); category
-levels come from those rows, so an unseen level at prediction is the reference level.
+levels come from those rows, so an unseen (or missing) level at prediction is the reference
+level (the first level in sorted order, dropped from the one-hot design).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 STATIC_CATEGORICAL = ("product", "region")
+AMOUNT_COLUMNS = ("log_amount", "amount_missing")
 
 
 @dataclass
@@ -29,51 +38,78 @@ class BaseRateBaseline:
         return np.full(n, self.rate_)
 
 
+def static_design(frame: pl.DataFrame, amount_fill: float) -> pl.DataFrame:
+    """The baseline's inputs: log1p(amount) with a missing amount as `amount_fill` (a log1p
+    value) plus a 0/1 missing flag, and product and region as text (null stays null)."""
+    amount = pl.col("amount").cast(pl.Float64)
+    return frame.select(
+        amount.fill_null(float(np.expm1(amount_fill))).log1p().alias("log_amount"),
+        amount.is_null().cast(pl.Float64).alias("amount_missing"),
+        *[pl.col(c).cast(pl.String) for c in STATIC_CATEGORICAL],
+    )
+
+
+def static_logit_pipeline(levels: dict[str, list[str]]) -> Pipeline:
+    """One-hot product and region (first sorted level = reference, unknown levels all zeros)
+    next to the amount columns, then an unpenalised logistic regression (C = inf: maximum
+    likelihood, as statsmodels' Logit gave)."""
+    encoder = OneHotEncoder(
+        categories=[levels[c] for c in STATIC_CATEGORICAL],
+        drop="first",
+        handle_unknown="ignore",
+        sparse_output=False,
+    )
+    design = ColumnTransformer(
+        [
+            ("amount", "passthrough", list(AMOUNT_COLUMNS)),
+            ("onehot", encoder, list(STATIC_CATEGORICAL)),
+        ],
+        sparse_threshold=0.0,
+    )
+    return Pipeline([("design", design), ("logit", LogisticRegression(C=np.inf, max_iter=1000))])
+
+
 @dataclass
 class StaticLogitBaseline:
     """Logistic regression on log1p(amount) (+ missing flag) and one-hot product and region."""
 
-    levels_: dict[str, list[str]] = field(default_factory=dict)
     amount_fill_: float = 0.0
-    params_: np.ndarray | None = None
+    pipeline_: Pipeline | None = None
+    constant_: float | None = None  # one class in training: the rate alone is the MLE
 
     def fit(self, frame: pl.DataFrame, y: np.ndarray) -> StaticLogitBaseline:
-        from sklearn.linear_model import LogisticRegression
-
-        self.levels_ = {
-            c: sorted(frame.get_column(c).drop_nulls().unique().to_list())[1:]  # first = reference
-            for c in STATIC_CATEGORICAL
-        }
         amount = frame.get_column("amount").cast(pl.Float64)
         self.amount_fill_ = float(np.log1p(amount.drop_nulls().median() or 0.0))  # type: ignore[arg-type]
-        design = self._design(frame)
-        if np.unique(y).size < 2:  # one class: the intercept alone is the maximum likelihood
-            rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
-            self.params_ = np.zeros(design.shape[1])
-            self.params_[0] = np.log(rate / (1 - rate))
+        if np.unique(y).size < 2:
+            self.constant_ = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+            self.pipeline_ = None
             return self
-        # unpenalised maximum likelihood, as statsmodels' Logit gave, at a fraction of the time
-        fitted = LogisticRegression(C=np.inf, fit_intercept=False, max_iter=1000)
-        fitted.fit(design, y.astype(np.int64))
-        self.params_ = np.asarray(fitted.coef_[0], dtype=np.float64)
+        levels = {
+            # a column without any level gets a placeholder no value equals (null is unknown)
+            c: sorted(frame.get_column(c).cast(pl.String).drop_nulls().unique().to_list()) or [""]
+            for c in STATIC_CATEGORICAL
+        }
+        self.constant_ = None
+        self.pipeline_ = static_logit_pipeline(levels)
+        with _unknown_levels_are_reference():
+            self.pipeline_.fit(static_design(frame, self.amount_fill_), y.astype(np.int64))
         return self
 
-    def _design(self, frame: pl.DataFrame) -> np.ndarray:
-        amount = frame.get_column("amount").cast(pl.Float64)
-        columns = [
-            np.ones(frame.height),
-            np.log1p(amount.fill_null(float(np.expm1(self.amount_fill_))).to_numpy()),
-            amount.is_null().cast(pl.Float64).to_numpy(),
-        ]
-        for c, levels in self.levels_.items():
-            values = frame.get_column(c)
-            columns += [
-                (values == level).fill_null(False).cast(pl.Float64).to_numpy() for level in levels
-            ]
-        return np.column_stack(columns)
-
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        if self.params_ is None:
+        """Probability of a win per row of `frame`."""
+        if self.constant_ is not None:
+            return np.full(frame.height, self.constant_)
+        if self.pipeline_ is None:
             raise RuntimeError("fit the baseline first")
-        z = self._design(frame) @ self.params_
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
+        with _unknown_levels_are_reference():
+            proba = self.pipeline_.predict_proba(static_design(frame, self.amount_fill_))
+        return np.asarray(proba[:, 1], dtype=np.float64)
+
+
+@contextmanager
+def _unknown_levels_are_reference() -> Iterator[None]:
+    """Silence the encoder's note that unknown (or null) levels become all zeros: that is the
+    intended reading (the reference level), not a problem with the data."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found unknown categories", category=UserWarning)
+        yield

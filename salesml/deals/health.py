@@ -21,8 +21,7 @@ import polars as pl
 
 from salesml.config import DealHealthRules, HealthBands
 from salesml.contract import normalise_label
-
-LEVELS = ("red", "yellow", "green")
+from salesml.jsonutil import json_text
 
 
 def _percent(expr: pl.Expr) -> pl.Expr:
@@ -147,16 +146,6 @@ def rate_health(
         .then(level.replace_strict({0: "red", 1: "yellow", 2: "green"}, return_dtype=pl.String))
         .otherwise(None)
         .alias("health"),
-        pl.when(scored).then(json_array(reasons)).otherwise(None).alias("health_reasons"),
+        pl.when(scored).then(json_text(reasons)).otherwise(None).alias("health_reasons"),
         fired.cast(pl.Int64).alias("rules_fired"),
-    )
-
-
-def json_array(strings: pl.Expr) -> pl.Expr:
-    """A list-of-strings expression as JSON array text (vectorised, no Python per row)."""
-    return (
-        pl.struct(strings.alias("a"))
-        .struct.json_encode()
-        .str.strip_prefix('{"a":')
-        .str.strip_suffix("}")
     )

@@ -25,10 +25,11 @@ import polars as pl
 from salesml import explain
 from salesml.config import DealHealthRules, DealsSettings, HealthBands
 from salesml.deals.features import FeatureSpec, build_features, feature_labels
-from salesml.deals.health import json_array, rate_health
+from salesml.deals.health import rate_health
 from salesml.deals.model import DealWinModel
 from salesml.deals.pipeline_forecast import pipeline_forecast
 from salesml.deals.snapshots import event_rates, open_deals
+from salesml.jsonutil import json_text
 from salesml.progress import Progress, report
 
 CONTRIBUTION_UNIT = "log-odds"
@@ -261,7 +262,7 @@ def _model_scores(
         )
         .join(top, on="deal_id", how="left")
         .with_columns(
-            json_array(pl.col("_texts").fill_null(pl.lit([], pl.List(pl.String)))).alias(
+            json_text(pl.col("_texts").fill_null(pl.lit([], pl.List(pl.String)))).alias(
                 "top_factors"
             )
         )

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from salesml.config import DemandSettings
+from salesml.jsonutil import json_text
 from salesml.timeutil import DATETIME
 
 HEALTH_SCHEMA: dict[str, pl.DataType] = {
@@ -248,7 +249,7 @@ def _rate(rated: pl.DataFrame, demand: DemandSettings, as_of: datetime) -> pl.Da
         .otherwise(pl.col("_reasons"))
     )
     return (
-        out.with_columns(reasons=json_array(pl.col("_reasons")))
+        out.with_columns(reasons=json_text(pl.col("_reasons")))
         .select(
             "customer_id",
             "sku",
@@ -259,13 +260,3 @@ def _rate(rated: pl.DataFrame, demand: DemandSettings, as_of: datetime) -> pl.Da
         )
         .sort("customer_id", "sku")
     )
-
-
-def json_array(texts: pl.Expr) -> pl.Expr:
-    """A list of strings -> its JSON array text (escaped), vectorised."""
-    escaped = texts.list.eval(
-        pl.element()
-        .str.replace_all("\\", "\\\\", literal=True)
-        .str.replace_all('"', '\\"', literal=True)
-    )
-    return pl.concat_str(pl.lit('["'), escaped.list.join('", "'), pl.lit('"]'))

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from salesml.urls import duckdb_path, split_url
+
 if TYPE_CHECKING:
     from salesml.config import Settings
     from salesml.report.data import ReportData, ReportOptions
@@ -53,10 +55,9 @@ def default_path(settings: Settings, as_of: datetime) -> Path:
     """`report-<as_of UTC>.html` beside a DuckDB warehouse file, else in ./out."""
     url = settings.warehouse.url
     folder = DEFAULT_FOLDER
-    if url.lower().startswith("duckdb://"):
-        rest = url.split("://", 1)[1]
-        if rest.startswith("/") and len(rest) > 1:
-            folder = Path(rest[1:]).parent
+    scheme, rest = split_url(url)
+    if scheme == "duckdb" and rest.startswith("/") and len(rest) > 1:
+        folder = duckdb_path(url).parent
     stamp = as_of.astimezone(UTC).strftime("%Y-%m-%dT%H%MZ")
     return folder / f"report-{stamp}.html"
 

@@ -51,14 +51,14 @@ def protected_paths(
     Folders (the sources folder, MLflow's artifact folder) protect everything inside them.
     """
     from salesml import tracking
-    from salesml.sources import duckdb_path
+    from salesml.urls import duckdb_path, split_url
 
     found: list[tuple[str, str, Path]] = []
     if settings.sources.path is not None:
         found.append(("the sources folder", "sources.path", settings.sources.path))
-    elif settings.sources.url and settings.sources.url.lower().startswith("duckdb://"):
+    elif settings.sources.url and split_url(settings.sources.url)[0] == "duckdb":
         found.append(("the DuckDB source", "sources.url", duckdb_path(settings.sources.url)))
-    if settings.warehouse.url.lower().startswith("duckdb://"):
+    if split_url(settings.warehouse.url)[0] == "duckdb":
         found.append(("the warehouse", "warehouse.url", duckdb_path(settings.warehouse.url)))
     uri, key = settings.mlflow.tracking_uri, "mlflow.tracking_uri"
     db = tracking.sqlite_path(uri)

@@ -115,17 +115,32 @@ def calibration_pairs(
 
 
 def reliability(pairs: pl.DataFrame, bins: int = 10) -> pl.DataFrame:
-    """Equal-width bins of predicted probability: (bin, mean_probability, win_rate, n)."""
-    index = (pl.col("win_probability") * bins).floor().cast(pl.Int64).clip(0, bins - 1)
-    return (
-        pairs.group_by(index.alias("bin"))
-        .agg(
-            pl.col("win_probability").mean().alias("mean_probability"),
-            pl.col("won").cast(pl.Float64).mean().alias("win_rate"),
-            pl.len().alias("n"),
-        )
-        .sort("bin")
+    """Equal-width bins of predicted probability: (bin, mean_probability, win_rate, n).
+
+    The bins of `metrics.calibration_bins`, the same ones the stated ECE uses."""
+    from salesml import metrics  # lazy, like render's: scikit-learn loads only when drawing
+
+    if pairs.height == 0:
+        return pl.DataFrame(schema=_RELIABILITY_SCHEMA)
+    won = pairs["won"].cast(pl.Float64).to_numpy()
+    table = metrics.calibration_bins(won, pairs["win_probability"].to_numpy(), bins)
+    return pl.DataFrame(
+        {
+            "bin": table.bin,
+            "mean_probability": table.mean_probability,
+            "win_rate": table.observed_rate,
+            "n": table.n,
+        },
+        schema=_RELIABILITY_SCHEMA,
     )
+
+
+_RELIABILITY_SCHEMA = {
+    "bin": pl.Int64(),
+    "mean_probability": pl.Float64(),
+    "win_rate": pl.Float64(),
+    "n": pl.UInt32(),
+}
 
 
 def top_series(forecast: pl.DataFrame, n: int) -> pl.DataFrame:

@@ -96,9 +96,5 @@ def draw_from_weights(
     return rng.choice(len(p), size=size, p=p / p.sum()).astype(np.int16)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def window_start(end: datetime, days: int) -> datetime:
     return end - timedelta(days=days)

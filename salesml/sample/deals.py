@@ -55,6 +55,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from salesml.numeric import sigmoid
 from salesml.progress import Progress, report
 from salesml.sample._common import (
     STREAM_DEAL_CHUNK,
@@ -68,7 +69,6 @@ from salesml.sample._common import (
     labels,
     make_ids,
     rng_for,
-    sigmoid,
     window_start,
 )
 
