@@ -7,9 +7,9 @@ written in one warehouse batch. No printing: progress goes to the `progress` cal
 Lineage: every written row carries `run_id` (the warehouse run, see `runs`), `model_version`
 (registry version of `salesml-deal-win`) and `mlflow_run_id` (the MLflow run that trained it).
 
-Order of training, so that a crash at any point leaves a state the next run can explain:
-reconcile what abandoned training runs left, fit, register the version (tagged with its as_of),
-write `behavior_value` (the map of this newest version), gate and maybe promote, close the run.
+Training follows `salesml.training_job.train_and_promote`: reconcile what abandoned training
+runs left, fit, register the version (tagged with its as_of), write `behavior_value` (the map of
+this newest version), gate and maybe promote, close the run.
 Scoring at `as_of` uses the version that may serve it (`tracking.load_for`): never a model
 trained after `as_of`.
 """
@@ -17,17 +17,18 @@ trained after `as_of`.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from salesml import training_job
 from salesml.config import Settings
 from salesml.deals.model import InsufficientDataError
-from salesml.jobrun import Executor, job_run, with_lineage
+from salesml.jobrun import JobRun, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 from salesml.validation import JOB_INPUTS
 
@@ -37,21 +38,10 @@ BEHAVIOR_SAMPLE_ROWS = 20_000
 
 
 @dataclass
-class TrainReport:
-    """What `train` did: the registered version, the gate's decision, the holdout metrics."""
+class TrainReport(training_job.TrainReport):
+    """What `train` did: the registered version, the gate's decision, the holdout metrics
+    (`training_job.TrainReport`), and what the deal-win model was trained on."""
 
-    run_id: str
-    as_of: str
-    model_name: str
-    model_version: str
-    mlflow_run_id: str
-    promoted: bool
-    decision: str
-    gate_metric: str
-    candidate_value: float | None
-    champion_value: float | None
-    champion_version: str | None
-    metrics: dict[str, float]
     snapshots: int
     won_deals: int
     lost_deals: int
@@ -60,7 +50,6 @@ class TrainReport:
     event: str = ""
 
     def describe(self) -> str:
-        state = "promoted to champion" if self.promoted else "not promoted"
         m = self.metrics
         nan = float("nan")
         return (
@@ -71,7 +60,7 @@ class TrainReport:
             f"open at as_of; base rate {m.get('base_rate_brier', nan):.4f}, "
             f"logistic {m.get('logistic_brier', nan):.4f}), Brier skill "
             f"{m.get('brier_skill', nan):.3f} [{m.get('brier_skill_low', nan):.3f}, "
-            f"{m.get('brier_skill_high', nan):.3f}]; {state}: {self.decision}"
+            f"{m.get('brier_skill_high', nan):.3f}]; {self.state()}: {self.decision}"
         )
 
 
@@ -107,117 +96,114 @@ class ScoreReport:
         )
 
 
-def train(
+def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
+    """Train on data known at `as_of`, log and register in MLflow, gate `@champion`, and write
+    the behaviour value map (`behavior_value`) of the new model (`training_job`)."""
+    job = training_job.TrainingJob(
+        model_name=MODEL_NAME,
+        flow="train_deal_win",
+        inputs=INPUTS,
+        fit=lambda run, tables: _fit(run, tables, settings, as_of, progress),
+    )
+    return training_job.train_and_promote(settings, as_of, job, TrainReport, progress)
+
+
+def _fit(
+    run: JobRun,
+    tables: dict[str, pl.DataFrame],
     settings: Settings,
     as_of: datetime,
-    progress: Progress | None = None,
-    executor: Executor | None = None,
-) -> TrainReport:
-    """Train on data known at `as_of`, log and register in MLflow, gate `@champion`, and write
-    the behaviour value map (`behavior_value`) of the new model."""
-    from salesml import tracking
-    from salesml.deals.artifacts import write_artifacts
-    from salesml.deals.scoring import event_text
-    from salesml.deals.training import METRIC_DIRECTION, fit_deal_win
+    progress: Progress | None,
+) -> training_job.Candidate:
+    """Fit the deal-win model and its behaviour value map; notes on inputs and leakage."""
+    from salesml.deals.training import fit_deal_win
 
     deals_settings = settings.deals
-    with job_run(settings, flow="train_deal_win", as_of=as_of, executor=executor) as run:
-        report(progress, "load inputs", 0.0)
-        tracking.configure(settings)
-        run.step("reconcile", run.reconcile_training, MODEL_NAME, io=True)
-        tables = run.load(INPUTS)
-        trained = run.step(
-            "fit", fit_deal_win, tables, as_of, deals_settings, scaled(progress, 0.05, 0.6)
-        )
-        if trained.spec.inputs_note:
-            run.notes.append(trained.spec.inputs_note)
-        for name, auc in trained.leakage_allowed.items():
-            run.notes.append(
-                f"leakage screen: {name} (AUC {auc:.3f}) allowed by deals.leakage.allow"
-            )
-        report(progress, "behaviour value", 0.6)
-        behavior = run.step(
-            "behavior value", _behavior, trained, tables, as_of, deals_settings.seed
-        )
-        report(progress, "champion comparison", 0.7)
-        metric = deals_settings.gate_metric
-        champion_value, champion_version, problem = _champion_value(
-            trained.holdout, tables, metric, as_of
-        )
-        if problem:
-            run.notes.append(problem)
-        report(progress, "log model", 0.75)
-        with tempfile.TemporaryDirectory(prefix="salesml-deal-win-") as folder:
-            paths = write_artifacts(
-                Path(folder),
-                trained.model,
-                trained.features,
-                trained.holdout,
-                behavior,
-                seed=deals_settings.seed,
-            )
-            version = tracking.log_and_register(
-                model_name=MODEL_NAME,
-                model=trained.model,
-                params=_params(settings, trained, as_of),
-                metrics={f"holdout_{k}": v for k, v in trained.metrics.items()}
-                | {
-                    "snapshots": float(trained.snapshots.height),
-                    "won_deals": float(trained.won_deals),
-                    "lost_deals": float(trained.lost_deals),
-                    "best_iteration": float(trained.model.best_iteration_),
-                },
-                artifacts={name: str(path) for name, path in paths.items()},
-                input_example=_input_example(trained),
-                run_name=f"deal-win as of {as_of.isoformat()}",
-                tags={tracking.WAREHOUSE_RUN_TAG: run.run_id}
-                | {
-                    f"salesml.leakage.allowed.{name}": f"{auc:.4f}"
-                    for name, auc in trained.leakage_allowed.items()
-                },
-                as_of=as_of,
-            )
-        run.model_version = version.version
-        report(progress, "write behaviour value", 0.85)
-        run.write(
-            {"behavior_value": with_lineage(behavior, version.version, version.run_id)},
-            main="behavior_value",
-        )
-        report(progress, "promotion gate", 0.9)
-        decision = tracking.promote_if_better(
-            MODEL_NAME,
-            candidate=version,
-            metric=f"holdout_{metric}",
-            candidate_value=trained.metrics[metric],
-            champion_value=champion_value,
-            higher_is_better=METRIC_DIRECTION[metric],
-            champion_version=champion_version,
-            as_of=as_of,
-            skill=skill_check(trained.metrics),
-        )
-        run.notes.append(decision.reason)
-        report(progress, "done", 1.0)
-        return TrainReport(
-            run_id=run.run_id,
-            as_of=as_of.isoformat(),
-            model_name=MODEL_NAME,
-            model_version=version.version,
-            mlflow_run_id=version.run_id,
-            promoted=decision.promoted,
-            decision=decision.reason,
-            gate_metric=f"holdout_{metric}",
-            candidate_value=decision.candidate_value,
-            champion_value=decision.champion_value,
-            champion_version=champion_version,
-            metrics=dict(trained.metrics),
-            snapshots=trained.snapshots.height,
-            won_deals=trained.won_deals,
-            lost_deals=trained.lost_deals,
-            best_iteration=trained.model.best_iteration_,
-            behavior_pairs=behavior.height,
-            event=event_text(deals_settings.label_horizon_days),
-        )
-    raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
+    trained = run.step(
+        "fit", fit_deal_win, tables, as_of, deals_settings, scaled(progress, 0.05, 0.6)
+    )
+    if trained.spec.inputs_note:
+        run.notes.append(trained.spec.inputs_note)
+    for name, auc in trained.leakage_allowed.items():
+        run.notes.append(f"leakage screen: {name} (AUC {auc:.3f}) allowed by deals.leakage.allow")
+    report(progress, "behaviour value", 0.6)
+    behavior = run.step("behavior value", _behavior, trained, tables, as_of, deals_settings.seed)
+    return _candidate(trained, behavior, tables, settings, as_of, progress)
+
+
+def _candidate(
+    trained: Any,
+    behavior: pl.DataFrame,
+    tables: dict[str, pl.DataFrame],
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None,
+) -> training_job.Candidate:
+    """What the skeleton logs, gates and reports for the fitted deal-win model."""
+    from salesml.deals.scoring import event_text
+    from salesml.deals.training import METRIC_DIRECTION, evaluate_model
+
+    deals_settings = settings.deals
+    metric = deals_settings.gate_metric
+
+    return training_job.Candidate(
+        model=trained.model,
+        gate_metric=metric,
+        gate_value=trained.metrics[metric],
+        higher_is_better=METRIC_DIRECTION[metric],
+        skill=skill_check(trained.metrics),
+        evaluate=lambda model: evaluate_model(model, trained.holdout, tables, metric),
+        params=_params(settings, trained, as_of),
+        log_metrics=_log_metrics(trained),
+        metrics=dict(trained.metrics),
+        write_artifacts=partial(_artifacts, trained, behavior, deals_settings.seed),
+        input_example=_input_example(trained),
+        run_name=f"deal-win as of {as_of.isoformat()}",
+        tags={
+            f"salesml.leakage.allowed.{name}": f"{auc:.4f}"
+            for name, auc in trained.leakage_allowed.items()
+        },
+        on_registered=partial(_write_behavior, behavior, progress),
+        extra={
+            "snapshots": trained.snapshots.height,
+            "won_deals": trained.won_deals,
+            "lost_deals": trained.lost_deals,
+            "best_iteration": trained.model.best_iteration_,
+            "behavior_pairs": behavior.height,
+            "event": event_text(deals_settings.label_horizon_days),
+        },
+    )
+
+
+def _artifacts(trained: Any, behavior: pl.DataFrame, seed: int, folder: Path) -> dict[str, str]:
+    """The model's MLflow artifacts written into `folder` (`deals.artifacts`): {name: path}."""
+    from salesml.deals.artifacts import write_artifacts
+
+    paths = write_artifacts(
+        folder, trained.model, trained.features, trained.holdout, behavior, seed=seed
+    )
+    return {name: str(path) for name, path in paths.items()}
+
+
+def _write_behavior(
+    behavior: pl.DataFrame, progress: Progress | None, run: JobRun, version: Any
+) -> None:
+    """Write `behavior_value` with the just-registered version's lineage (before the gate)."""
+    report(progress, "write behaviour value", 0.85)
+    run.write(
+        {"behavior_value": with_lineage(behavior, version.version, version.run_id)},
+        main="behavior_value",
+    )
+
+
+def _log_metrics(trained: Any) -> dict[str, float]:
+    """MLflow metrics: the holdout's (`holdout_` prefix) and the training counts."""
+    return {f"holdout_{k}": v for k, v in trained.metrics.items()} | {
+        "snapshots": float(trained.snapshots.height),
+        "won_deals": float(trained.won_deals),
+        "lost_deals": float(trained.lost_deals),
+        "best_iteration": float(trained.model.best_iteration_),
+    }
 
 
 def skill_check(metrics: dict[str, float]) -> Any:
@@ -243,40 +229,12 @@ def _behavior(
     )
 
 
-def _champion_value(
-    holdout: pl.DataFrame, tables: dict[str, pl.DataFrame], metric: str, as_of: datetime
-) -> tuple[float | None, str | None, str | None]:
-    """The reference version's `metric` on the candidate's holdout rows, its version, and why
-    it could not be evaluated (None, None, None: nothing to compare with). The reference is
-    the version serving `as_of` (`tracking.reference_version`): the champion, unless it was
-    trained after `as_of`.
-
-    A champion that cannot be evaluated here (e.g. a model from an incompatible release) gets
-    NaN, which the gate treats as beaten, so a broken champion does not block every new model;
-    the reason is recorded in the run's message.
-    """
-    import math
-
-    from salesml import tracking
-    from salesml.deals.training import evaluate_model
-
-    info = tracking.reference_version(MODEL_NAME, as_of)
-    if info is None:
-        return None, None, None
-    try:
-        loaded = tracking.load_version(MODEL_NAME, info.version)
-        return evaluate_model(loaded.model, holdout, tables, metric), info.version, None
-    except Exception as exc:  # any failure means "no valid comparison", never a crash
-        reason = f"v{info.version} could not be evaluated ({type(exc).__name__}: {exc})"
-        return math.nan, info.version, reason.splitlines()[0][:300]
-
-
 def _params(settings: Settings, trained: Any, as_of: datetime) -> dict[str, Any]:
     deals = settings.deals
     model = trained.model
     return {
         "as_of": as_of.isoformat(),
-        **model.get_params(),
+        **model.tracking_params(),
         "snapshot_every_days": deals.snapshot_every_days,
         "history_days": deals.history_days,
         "min_open_days": deals.min_open_days,
@@ -308,7 +266,6 @@ def score(
     settings: Settings,
     as_of: datetime,
     progress: Progress | None = None,
-    executor: Executor | None = None,
 ) -> ScoreReport:
     """Give every deal open at `as_of` a probability of the event (won within H days): from
     the version that may serve it (`@champion` unless trained after `as_of`), the young-deal
@@ -319,12 +276,11 @@ def score(
     deal_scores, deal_score_factors and pipeline_forecast in one batch. No open deal to score
     while an earlier run wrote scores for this as_of: those are kept, and the run says so."""
     from salesml import tracking
-    from salesml.deals.features import learn_spec
-    from salesml.deals.scoring import event_text, priors_at, score_open_deals
+    from salesml.deals.scoring import event_text
     from salesml.deals.training import with_lost_after
 
     deals_settings = settings.deals
-    with job_run(settings, flow="score_deals", as_of=as_of, executor=executor) as run:
+    with job_run(settings, flow="score_deals", as_of=as_of) as run:
         report(progress, "load champion", 0.0)
         tracking.configure(settings)
         loaded, reason = run.step(
@@ -339,31 +295,7 @@ def score(
             run.notes.append(reason)
         report(progress, "load inputs", 0.1)
         tables = with_lost_after(run.load(INPUTS), deals_settings)
-        priors = run.step("priors", priors_at, tables["deals"], as_of, deals_settings)
-        if loaded is None:
-            _check_base_rate(priors.base_rate, as_of, deals_settings.label_horizon_days, reason)
-        health_spec = (
-            run.step("health features", learn_spec, tables, as_of, deals_settings)
-            if loaded is None
-            else None
-        )
-        result = run.step(
-            "score",
-            score_open_deals,
-            None if loaded is None else loaded.model,
-            tables,
-            as_of,
-            min_open_days=deals_settings.min_open_days,
-            rules=deals_settings.rules,
-            priors=priors,
-            base_rate_reason=reason or "",
-            health_spec=health_spec,
-            top_k=deals_settings.top_k,
-            n_simulations=deals_settings.forecast_simulations,
-            seed=deals_settings.seed,
-            timezone=settings.timezone,
-            progress=scaled(progress, 0.2, 0.9),
-        )
+        result = _score_open(run, loaded, reason, tables, progress)
         frames = {
             "deal_scores": with_lineage(result.scores, version, mlflow_run_id),  # type: ignore[arg-type]
             "deal_score_factors": with_lineage(result.factors, version, mlflow_run_id),  # type: ignore[arg-type]
@@ -389,6 +321,47 @@ def score(
             event=event_text(horizon or deals_settings.label_horizon_days),
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _score_open(
+    run: JobRun,
+    loaded: Any,
+    reason: str | None,
+    tables: dict[str, pl.DataFrame],
+    progress: Progress | None,
+) -> Any:
+    """Score the deals open at the run's as_of (`scoring.score_open_deals`) with `loaded`'s
+    model, or, when `loaded` is None, the base rate (refused when even that is unknown)."""
+    from salesml.deals.features import learn_spec
+    from salesml.deals.scoring import priors_at, score_open_deals
+
+    settings, as_of = run.settings, run.as_of
+    deals_settings = settings.deals
+    priors = run.step("priors", priors_at, tables["deals"], as_of, deals_settings)
+    if loaded is None:
+        _check_base_rate(priors.base_rate, as_of, deals_settings.label_horizon_days, reason)
+    health_spec = (
+        run.step("health features", learn_spec, tables, as_of, deals_settings)
+        if loaded is None
+        else None
+    )
+    return run.step(
+        "score",
+        score_open_deals,
+        None if loaded is None else loaded.model,
+        tables,
+        as_of,
+        min_open_days=deals_settings.min_open_days,
+        rules=deals_settings.rules,
+        priors=priors,
+        base_rate_reason=reason or "",
+        health_spec=health_spec,
+        top_k=deals_settings.top_k,
+        n_simulations=deals_settings.forecast_simulations,
+        seed=deals_settings.seed,
+        timezone=settings.timezone,
+        progress=scaled(progress, 0.2, 0.9),
+    )
 
 
 def _load_or_base_rate(as_of: datetime, warehouse: Any) -> tuple[Any, str | None]:
@@ -485,7 +458,6 @@ def backtest(
     as_of: datetime,
     n_origins: int = 4,
     progress: Progress | None = None,
-    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the deal-win model and its baselines (JSON-serialisable)."""
     from salesml import quality
@@ -496,7 +468,6 @@ def backtest(
         flow="backtest_deal_win",
         as_of=as_of,
         params={"n_origins": n_origins},
-        executor=executor,
     ) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)

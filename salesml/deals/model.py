@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator
 
 from salesml.deals.features import FeatureSpec
 
@@ -49,11 +50,13 @@ class SliceSummary:
     holdout_wins: int
 
 
-class DealWinModel:
+class DealWinModel(BaseEstimator):  # type: ignore[misc]
     """Calibrated probability of the event it was trained on: won within
     `label_horizon_days` of the score time (stored as given; it travels with the model).
 
-    Configured in `__init__` (stored as given), learned in `fit`; learned state ends in `_`:
+    A scikit-learn estimator: every hyper-parameter is an `__init__` argument stored as given
+    (so `get_params`, `set_params` and `sklearn.base.clone` work); the defaults equal
+    `DealsSettings`' (a test checks). Learned in `fit`; learned state ends in `_`:
     `booster_`, `calibrator_`, `feature_names_`, `categorical_features_`, `categories_`,
     `best_iteration_`, `base_rate_` (event rate of the holdout), `slices_`, `oof_raw_`,
     `oof_probability_`.
@@ -117,8 +120,9 @@ class DealWinModel:
             "verbosity": -1,
         }
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given (for logging); the feature spec as a plain dict."""
+    def tracking_params(self) -> dict[str, Any]:
+        """Hyper-parameters logged with a run: `get_params()` without the feature spec (logged
+        by its parts) and the thread count (no effect on the model)."""
         return {
             "n_estimators": self.n_estimators,
             "learning_rate": self.learning_rate,
@@ -161,7 +165,7 @@ class DealWinModel:
             c: sorted(train_rows.get_column(c).drop_nulls().unique().cast(pl.String).to_list())
             for c in self.categorical_features_
         }
-        matrix = self._matrix(X)
+        matrix = self.feature_matrix(X)
         self.slice_of_ = in_holdout.astype(np.int8)
         self._check_slices(labels, [~in_holdout, *folds])
         categorical_idx = [names.index(c) for c in self.categorical_features_]
@@ -242,8 +246,9 @@ class DealWinModel:
 
     # --- answering ---------------------------------------------------------------------------
 
-    def _matrix(self, X: Any) -> np.ndarray:
-        """Feature matrix (float32, columns in `feature_names_` order, categories as codes)."""
+    def feature_matrix(self, X: Any) -> np.ndarray:
+        """Feature matrix LightGBM sees (float32, columns in `feature_names_` order, categories
+        as codes from the training vocabulary; unknown or null -> NaN), e.g. for SHAP plots."""
         frame = X if isinstance(X, pl.DataFrame) else pl.from_pandas(X)
         missing = [n for n in self.feature_names_ if n not in frame.columns]
         if missing:
@@ -266,7 +271,7 @@ class DealWinModel:
 
     def predict_raw(self, X: Any) -> np.ndarray:
         """The booster's raw score (log-odds, before calibration)."""
-        return self.predict_raw_matrix(self._matrix(X))
+        return self.predict_raw_matrix(self.feature_matrix(X))
 
     def predict_raw_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """`predict_raw` of an already-built feature matrix."""
@@ -283,12 +288,12 @@ class DealWinModel:
 
     def contributions(self, X: Any) -> np.ndarray:
         """Exact TreeSHAP (n, f + 1) in raw log-odds; last column = base value."""
-        contrib = self.booster_.predict(self._matrix(X), pred_contrib=True)
+        contrib = self.booster_.predict(self.feature_matrix(X), pred_contrib=True)
         return np.asarray(contrib, dtype=np.float64)
 
     def predict_with_contributions(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(calibrated probability, raw score, contributions) from one matrix build."""
-        matrix = self._matrix(X)
+        matrix = self.feature_matrix(X)
         contrib = np.asarray(self.booster_.predict(matrix, pred_contrib=True), dtype=np.float64)
         raw = contrib.sum(axis=1)
         return self.calibrate(raw), raw, contrib

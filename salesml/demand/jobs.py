@@ -7,16 +7,16 @@ written in one warehouse batch. No printing: progress goes to the `progress` cal
 Lineage: every written row carries `run_id` (the warehouse run), `model_version` (registry
 version of `salesml-demand`) and `mlflow_run_id` (the MLflow run that trained it).
 
-Training reconciles what abandoned training runs left, fits, registers the version (tagged with
-its as_of), gates and maybe promotes, then closes its run. Forecasting at `as_of` uses the
-version that may serve it (`tracking.load_for`): never a model trained after `as_of`.
+Training (`salesml.training_job.train_and_promote`) reconciles what abandoned training runs
+left, fits, registers the version (tagged with its as_of), gates and maybe promotes, then closes
+its run. Forecasting at `as_of` uses the version that may serve it (`tracking.load_for`): never
+a model trained after `as_of`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,10 +25,10 @@ from typing import Any
 
 import polars as pl
 
-from salesml import metrics
+from salesml import metrics, training_job
 from salesml.config import Settings
 from salesml.demand.adjust import BASELINE
-from salesml.jobrun import Executor, job_run, with_lineage
+from salesml.jobrun import JobRun, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 from salesml.validation import JOB_INPUTS
 
@@ -40,32 +40,20 @@ NO_INVENTORY_NOTE = "no inventory table: sku_health not computed"
 
 
 @dataclass
-class TrainReport:
-    """What `train` did: the registered version, the gate's decision, held-out metrics."""
+class TrainReport(training_job.TrainReport):
+    """What `train` did: the registered version, the gate's decision, held-out metrics
+    (`training_job.TrainReport`), and what the demand model was trained on."""
 
-    run_id: str
-    as_of: str
-    model_name: str
-    model_version: str
-    mlflow_run_id: str
-    promoted: bool
-    decision: str
-    gate_metric: str
-    candidate_value: float | None
-    champion_value: float | None
-    champion_version: str | None
-    metrics: dict[str, float]
     series: int
     train_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
-        state = "promoted to champion" if self.promoted else "not promoted"
         return (
             f"{self.model_name} v{self.model_version} trained on {self.series} series "
             f"({self.train_rows} rows); held-out WAPE {self.metrics.get('wape', math.nan):.3f}, "
             f"P10-P90 coverage {self.metrics.get('coverage_p10_p90', math.nan):.2f}; "
-            f"{state}: {self.decision}"
+            f"{self.state()}: {self.decision}"
         )
 
 
@@ -110,119 +98,79 @@ def run_params(settings: Settings) -> dict[str, Any]:
     }
 
 
-def train(
-    settings: Settings,
-    as_of: datetime,
-    progress: Progress | None = None,
-    executor: Executor | None = None,
-) -> TrainReport:
+def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
     """Train on sales known at `as_of`, log and register `salesml-demand` in MLflow, and move
     `@champion` if it is at least as good on the same held-out weeks (scaled pinball loss over
-    P10/P50/P90, next to the 8-week same-bucket median's: `_gate_values`)."""
-    from salesml import tracking
-    from salesml.demand import pipeline
-
-    with job_run(
-        settings,
+    P10/P50/P90, next to the 8-week same-bucket median's: `_gate_values`; `training_job`)."""
+    job = training_job.TrainingJob(
+        model_name=MODEL_NAME,
         flow="train_demand",
-        as_of=as_of,
-        params=run_params(settings),
-        executor=executor,
-    ) as run:
-        report(progress, "load inputs", 0.0)
-        tracking.configure(settings)
-        run.step("reconcile", run.reconcile_training, MODEL_NAME, io=True)
-        tables = run.load(INPUTS)
-        signals = tables.get("signals")
-        result = run.step(
-            "train",
-            pipeline.fit,
-            tables["sales"],
-            settings,
-            as_of,
-            signals,
-            progress=scaled(progress, 0.05, 0.7),
-            inventory=tables.get("inventory"),
-        )
-        report(progress, "champion comparison", 0.7)
-        champion_value, champion_version = _champion_value(result, settings, signals, as_of)
-        candidate_value, baseline = _gate_values(result, settings)
-        report(progress, "log model", 0.75)
-        with tempfile.TemporaryDirectory(prefix="salesml-demand-") as folder:
-            artifacts = _write_artifacts(Path(folder), result)
-            version = tracking.log_and_register(
-                model_name=MODEL_NAME,
-                model=result.model,
-                params={"as_of": as_of.isoformat(), **result.params},
-                metrics={f"holdout_{k}": v for k, v in result.metrics.items()}
-                | {f"seconds_{k}": v for k, v in result.timings.items()}
-                | {f"holdout_{k}": v for k, v in baseline.to_dict().items() if v is not None},
-                artifacts=artifacts,
-                input_example=_input_example(result),
-                run_name=f"demand as of {as_of.isoformat()}",
-                tags={
-                    tracking.WAREHOUSE_RUN_TAG: run.run_id,
-                    "salesml.contribution_unit": "units (log-space SHAP rescaled)",
-                },
-                as_of=as_of,
-            )
-        run.model_version = version.version
-        report(progress, "promotion gate", 0.9)
-        decision = tracking.promote_if_better(
-            MODEL_NAME,
-            candidate=version,
-            metric=f"holdout_{GATE_METRIC}",
-            candidate_value=candidate_value,
-            champion_value=champion_value,
-            higher_is_better=False,
-            champion_version=champion_version,
-            as_of=as_of,
-            skill=baseline,
-        )
-        run.notes.append(decision.reason)
-        report(progress, "done", 1.0)
-        return TrainReport(
-            run_id=run.run_id,
-            as_of=as_of.isoformat(),
-            model_name=MODEL_NAME,
-            model_version=version.version,
-            mlflow_run_id=version.run_id,
-            promoted=decision.promoted,
-            decision=decision.reason,
-            gate_metric=f"holdout_{GATE_METRIC}",
-            candidate_value=decision.candidate_value,
-            champion_value=decision.champion_value,
-            champion_version=champion_version,
-            metrics=dict(result.metrics),
-            series=int(result.params["series"]),
-            train_rows=int(result.params["train_rows"]),
-            seconds=dict(result.timings),
-        )
-    raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
+        inputs=INPUTS,
+        fit=lambda run, tables: _fit(run, tables, settings, as_of, progress),
+        run_params=run_params(settings),
+    )
+    return training_job.train_and_promote(settings, as_of, job, TrainReport, progress)
 
 
-def _champion_value(
-    result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
-) -> tuple[float | None, str | None]:
-    """The reference version's scaled pinball loss (`GATE_METRIC`) on the candidate's held-out
-    rows (None: nothing to compare with; NaN: it cannot be evaluated here, which the gate
-    treats as beaten). The reference is the version serving `as_of`
-    (`tracking.reference_version`): the champion, unless it was trained after `as_of`."""
-    from salesml import quality, tracking
+def _fit(
+    run: JobRun,
+    tables: dict[str, pl.DataFrame],
+    settings: Settings,
+    as_of: datetime,
+    progress: Progress | None,
+) -> training_job.Candidate:
+    """Fit the demand model (`pipeline.fit`) and say what the skeleton logs, gates, reports."""
     from salesml.demand import pipeline
 
-    info = tracking.reference_version(MODEL_NAME, as_of)
-    if info is None:
-        return None, None
-    try:
-        loaded = tracking.load_version(MODEL_NAME, info.version)
-        scored = pipeline.score_rows(
-            loaded.model, result.history, result.held_out_rows, settings, signals, as_of
-        )
-        scale = float(result.calibration["y"].mean())
-        return quality.scaled_pinball(scored, scale), info.version
-    except Exception:
-        return math.nan, info.version
+    signals = tables.get("signals")
+    result = run.step(
+        "train",
+        pipeline.fit,
+        tables["sales"],
+        settings,
+        as_of,
+        signals,
+        progress=scaled(progress, 0.05, 0.7),
+        inventory=tables.get("inventory"),
+    )
+    candidate_value, baseline = _gate_values(result, settings)
+    return training_job.Candidate(
+        model=result.model,
+        gate_metric=GATE_METRIC,
+        gate_value=candidate_value,
+        higher_is_better=False,
+        skill=baseline,
+        evaluate=lambda model: _reference_loss(model, result, settings, signals, as_of),
+        params={"as_of": as_of.isoformat(), **result.params},
+        log_metrics={f"holdout_{k}": v for k, v in result.metrics.items()}
+        | {f"seconds_{k}": v for k, v in result.timings.items()}
+        | {f"holdout_{k}": v for k, v in baseline.to_dict().items() if v is not None},
+        metrics=dict(result.metrics),
+        write_artifacts=lambda folder: _write_artifacts(folder, result),
+        input_example=_input_example(result),
+        run_name=f"demand as of {as_of.isoformat()}",
+        tags={"salesml.contribution_unit": "units (log-space SHAP rescaled)"},
+        extra={
+            "series": int(result.params["series"]),
+            "train_rows": int(result.params["train_rows"]),
+            "seconds": dict(result.timings),
+        },
+    )
+
+
+def _reference_loss(
+    model: Any, result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
+) -> float:
+    """A reference version's scaled pinball loss (`GATE_METRIC`) on the candidate's held-out
+    rows, each forecast as known at its origin (`training_job.reference_value` calls it)."""
+    from salesml import quality
+    from salesml.demand import pipeline
+
+    scored = pipeline.score_rows(
+        model, result.history, result.held_out_rows, settings, signals, as_of
+    )
+    scale = float(result.calibration["y"].mean())
+    return quality.scaled_pinball(scored, scale)
 
 
 def _gate_values(result: Any, settings: Settings) -> tuple[float, Any]:
@@ -413,26 +361,22 @@ def forecast(
     settings: Settings,
     as_of: datetime,
     progress: Progress | None = None,
-    executor: Executor | None = None,
     scenario: Any = None,
 ) -> ForecastReport:
     """Forecast every active series' buckets ahead with the version that may serve `as_of`
     (`@champion` unless it was trained after `as_of`); write demand_forecast,
     demand_forecast_agg, demand_forecast_factors and (with an inventory table) sku_health in one
-    batch. An empty
-    forecast never replaces the rows an earlier run wrote for this as_of (the run says so).
+    batch. An empty forecast never replaces the rows an earlier run wrote for this as_of (the
+    run says so).
 
-    The active series are forecast in `run.partitions` parts (1 unless the executor scales
-    out, e.g. on Dask); the result does not depend on the number of parts.
+    The active series are forecast in `run.partitions` parts (1 unless the executor set by
+    `jobrun.use_executor` scales out, e.g. on Dask); the result does not depend on the number
+    of parts.
 
     `scenario` (`adjust.Scenario`, a what-if): its weights replace the configured ones and
     only its demand_forecast rows are written (scenario = its name; no agg, drivers, health),
     never touching the baseline's rows (the write is scoped to the scenario, as the normal
     run's is to 'baseline'). Each run's notes log what every signal weight did."""
-    from salesml import tracking
-    from salesml.demand import adjust, aggregate, pipeline
-
-    demand = settings.demand
     name = BASELINE if scenario is None else scenario.name
     params = run_params(settings)
     if scenario is not None:
@@ -442,78 +386,12 @@ def forecast(
         flow="forecast_demand",
         as_of=as_of,
         params=params,
-        executor=executor,
     ) as run:
-        report(progress, "load champion", 0.0)
-        tracking.configure(settings)
-        loaded = run.step("load champion", tracking.load_for, MODEL_NAME, as_of, io=True)
-        run.model_version = loaded.version
-        if loaded.note:
-            run.notes.append(loaded.note)
-        report(progress, "load inputs", 0.1)
-        tables = run.load(INPUTS)
-        report(progress, "history", 0.2)
-        tick = time.perf_counter()
-        history = run.step(
-            "history",
-            pipeline.build_history,
-            tables["sales"],
-            demand,
-            settings.timezone,
-            as_of,
-            inventory=tables.get("inventory"),
-        )
-        seconds = {"history": time.perf_counter() - tick}
+        loaded, tables, history, seconds = _load_and_history(run, progress)
         report(progress, "forecast, SKU health, drivers (SHAP)", 0.3)
-        parts = run.map(
-            "forecast",
-            forecast_series,
-            pipeline.partition_series(history, run.partitions),
-            model=loaded.model,
-            model_version=loaded.version,
-            history=history,
-            tables=tables,
-            settings=settings,
-            as_of=as_of,
-            scenario=scenario,
-        )
-        result, explained, wanted = combine_parts(parts, settings, as_of)
-        cold = pipeline.cold_start_rows(  # once over all parts: basis 'cold_start'
-            history, tables["sales"], settings, as_of, tables.get("inventory")
-        )
-        result.table = pipeline.with_cold_start(
-            result.table, history, tables["sales"], settings, as_of, rows=cold
-        )
+        result, explained, log, cold = _forecast_all(run, loaded, history, tables, scenario)
         seconds.update(result.seconds)
-        log = adjust.combine_logs([p.adjustments for p in parts if p.adjustments is not None])
-        run.notes.extend(adjust.describe_log(log))
-        if scenario is not None:
-            explained = wanted = 0
-        elif result.health is None:
-            run.notes.append(NO_INVENTORY_NOTE)
-        if wanted > explained:
-            run.notes.append(
-                f"drivers for {explained} of {wanted} selected rows "
-                f"(explain_max_rows={demand.explain_max_rows})"
-            )
-        frames = {"demand_forecast": result.table, "demand_forecast_factors": result.factors}
-        if result.health is not None:
-            frames["sku_health"] = result.health
-        frames["demand_forecast_agg"] = aggregate.forecast_agg(
-            pipeline.with_cold_cells(result.frame, cold),
-            tables["sales"],
-            settings,
-            as_of,
-            loaded.model.calibration_.metrics,
-        )
-        if scenario is not None:
-            frames = {"demand_forecast": result.table}
-        frames = {
-            table: with_lineage(frame, loaded.version, loaded.run_id)
-            for table, frame in frames.items()
-        }
-        if scenario is None:
-            frames["model_quality"] = _realised_checks(run, tables)
+        frames = _forecast_frames(run, result, cold, loaded, tables, scenario)
         report(progress, "write", 0.9)
         scopes = {"demand_forecast": {"scenario": name}, **_REALISED_SCOPE}
         run.write(frames, main="demand_forecast", scopes=scopes)
@@ -537,6 +415,116 @@ def forecast(
             adjustments=log.to_dicts(),
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_and_history(
+    run: Any, progress: Progress | None
+) -> tuple[Any, dict[str, pl.DataFrame], Any, dict[str, float]]:
+    """The version serving the run's as_of (`tracking.load_for`), the inputs, the series
+    history as known at as_of (`pipeline.build_history`) and its build time in seconds."""
+    from salesml import tracking
+    from salesml.demand import pipeline
+
+    settings, as_of = run.settings, run.as_of
+    report(progress, "load champion", 0.0)
+    tracking.configure(settings)
+    loaded = run.step("load champion", tracking.load_for, MODEL_NAME, as_of, io=True)
+    run.model_version = loaded.version
+    if loaded.note:
+        run.notes.append(loaded.note)
+    report(progress, "load inputs", 0.1)
+    tables = run.load(INPUTS)
+    report(progress, "history", 0.2)
+    tick = time.perf_counter()
+    history = run.step(
+        "history",
+        pipeline.build_history,
+        tables["sales"],
+        settings.demand,
+        settings.timezone,
+        as_of,
+        inventory=tables.get("inventory"),
+    )
+    return loaded, tables, history, {"history": time.perf_counter() - tick}
+
+
+def _forecast_all(
+    run: Any,
+    loaded: Any,
+    history: Any,
+    tables: dict[str, pl.DataFrame],
+    scenario: Any,
+) -> tuple[ForecastPart, int, pl.DataFrame, Any]:
+    """Forecast every series in `run.partitions` parts and combine them, cold starts added;
+    returns (combined part, open rows explained, signal-weight log, cold-start rows) and notes
+    what the weights did, a missing inventory and drivers cut by `explain_max_rows`."""
+    from salesml.demand import adjust, pipeline
+
+    settings, as_of = run.settings, run.as_of
+    parts = run.map(
+        "forecast",
+        forecast_series,
+        pipeline.partition_series(history, run.partitions),
+        model=loaded.model,
+        model_version=loaded.version,
+        history=history,
+        tables=tables,
+        settings=settings,
+        as_of=as_of,
+        scenario=scenario,
+    )
+    result, explained, wanted = combine_parts(parts, settings, as_of)
+    cold = pipeline.cold_start_rows(  # once over all parts: basis 'cold_start'
+        history, tables["sales"], settings, as_of, tables.get("inventory")
+    )
+    result.table = pipeline.with_cold_start(
+        result.table, history, tables["sales"], settings, as_of, rows=cold
+    )
+    log = adjust.combine_logs([p.adjustments for p in parts if p.adjustments is not None])
+    run.notes.extend(adjust.describe_log(log))
+    if scenario is not None:
+        explained = wanted = 0
+    elif result.health is None:
+        run.notes.append(NO_INVENTORY_NOTE)
+    if wanted > explained:
+        run.notes.append(
+            f"drivers for {explained} of {wanted} selected rows "
+            f"(explain_max_rows={settings.demand.explain_max_rows})"
+        )
+    return result, explained, log, cold
+
+
+def _forecast_frames(
+    run: Any,
+    result: ForecastPart,
+    cold: Any,
+    loaded: Any,
+    tables: dict[str, pl.DataFrame],
+    scenario: Any,
+) -> dict[str, pl.DataFrame]:
+    """The tables `forecast` writes, with lineage: a what-if writes only its demand_forecast
+    rows; the baseline adds factors, agg, sku_health (with inventory) and realised checks."""
+    from salesml.demand import aggregate, pipeline
+
+    settings, as_of = run.settings, run.as_of
+    frames = {"demand_forecast": result.table, "demand_forecast_factors": result.factors}
+    if result.health is not None:
+        frames["sku_health"] = result.health
+    frames["demand_forecast_agg"] = aggregate.forecast_agg(
+        pipeline.with_cold_cells(result.frame, cold),
+        tables["sales"],
+        settings,
+        as_of,
+        loaded.model.calibration_.metrics,
+    )
+    if scenario is not None:
+        frames = {"demand_forecast": result.table}
+    frames = {
+        table: with_lineage(frame, loaded.version, loaded.run_id) for table, frame in frames.items()
+    }
+    if scenario is None:
+        frames["model_quality"] = _realised_checks(run, tables)
+    return frames
 
 
 _REALISED_SCOPE = {"model_quality": {"model": "demand", "kind": "realised"}}
@@ -585,7 +573,6 @@ def backtest(
     as_of: datetime,
     n_origins: int = 4,
     progress: Progress | None = None,
-    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the demand model and its baselines (JSON-serialisable)."""
     from salesml import quality
@@ -596,7 +583,6 @@ def backtest(
         flow="backtest_demand",
         as_of=as_of,
         params={"n_origins": n_origins},
-        executor=executor,
     ) as run:
         report(progress, "load inputs", 0.0)
         tables = run.load(INPUTS)

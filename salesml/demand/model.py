@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator
 
 from salesml.config import DemandSettings
 
@@ -97,16 +98,31 @@ def stratum_index(mean: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     return np.digitize(np.asarray(mean, dtype=np.float64), np.asarray(edges, dtype=np.float64))
 
 
-class DemandModel:
-    """LightGBM mean model + negative-binomial quantiles with a calibrated interval level."""
+# What models pickled by older releases lack, with the value that reproduces their behaviour
+# (they were trained before these settings existed); filled in on unpickling.
+_PICKLE_DEFAULTS: dict[str, Any] = {
+    "interval_bins": (),
+    "min_stratum_rows": 0,
+    "event_ratio": 0.0,
+    "median_booster_": None,
+}
+
+
+class DemandModel(BaseEstimator):  # type: ignore[misc]
+    """LightGBM mean model + negative-binomial quantiles with a calibrated interval level.
+
+    A scikit-learn estimator: every hyper-parameter is an `__init__` argument stored as given
+    (`get_params`, `set_params`, `sklearn.base.clone` work); the defaults equal
+    `DemandSettings`' (a test checks), and `from_settings` maps the settings' names.
+    """
 
     def __init__(
         self,
         objective: str = "tweedie",
-        tweedie_variance_power: float = 1.2,
-        num_leaves: int = 31,
-        learning_rate: float = 0.05,
-        n_estimators: int = 300,
+        tweedie_variance_power: float = 1.5,
+        num_leaves: int = 15,
+        learning_rate: float = 0.1,
+        n_estimators: int = 150,
         min_data_in_leaf: int = 50,
         feature_fraction: float = 0.9,
         num_threads: int = 2,
@@ -134,8 +150,13 @@ class DemandModel:
         self.min_stratum_rows = min_stratum_rows
         self.event_ratio = event_ratio
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also models pickled by older releases (see `_PICKLE_DEFAULTS`)."""
+        super().__setstate__(_PICKLE_DEFAULTS | state)
+
     @classmethod
     def from_settings(cls, demand: DemandSettings) -> DemandModel:
+        """An unfitted model configured from the `demand` settings."""
         return cls(
             objective=demand.objective,
             tweedie_variance_power=demand.tweedie_variance_power,
@@ -156,8 +177,7 @@ class DemandModel:
 
     def calibration_edges(self) -> tuple[float, ...]:
         """Edges of the calibration bins: the reported strata plus the finer `interval_bins`."""
-        bins = getattr(self, "interval_bins", ())  # models pickled before the bins existed
-        merged = {float(e) for e in (*self.interval_strata, *bins) if e > 0}
+        merged = {float(e) for e in (*self.interval_strata, *self.interval_bins) if e > 0}
         return tuple(sorted(merged))
 
     def lgb_params(self) -> dict[str, Any]:
@@ -184,8 +204,18 @@ class DemandModel:
 
     # --- fitting ---------------------------------------------------------------------------
 
-    def fit(self, features: pl.DataFrame, target: np.ndarray | pl.Series) -> DemandModel:
-        """Fit the mean model on `features` (numeric columns only; their order is kept)."""
+    def fit(
+        self,
+        features: pl.DataFrame,
+        target: np.ndarray | pl.Series,
+        *,
+        calibration: Calibration | None = None,
+    ) -> DemandModel:
+        """Fit the mean model on `features` (numeric columns only; their order is kept).
+
+        `calibration`: the interval calibration to keep, learned earlier from held-out rows by
+        a model of the same configuration (a refit on all weeks); default: uncalibrated.
+        """
         import lightgbm as lgb
 
         self.feature_names_ = list(features.columns)
@@ -197,7 +227,7 @@ class DemandModel:
         )
         self.booster_ = lgb.train(self.lgb_params(), data, num_boost_round=self.n_estimators)
         self.median_booster_: Any = None
-        self.calibration_ = Calibration(edges=self.calibration_edges())
+        self.calibration_ = calibration or Calibration(edges=self.calibration_edges())
         self.train_rows_ = features.height
         return self
 
@@ -242,8 +272,7 @@ class DemandModel:
         mean = np.asarray(mean, dtype=np.float64)
         actual = np.asarray(actual, dtype=np.float64)
         if days is not None and mean.size:
-            ratio = getattr(self, "event_ratio", 0.0)
-            keep = ~event_days(mean, actual, np.asarray(days), ratio)
+            keep = ~event_days(mean, actual, np.asarray(days), self.event_ratio)
             mean, actual = mean[keep], actual[keep]
         edges = self.calibration_edges()
         if mean.size == 0:
@@ -261,7 +290,7 @@ class DemandModel:
         for k in range(len(edges) + 1):
             counts.append(int(np.sum(index == k)))
             bounds = (bins[k], bins[k + 1])
-            rows = _neighbour_rows(mean, order, bounds, getattr(self, "min_stratum_rows", 0))
+            rows = _neighbour_rows(mean, order, bounds, self.min_stratum_rows)
             if rows.size == 0:
                 inv_sizes.append(pooled_inv)
                 levels.append(0.1)
@@ -292,27 +321,24 @@ class DemandModel:
 
     # --- predicting ------------------------------------------------------------------------
 
-    def _matrix(self, features: pl.DataFrame) -> np.ndarray:
-        return features.select(self.feature_names_).to_numpy()
+    def feature_matrix(self, features: Any) -> np.ndarray:
+        """The model's feature columns in training order (`feature_names_`) as a numpy matrix;
+        `features` polars (dtypes kept) or pandas (as float64)."""
+        if isinstance(features, pl.DataFrame):
+            return features.select(self.feature_names_).to_numpy()
+        return np.asarray(features[self.feature_names_], dtype=np.float64)
 
     def predict(self, features: Any) -> np.ndarray:
         """Expected units per bucket (the mean); `features` polars or pandas with the columns."""
-        if isinstance(features, pl.DataFrame):
-            matrix = self._matrix(features)
-        else:
-            matrix = np.asarray(features[self.feature_names_], dtype=np.float64)
+        matrix = self.feature_matrix(features)
         return np.asarray(self.booster_.predict(matrix), dtype=np.float64)
 
     def predict_median(self, features: Any) -> np.ndarray | None:
         """The median model's raw prediction (units), or None without a median model."""
-        booster = getattr(self, "median_booster_", None)
-        if booster is None:
+        if self.median_booster_ is None:
             return None
-        if isinstance(features, pl.DataFrame):
-            matrix = self._matrix(features)
-        else:
-            matrix = np.asarray(features[self.feature_names_], dtype=np.float64)
-        return np.asarray(booster.predict(matrix), dtype=np.float64)
+        matrix = self.feature_matrix(features)
+        return np.asarray(self.median_booster_.predict(matrix), dtype=np.float64)
 
     def variance(self, mean: np.ndarray) -> np.ndarray:
         """Predictive variance per bucket: mean + d * mean^2 with the stratum's dispersion d."""
@@ -341,7 +367,7 @@ class DemandModel:
         """Exact TreeSHAP (n, f + 1) in log space (log of the mean); last column = base."""
         from salesml import explain
 
-        return explain.shap_contributions(self.booster_, self._matrix(features))
+        return explain.shap_contributions(self.booster_, self.feature_matrix(features))
 
     def feature_importance(self) -> pl.DataFrame:
         gain = self.booster_.feature_importance(importance_type="gain")

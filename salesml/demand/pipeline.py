@@ -81,10 +81,6 @@ class FitResult:
     example: pl.DataFrame | None = None  # a few feature rows (MLflow input example)
 
 
-def feature_columns(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    return frame.select(names)
-
-
 def fit(
     sales: pl.DataFrame,
     settings: Settings,
@@ -138,9 +134,9 @@ def fit(
         rows = training_rows(history, history.origin, demand)
         train = make_features(history, rows, demand, signals, as_of, columns=names)
         if demand.refit_after_calibration == "full":
-            refit = DemandModel.from_settings(demand).fit(train.select(names), train["y"])
-            refit.calibration_ = model.calibration_
-            model = refit
+            model = DemandModel.from_settings(demand).fit(
+                train.select(names), train["y"], calibration=model.calibration_
+            )
         else:
             model.refit_leaves(train.select(names), train["y"], demand.refit_decay)
         timings["refit"] = time.perf_counter() - tick

@@ -3,10 +3,15 @@ and that training and scoring do not move when the future changes."""
 
 from __future__ import annotations
 
+import copyreg
+import pickle
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from sklearn.base import clone
 
 from salesml.config import DealsSettings
 from salesml.deals.model import DealWinModel, InsufficientDataError, fit_calibrator
@@ -152,3 +157,72 @@ def test_model_is_sklearn_shaped() -> None:
     assert model.num_leaves == 3
     assert not hasattr(model, "booster_")
     assert model.get_params()["seed"] == 1
+
+
+def test_clone_round_trip_keeps_every_hyper_parameter(trained: TrainingResult) -> None:
+    model = trained.model
+    copy = clone(model)
+    assert type(copy) is DealWinModel and not hasattr(copy, "booster_")
+    assert copy.get_params() == model.get_params()
+    assert copy.feature_spec == model.feature_spec and copy.feature_spec is not model.feature_spec
+    assert set(model.get_params()) >= {"feature_spec", "num_threads", "health_bands"}
+    tuned = clone(model).set_params(num_leaves=4, calibration="platt")
+    assert (tuned.num_leaves, tuned.calibration) == (4, "platt")
+    assert model.num_leaves != 4  # the original is untouched
+    assert model.tracking_params() == {
+        k: v for k, v in model.get_params().items() if k not in ("feature_spec", "num_threads")
+    }
+
+
+def test_defaults_equal_the_config_defaults(trained: TrainingResult) -> None:
+    """One set of defaults: a model built from default settings equals `DealWinModel()` in
+    every hyper-parameter the settings decide."""
+    from_config = make_model(trained.spec, DealsSettings()).get_params()
+    defaults = DealWinModel().get_params()
+    own = ("feature_spec", "health_bands", "label_horizon_days")  # data, not defaults
+    assert {k: v for k, v in defaults.items() if k not in own} == {
+        k: v for k, v in from_config.items() if k not in own
+    }
+
+
+class _PickledByOlderRelease:
+    """Pickles like a model object of a class without `__getstate__` (before BaseEstimator):
+    `copyreg.__newobj__` and the bare instance `__dict__` as state."""
+
+    def __init__(self, cls: type, state: dict[str, Any]) -> None:
+        self.cls, self.state = cls, state
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # pickle checks that __newobj__'s class is the object's
+        return self.cls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (copyreg.__newobj__, (self.cls,), self.state)
+
+
+def test_models_pickled_before_base_estimator_still_load(trained: TrainingResult) -> None:
+    state = {k: v for k, v in vars(trained.model).items() if k != "_sklearn_version"}
+    old = pickle.loads(pickle.dumps(_PickledByOlderRelease(DealWinModel, state)))
+    assert type(old) is DealWinModel
+    sample = trained.features.head(200)
+    assert np.array_equal(old.predict_proba(sample), trained.model.predict_proba(sample))
+    assert old.get_params() == trained.model.get_params()
+    assert clone(old).get_params() == trained.model.get_params()
+
+
+def test_static_logit_baseline_is_unpenalised_and_unseen_levels_are_reference() -> None:
+    # product alone varies: the maximum-likelihood fit predicts each product's win rate
+    # (a penalised fit would shrink them towards the overall rate)
+    from salesml.deals.baselines import StaticLogitBaseline
+
+    product = ["a"] * 40 + ["b"] * 40 + ["c"] * 20
+    won = [1] * 10 + [0] * 30 + [1] * 30 + [0] * 10 + [1] * 19 + [0]
+    train = pl.DataFrame({"amount": [1000.0] * 100, "product": product, "region": ["N"] * 100})
+    baseline = StaticLogitBaseline().fit(train, np.array(won))
+    test = pl.DataFrame(
+        {"amount": [1000.0] * 5, "product": ["a", "b", "c", "zzz", None], "region": ["N"] * 5}
+    )
+    got = baseline.predict(test)
+    assert got == pytest.approx([0.25, 0.75, 0.95, 0.25, 0.25], abs=1e-4)
+    constant = StaticLogitBaseline().fit(train, np.ones(100)).predict(test)
+    assert constant == pytest.approx(np.full(5, 1 - 1e-6))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copyreg
+import pickle
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 
 from salesml import metrics
 from salesml.demand.model import Calibration, DemandModel, nb_quantiles, to_unit_contributions
@@ -227,3 +232,74 @@ def test_interval_settings_reach_the_model_and_bad_bins_are_refused() -> None:
     assert model.min_stratum_rows == 50 and model.event_ratio == demand.interval_event_ratio
     with pytest.raises(ValueError, match=r"demand\.interval_bins"):
         DemandSettings(interval_bins=[0.0])
+
+
+def _small_fit() -> tuple[DemandModel, pl.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(8)
+    x = pl.DataFrame({"a": rng.uniform(0, 3, 1500), "b": rng.normal(size=1500)})
+    y = rng.poisson(np.exp(0.6 * x["a"].to_numpy())).astype(float)
+    model = DemandModel(n_estimators=15, num_leaves=7, num_threads=1, interval_bins=(0.2,))
+    return model.fit(x, y), x, y
+
+
+def test_clone_round_trip_refits_the_same_model() -> None:
+    model, x, y = _small_fit()
+    copy = clone(model)
+    assert type(copy) is DemandModel and not hasattr(copy, "booster_")
+    assert copy.get_params() == model.get_params()
+    assert np.array_equal(copy.fit(x, y).predict(x), model.predict(x))
+    tuned = clone(model).set_params(num_leaves=3, interval_coverage=0.9)
+    assert (tuned.num_leaves, tuned.interval_coverage, model.num_leaves) == (3, 0.9, 7)
+
+
+def test_defaults_equal_the_config_defaults() -> None:
+    """One set of defaults: `DemandModel()` is the model default settings build."""
+    from salesml.config import DemandSettings
+
+    assert DemandModel().get_params() == DemandModel.from_settings(DemandSettings()).get_params()
+
+
+def test_a_refit_keeps_the_calibration_it_is_given() -> None:
+    model, x, y = _small_fit()
+    calibrated = model.calibrate(model.predict(x), y).calibration_
+    refit = clone(model).fit(x, y, calibration=calibrated)
+    assert refit.calibration_ is calibrated
+    assert clone(model).fit(x, y).calibration_.rows == 0  # uncalibrated by default
+
+
+class _PickledByOlderRelease:
+    """Pickles like a model object of a class without `__getstate__` (before BaseEstimator):
+    `copyreg.__newobj__` and the bare instance `__dict__` as state."""
+
+    def __init__(self, cls: type, state: dict[str, Any]) -> None:
+        self.cls, self.state = cls, state
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # pickle checks that __newobj__'s class is the object's
+        return self.cls
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (copyreg.__newobj__, (self.cls,), self.state)
+
+
+def test_models_pickled_by_older_releases_still_load_and_predict_alike() -> None:
+    """A model pickled before interval bins, neighbour rows, event days and the median model
+    existed (and before BaseEstimator): it loads, keeps its old behaviour and is an estimator."""
+    model, x, y = _small_fit()
+    model.calibrate(model.predict(x), y)
+    new_attrs = ("interval_bins", "min_stratum_rows", "event_ratio", "median_booster_")
+    state = {k: v for k, v in vars(model).items() if k not in (*new_attrs, "_sklearn_version")}
+    old = pickle.loads(pickle.dumps(_PickledByOlderRelease(DemandModel, state)))
+    assert type(old) is DemandModel
+    assert np.array_equal(old.predict(x), model.predict(x))
+    assert old.predict_median(x) is None
+    assert (old.interval_bins, old.min_stratum_rows, old.event_ratio) == ((), 0, 0.0)
+    assert old.calibration_edges() == (0.5, 2.0)
+    for a, b in zip(
+        old.predict_quantiles(old.predict(x)),
+        model.predict_quantiles(model.predict(x)),
+        strict=True,
+    ):
+        assert np.array_equal(a, b)  # the stored calibration is used as is
+    assert clone(old).get_params()["interval_bins"] == ()
+    assert pickle.loads(pickle.dumps(model)).get_params() == model.get_params()
