@@ -313,12 +313,10 @@ REFERENCES: dict[str, tuple[str, str, str]] = {
 }
 """table -> (column, referenced table, referenced column); a non-null value must exist there."""
 
+
 # ---------------------------------------------------------------------------------------------
 # Output tables (SPEC "Output tables")
 # ---------------------------------------------------------------------------------------------
-LINEAGE_COLUMNS: tuple[str, ...] = ("as_of", "run_id", "model_version")
-
-
 def _lineage(model_version: bool = True) -> dict[str, ColumnSpec]:
     cols = {
         "as_of": _col(DATETIME, nullable=False, required=False, description="stamped on write"),

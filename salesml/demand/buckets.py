@@ -16,7 +16,6 @@ first bucket forecast is that partial bucket).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -102,10 +101,6 @@ def origin_end(as_of: datetime, timezone: str, bucket_hours: int) -> datetime:
     return bucket_start_value(
         origin_bucket(as_of, timezone, bucket_hours) + 1, timezone, bucket_hours
     )
-
-
-def check_timezone(timezone: str) -> None:
-    ZoneInfo(timezone)  # raises for an unknown zone
 
 
 def bucket_sales(

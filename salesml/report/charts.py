@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -241,6 +241,39 @@ def behavior_heatmap(frame: pl.DataFrame, chart_id: str) -> str:
     """
     from matplotlib.colors import CenteredNorm
 
+    types, roles, grid, occurrences = _behavior_grid(frame)
+
+    def build() -> Figure:
+        fig = _figure(1.1 * len(roles) + 2.6, 0.55 * len(types) + 1.3)
+        ax = fig.add_subplot()
+        masked = np.ma.masked_invalid(grid)
+        cmap = _diverging_cmap()
+        mesh = ax.pcolormesh(masked, cmap=cmap, norm=CenteredNorm(0.0), edgecolors="white")
+        ax.set_facecolor("#e4e7eb")
+        ax.set_xticks(np.arange(len(roles)) + 0.5, [plain(r, 18) for r in roles])
+        ax.set_yticks(np.arange(len(types)) + 0.5, [plain(t, 24) for t in types])
+        ax.invert_yaxis()
+        ax.xaxis.tick_top()
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        _label_cells(ax, grid, occurrences)
+        bar = fig.colorbar(mesh, ax=ax, shrink=0.8, pad=0.02)
+        bar.set_label("win probability change per activity (points)")
+        bar.outline.set_visible(False)
+        return fig
+
+    return _render(build, chart_id)
+
+
+def _behavior_grid(
+    frame: pl.DataFrame,
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """(activity types, contact roles, points grid, occurrences grid) for the heatmap.
+
+    Types by their best mean_contribution, roles by occurrences with "unknown" last; a cell
+    without a value is NaN (percentage points: 100 x the probability change).
+    """
     by_type = (
         frame.group_by("activity_type")
         .agg(pl.col("mean_contribution").max())
@@ -263,52 +296,36 @@ def behavior_heatmap(frame: pl.DataFrame, chart_id: str) -> str:
         occurrences[i, j] = int(n or 0)
         if value is not None:
             grid[i, j] = 100.0 * float(value)
+    return types, roles, grid, occurrences
 
-    def build() -> Figure:
-        fig = _figure(1.1 * len(roles) + 2.6, 0.55 * len(types) + 1.3)
-        ax = fig.add_subplot()
-        masked = np.ma.masked_invalid(grid)
-        cmap = _diverging_cmap()
-        mesh = ax.pcolormesh(masked, cmap=cmap, norm=CenteredNorm(0.0), edgecolors="white")
-        ax.set_facecolor("#e4e7eb")
-        ax.set_xticks(np.arange(len(roles)) + 0.5, [plain(r, 18) for r in roles])
-        ax.set_yticks(np.arange(len(types)) + 0.5, [plain(t, 24) for t in types])
-        ax.invert_yaxis()
-        ax.xaxis.tick_top()
-        ax.tick_params(length=0)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-        for i in range(len(types)):
-            for j in range(len(roles)):
-                value = grid[i, j]
-                strong = np.isfinite(value) and abs(value) > 0.6 * limit
-                text = "n/a" if not np.isfinite(value) else f"{value:+.1f}"
-                ax.text(
-                    j + 0.5,
-                    i + 0.42,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=8.5,
-                    fontweight="bold",
-                    color="white" if strong else "#1f2933",
-                )
-                ax.text(
-                    j + 0.5,
-                    i + 0.75,
-                    f"n={occurrences[i, j]:,}",
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    color="white" if strong else "#52606d",
-                )
-        bar = fig.colorbar(mesh, ax=ax, shrink=0.8, pad=0.02)
-        bar.set_label("win probability change per activity (points)")
-        bar.outline.set_visible(False)
-        return fig
 
-    return _render(build, chart_id)
+def _label_cells(ax: Axes, grid: np.ndarray, occurrences: np.ndarray) -> None:
+    """Each cell's value (points, "n/a" if none) and its count; white text on strong colours."""
+    limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            value = grid[i, j]
+            strong = np.isfinite(value) and abs(value) > 0.6 * limit
+            text = "n/a" if not np.isfinite(value) else f"{value:+.1f}"
+            ax.text(
+                j + 0.5,
+                i + 0.42,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                fontweight="bold",
+                color="white" if strong else "#1f2933",
+            )
+            ax.text(
+                j + 0.5,
+                i + 0.75,
+                f"n={occurrences[i, j]:,}",
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white" if strong else "#52606d",
+            )
 
 
 def _diverging_cmap() -> Any:
@@ -369,80 +386,95 @@ def demand_panels(
     rows = (len(keys) + cols - 1) // cols
 
     def build() -> Figure:
-        import matplotlib.dates as mdates
-
-        def when(column: pl.Series) -> np.ndarray:
-            """UTC datetimes -> matplotlib date numbers of the local wall time."""
-            local = column.dt.convert_time_zone(timezone).dt.replace_time_zone(None)
-            return np.asarray(mdates.date2num(local.to_numpy()))
-
         width = 11.0 if cols == 2 else 6.4
         fig = _figure(width, 2.3 * rows + 0.6, margins=(0.6, 0.15, 0.3, 0.75))
         fig.subplots_adjust(hspace=0.45, wspace=0.18)
         axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
         for n, (customer, sku) in enumerate(keys):
             ax: Axes = axes[n // cols][n % cols]
-            fc = forecast.filter((pl.col("customer_id") == customer) & (pl.col("sku") == sku))
-            fc = fc.sort("bucket_start")
-            start = when(fc["bucket_start"])
-            if actuals is not None:
-                ac = actuals.filter((pl.col("customer_id") == customer) & (pl.col("sku") == sku))
-                before = ac.filter(~pl.col("after_as_of"))
-                after = ac.filter(pl.col("after_as_of"))
-                ax.step(
-                    when(before["bucket_start"]),
-                    before["quantity"].to_numpy(),
-                    where="post",
-                    color=HISTORY,
-                    linewidth=1.1,
-                    label="actual before as_of",
-                )
-                if after.height:
-                    ax.step(
-                        when(after["bucket_start"]),
-                        after["quantity"].to_numpy(),
-                        where="post",
-                        color=ACTUAL_AFTER,
-                        linewidth=1.1,
-                        linestyle=(0, (2, 1.5)),
-                        label="actual after as_of (display only)",
-                    )
-            ax.fill_between(
-                start,
-                fc["p10"].to_numpy(),
-                fc["p90"].to_numpy(),
-                step="post",
-                color=FORECAST,
-                alpha=0.18,
-                linewidth=0,
-                label="forecast P10–P90",
-            )
-            ax.step(
-                start,
-                fc["p50"].to_numpy(),
-                where="post",
-                color=FORECAST,
-                linewidth=1.4,
-                label="forecast P50",
-            )
-            origin = when(pl.Series([as_of], dtype=DATETIME))[0]
-            ax.axvline(float(origin), color="#52606d", linewidth=0.9, linestyle="--")
+            same = (pl.col("customer_id") == customer) & (pl.col("sku") == sku)
+            fc = forecast.filter(same).sort("bucket_start")
+            ac = actuals.filter(same) if actuals is not None else None
+            _series_panel(ax, fc, ac, as_of, timezone)
             ax.set_title(f"{plain(customer, 24)} · {plain(sku, 24)}", loc="left")
-            ax.set_ylim(bottom=0)
-            locator = mdates.AutoDateLocator(minticks=4, maxticks=8)
-            ax.xaxis.set_major_locator(locator)
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-            ax.set_ylabel("units / bucket")
         for n in range(len(keys), rows * cols):
             axes[n // cols][n % cols].set_visible(False)
-        legend: dict[str, Any] = {}
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                legend.setdefault(label, handle)
-        fig.legend(list(legend.values()), list(legend), loc="lower center", ncols=len(legend))
+        _shared_legend(fig, axes.flat)
         return fig
 
     return _render(build, chart_id)
+
+
+def _local_date_numbers(column: pl.Series, timezone: str) -> np.ndarray:
+    """UTC datetimes -> matplotlib date numbers of the local wall time."""
+    import matplotlib.dates as mdates
+
+    local = column.dt.convert_time_zone(timezone).dt.replace_time_zone(None)
+    return np.asarray(mdates.date2num(local.to_numpy()))
+
+
+def _series_panel(
+    ax: Axes, fc: pl.DataFrame, ac: pl.DataFrame | None, as_of: datetime, timezone: str
+) -> None:
+    """One series: actuals before / after as_of, the forecast band and P50, the as_of line."""
+    import matplotlib.dates as mdates
+
+    start = _local_date_numbers(fc["bucket_start"], timezone)
+    if ac is not None:
+        before = ac.filter(~pl.col("after_as_of"))
+        after = ac.filter(pl.col("after_as_of"))
+        ax.step(
+            _local_date_numbers(before["bucket_start"], timezone),
+            before["quantity"].to_numpy(),
+            where="post",
+            color=HISTORY,
+            linewidth=1.1,
+            label="actual before as_of",
+        )
+        if after.height:
+            ax.step(
+                _local_date_numbers(after["bucket_start"], timezone),
+                after["quantity"].to_numpy(),
+                where="post",
+                color=ACTUAL_AFTER,
+                linewidth=1.1,
+                linestyle=(0, (2, 1.5)),
+                label="actual after as_of (display only)",
+            )
+    ax.fill_between(
+        start,
+        fc["p10"].to_numpy(),
+        fc["p90"].to_numpy(),
+        step="post",
+        color=FORECAST,
+        alpha=0.18,
+        linewidth=0,
+        label="forecast P10–P90",
+    )
+    ax.step(
+        start,
+        fc["p50"].to_numpy(),
+        where="post",
+        color=FORECAST,
+        linewidth=1.4,
+        label="forecast P50",
+    )
+    origin = _local_date_numbers(pl.Series([as_of], dtype=DATETIME), timezone)[0]
+    ax.axvline(float(origin), color="#52606d", linewidth=0.9, linestyle="--")
+    ax.set_ylim(bottom=0)
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_ylabel("units / bucket")
+
+
+def _shared_legend(fig: Figure, axes: Iterable[Axes]) -> None:
+    """One legend under the panels: each label once, from the first panel that draws it."""
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncols=len(legend))
 
 
 def importance_bars(
