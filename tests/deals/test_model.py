@@ -3,9 +3,7 @@ and that training and scoring do not move when the future changes."""
 
 from __future__ import annotations
 
-import copyreg
 import pickle
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -18,6 +16,7 @@ from salesml.deals.model import DealWinModel, InsufficientDataError, fit_calibra
 from salesml.deals.scoring import score_open_deals
 from salesml.deals.training import TrainingResult, fit_deal_win, make_model
 from tests.deals.conftest import AS_OF, cut_at, fast_deal_settings, scramble_future
+from tests.pickling import PickledByOlderRelease
 
 
 def test_shap_contributions_add_up_to_the_raw_score(trained: TrainingResult) -> None:
@@ -185,24 +184,9 @@ def test_defaults_equal_the_config_defaults(trained: TrainingResult) -> None:
     }
 
 
-class _PickledByOlderRelease:
-    """Pickles like a model object of a class without `__getstate__` (before BaseEstimator):
-    `copyreg.__newobj__` and the bare instance `__dict__` as state."""
-
-    def __init__(self, cls: type, state: dict[str, Any]) -> None:
-        self.cls, self.state = cls, state
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:  # pickle checks that __newobj__'s class is the object's
-        return self.cls
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (copyreg.__newobj__, (self.cls,), self.state)
-
-
 def test_models_pickled_before_base_estimator_still_load(trained: TrainingResult) -> None:
     state = {k: v for k, v in vars(trained.model).items() if k != "_sklearn_version"}
-    old = pickle.loads(pickle.dumps(_PickledByOlderRelease(DealWinModel, state)))
+    old = pickle.loads(pickle.dumps(PickledByOlderRelease(DealWinModel, state)))
     assert type(old) is DealWinModel
     sample = trained.features.head(200)
     assert np.array_equal(old.predict_proba(sample), trained.model.predict_proba(sample))

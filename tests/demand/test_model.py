@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copyreg
 import pickle
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -15,6 +13,7 @@ from sklearn.base import clone
 
 from salesml import metrics
 from salesml.demand.model import Calibration, DemandModel, nb_quantiles, to_unit_contributions
+from tests.pickling import PickledByOlderRelease
 
 
 @settings(max_examples=60, deadline=None)
@@ -267,21 +266,6 @@ def test_a_refit_keeps_the_calibration_it_is_given() -> None:
     assert clone(model).fit(x, y).calibration_.rows == 0  # uncalibrated by default
 
 
-class _PickledByOlderRelease:
-    """Pickles like a model object of a class without `__getstate__` (before BaseEstimator):
-    `copyreg.__newobj__` and the bare instance `__dict__` as state."""
-
-    def __init__(self, cls: type, state: dict[str, Any]) -> None:
-        self.cls, self.state = cls, state
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:  # pickle checks that __newobj__'s class is the object's
-        return self.cls
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (copyreg.__newobj__, (self.cls,), self.state)
-
-
 def test_models_pickled_by_older_releases_still_load_and_predict_alike() -> None:
     """A model pickled before interval bins, neighbour rows, event days and the median model
     existed (and before BaseEstimator): it loads, keeps its old behaviour and is an estimator."""
@@ -289,7 +273,7 @@ def test_models_pickled_by_older_releases_still_load_and_predict_alike() -> None
     model.calibrate(model.predict(x), y)
     new_attrs = ("interval_bins", "min_stratum_rows", "event_ratio", "median_booster_")
     state = {k: v for k, v in vars(model).items() if k not in (*new_attrs, "_sklearn_version")}
-    old = pickle.loads(pickle.dumps(_PickledByOlderRelease(DemandModel, state)))
+    old = pickle.loads(pickle.dumps(PickledByOlderRelease(DemandModel, state)))
     assert type(old) is DemandModel
     assert np.array_equal(old.predict(x), model.predict(x))
     assert old.predict_median(x) is None
