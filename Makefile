@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check salesml pipelines tests benchmarks notebooks
 	$(BIN)/ruff format --check salesml pipelines tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # contracts: [tool.importlinter] in pyproject.toml
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache

@@ -35,7 +35,8 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -797,6 +798,62 @@ def _load_error(model_name: str, version: str, run_id: str, exc: Exception) -> M
             f"train a new version with `salesml train {command}`"
         )
     return ModelLoadError(f"cannot load {where}: {text}")
+
+
+# --- reading runs (the report) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's tags and metrics as MLflow stores them (a metric: its latest logged value)."""
+
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def version_run_id(model_name: str, version: str) -> str:
+    """The id of the run that logged `version` of `model_name` (call `configure` first)."""
+    client = import_mlflow().MlflowClient()
+    return str(client.get_model_version(model_name, version).run_id)
+
+
+def version_run(model_name: str, version: str) -> RunData:
+    """Tags and metrics of the run behind `version` of `model_name` (call `configure` first)."""
+    client = import_mlflow().MlflowClient()
+    run_id = str(client.get_model_version(model_name, version).run_id)
+    run = client.get_run(run_id)
+    return RunData(run_id=run_id, tags=dict(run.data.tags), metrics=dict(run.data.metrics))
+
+
+def read_artifact(run_id: str, artifact_path: str) -> bytes:
+    """The bytes of one artifact file of a run (staged in a temporary folder, then removed).
+
+    The artifacts progress bar is off during the download even when the user turned it on:
+    callers print to the user's terminal.
+    """
+    mlflow = import_mlflow()
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    with tempfile.TemporaryDirectory(prefix="salesml-artifact-") as folder, _environ(quiet):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=folder
+        )
+        return Path(local).read_bytes()
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- versions and time -----------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """`gather(settings, as_of) -> ReportData`: the report's IO (warehouse, sources, MLflow).
 
 Reads through the owners of IO only: `Warehouse.read` for output tables, `inputs.load_tables`
-for deals (outcomes known at as_of, for calibration) and sales (actuals), `tracking` for the
-champion's holdout calibration plot. Nothing here fails the report because a table is missing
+for deals (outcomes known at as_of, for calibration) and sales (actuals), `tracking` (never
+MLflow's client directly) for the holdout calibration plot and the gate's numbers. Nothing here fails the report because a table is missing
 or a source cannot be read: the problem becomes a note in the section that needed it. A locked
 warehouse (`WarehouseLockedError`) is the exception: it is raised, since retrying later works.
 """
@@ -10,12 +10,7 @@ warehouse (`WarehouseLockedError`) is the exception: it is raised, since retryin
 from __future__ import annotations
 
 import ast
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 
@@ -202,21 +197,15 @@ def _download_calibration(
     from salesml import tracking
 
     tracking.configure(settings)
-    mlflow = tracking.import_mlflow()
-    client = mlflow.MlflowClient()
     if version is None:
         info = tracking.champion_info(DEAL_MODEL)
         if info is None:
             return None, None
         version, run_id = info.version, info.run_id
     else:
-        run_id = client.get_model_version(DEAL_MODEL, version).run_id
-    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # no bar on the user's terminal
-    with tempfile.TemporaryDirectory(prefix="salesml-report-") as folder, _environ(quiet):
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=HOLDOUT_CALIBRATION_ARTIFACT, dst_path=folder
-        )
-        return Path(local).read_bytes(), f"{DEAL_MODEL} v{version}"
+        run_id = tracking.version_run_id(DEAL_MODEL, version)
+    png = tracking.read_artifact(run_id, HOLDOUT_CALIBRATION_ARTIFACT)
+    return png, f"{DEAL_MODEL} v{version}"
 
 
 GATE_METRICS = ("brier_skill", "brier", "base_rate", "logistic", "auc")
@@ -265,14 +254,13 @@ def _read_gate(
     from salesml import tracking
 
     tracking.configure(settings)
-    client = tracking.import_mlflow().MlflowClient()
     if version is None:
         earlier = [v for v in tracking.list_versions(model) if v.as_of is None or v.as_of <= as_of]
         if not earlier:
             return None
         version = earlier[-1].version
-    run = client.get_run(client.get_model_version(model, version).run_id)
-    tags = run.data.tags
+    run = tracking.version_run(model, version)
+    tags = run.tags
     prefix = tracking.TAG_PREFIX
     out = {"model version": f"v{version}"}
     if f"{prefix}.promoted" in tags:
@@ -281,7 +269,7 @@ def _read_gate(
         out["passed the gate"] = tags[tracking.GATE_TAG]
     if f"{prefix}.reason" in tags:
         out["decision"] = tags[f"{prefix}.reason"]
-    for name, value in sorted(run.data.metrics.items()):
+    for name, value in sorted(run.metrics.items()):
         if any(word in name for word in words):
             out[name] = f"{value:.4f}"
     return out
@@ -315,21 +303,6 @@ def _actuals(
         timezone=settings.timezone,
     )
     return actuals, None
-
-
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of a block, then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _display(wh: Warehouse) -> str:
