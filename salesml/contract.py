@@ -58,6 +58,9 @@ class ColumnSpec:
     backfill: str | None = None
     """For a key column added after tables were written: the value older rows get when the
     warehouse rebuilds such a table with the new key (`Warehouse`, key migration)."""
+    any_dtype: bool = False
+    """The schema accepts any dtype (the warehouse stores and returns the one written, e.g. an
+    Enum of stage names); `dtype` is then only the default for DDL and empty frames."""
 
 
 def _col(
@@ -356,6 +359,21 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         ),
         "health_reasons": _col(_STR, description="JSON array of plain-language reasons"),
         "top_factors": _col(_STR, description="JSON array of the top drivers in plain words"),
+        "raw_score": _col(
+            _F64, required=False, description="the model's log-odds; null unless basis is model"
+        ),
+        "contribution_unit": _col(
+            _STR, required=False, description="unit of the factors' contributions (log-odds)"
+        ),
+        "stage": ColumnSpec(
+            _STR,
+            required=False,
+            any_dtype=True,  # String, or an Enum of stage names: stored as written
+            description="the deal's stage at as_of",
+        ),
+        "days_in_stage": _col(
+            _F64, required=False, description="days in the current stage at as_of"
+        ),
     },
     "deal_score_factors": {
         **_lineage(),
@@ -365,6 +383,9 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "feature_value": _col(_STR, description="the feature's value, as text"),
         "contribution": _col(_F64, nullable=False, description="SHAP, log-odds"),
         "text": _col(_STR, required=False, description="the driver in plain words"),
+        "contribution_unit": _col(
+            _STR, required=False, description="unit of `contribution` (log-odds)"
+        ),
     },
     "pipeline_forecast": {
         **_lineage(),
@@ -374,6 +395,9 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "p10": _col(_F64, checks=(_non_negative(),)),
         "p50": _col(_F64, checks=(_non_negative(),)),
         "p90": _col(_F64, checks=(_non_negative(),)),
+        "n_deals": _col(
+            _I64, required=False, checks=(_non_negative(),), description="open deals summed"
+        ),
     },
     "demand_forecast": {
         **_lineage(),
@@ -445,6 +469,15 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "mean_contribution": _col(
             _F64, description="average SHAP contribution of one such activity to win probability"
         ),
+        "mean_contribution_log_odds": _col(
+            _F64, required=False, description="the same average in log-odds (model units)"
+        ),
+        "snapshots_with_activity": _col(
+            _I64,
+            required=False,
+            checks=(_non_negative(),),
+            description="training snapshots with at least one such activity",
+        ),
     },
     "model_quality": {
         "as_of": _col(DATETIME, nullable=False, required=False, description="stamped on write"),
@@ -467,6 +500,9 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "baseline": _col(_STR, description="name of the strongest trivial baseline compared"),
         "baseline_value": _col(_F64, description="the baseline's value on the same rows"),
         "rows": _col(_I64, description="rows (snapshots, deals or cells) behind the value"),
+        "model_version": _col(
+            _STR, required=False, description="registry version of the run, stamped on write"
+        ),
     },
     "quarantine": {
         "run_id": _col(_STR, nullable=False, required=False, description="stamped on write"),
@@ -486,7 +522,19 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "status": _col(_STR, nullable=False, checks=(_one_of(RUN_STATUSES),)),
         "model_version": _col(_STR),
         "row_counts": _col(_STR, description="JSON object {table: rows written}"),
+        "params": _col(_STR, required=False, description="JSON object, secrets redacted"),
         "message": _col(_STR, required=False, description="why a run failed"),
+        "host": _col(_STR, required=False, description="host name of the owning process"),
+        "pid": _col(_I64, required=False, description="process id of the owning process"),
+        "process_start": _col(
+            _STR, required=False, description="start token of the process (tells a reused pid)"
+        ),
+        "heartbeat_at": _col(DATETIME, required=False, description="refreshed while it runs"),
+        "reconciled_at": _col(
+            DATETIME,
+            required=False,
+            description="when the leftovers of an abandoned run were put in order",
+        ),
     },
 }
 
@@ -522,7 +570,7 @@ def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             col: pa.Column(
-                spec.dtype,
+                None if spec.any_dtype else spec.dtype,
                 nullable=spec.nullable,
                 unique=spec.unique,
                 required=spec.required,
@@ -585,6 +633,25 @@ def output_columns(table: str) -> dict[str, ColumnSpec]:
         return dict(_OUTPUTS[table])
     except KeyError:
         raise KeyError(f"unknown output table {table!r}; known: {', '.join(_OUTPUTS)}") from None
+
+
+STAMPED_COLUMNS = ("as_of", "run_id", "model_version", "mlflow_run_id")
+"""Columns the warehouse (or the job) stamps on an output row; producers do not compute them."""
+
+
+def row_dtypes(table: str) -> dict[str, pl.DataType]:
+    """Dtypes of output `table` without the stamped lineage columns, in contract order: the
+    shape of the frame a producer (scoring, health, behaviour) returns before the write."""
+    return {
+        name: spec.dtype
+        for name, spec in output_columns(table).items()
+        if name not in STAMPED_COLUMNS
+    }
+
+
+def required_columns(table: str) -> tuple[str, ...]:
+    """Columns output `table` requires in every written frame, in contract order."""
+    return tuple(name for name, spec in output_columns(table).items() if spec.required)
 
 
 def input_dtypes(table: str) -> dict[str, pl.DataType]:

@@ -34,7 +34,10 @@ FACTOR_SCHEMA: dict[str, pl.DataType] = {
     "contribution": pl.Float64(),
     "text": pl.String(),
 }
-"""Output of `top_factors`. `row_idx` matches `with_row_index()` (UInt32) for joining ids back."""
+"""Output of `top_factors`. `row_idx` matches `with_row_index()` (UInt32) for joining ids back.
+Not a contract table: callers join their ids (deal_id; customer_id, sku, bucket_start) on
+`row_idx` and cast `rank` to the contract's Int64 (`deal_score_factors`,
+`demand_forecast_factors`)."""
 
 
 def shap_contributions(model: Any, features: Any) -> np.ndarray:

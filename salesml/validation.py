@@ -63,13 +63,9 @@ NEEDED_BY_A_JOB: frozenset[str] = contract.REQUIRED_INPUTS
 
 _ROW = "__row_nr"
 
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "table_name": pl.String(),
-    "row": pl.String(),
-    "check": pl.String(),
-    "reason": pl.String(),
-    "column_name": pl.String(),
-}
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = contract.row_dtypes("quarantine")
+"""The quarantine rows validation returns: the contract's `quarantine` table without the
+run_id / as_of the warehouse stamps (table_name, row, check, reason, column_name)."""
 
 _ISSUE_SCHEMA: dict[str, pl.DataType] = {
     _ROW: pl.UInt32(),

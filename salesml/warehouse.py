@@ -58,30 +58,9 @@ if TYPE_CHECKING:
 
 RUNS = "runs"
 QUARANTINE = "quarantine"
-RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
 _COLUMNS_TABLE = "_salesml_columns"
 _STAGED = "_salesml_staged"  # the frame being written, as a registered view / temp table
 
-RUNS_SCHEMA = pl.Schema(
-    {
-        "run_id": pl.String(),
-        "flow": pl.String(),
-        "as_of": DATETIME,
-        "started_at": DATETIME,
-        "finished_at": DATETIME,
-        "status": pl.String(),
-        "model_version": pl.String(),
-        "row_counts": pl.String(),  # JSON object {table: rows}
-        "params": pl.String(),  # JSON object
-        "message": pl.String(),
-        "host": pl.String(),  # the process that owns the run: host name,
-        "pid": pl.Int64(),  # process id,
-        "process_start": pl.String(),  # and start token (tells a reused pid apart)
-        "heartbeat_at": DATETIME,  # refreshed while the job runs
-        "reconciled_at": DATETIME,  # an abandoned run whose leftovers were put in order
-    }
-)
-QUARANTINE_COLUMNS = ("table_name", "row", "check", "reason")
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _SQL_TYPES: dict[type[pl.DataType], str] = {
@@ -190,7 +169,7 @@ class Warehouse:
             "process_start": owner.process_start,
             "heartbeat_at": now,
         }
-        frame = pl.DataFrame([row], schema=RUNS_SCHEMA)
+        frame = pl.DataFrame([row], schema=_runs_schema())
         with self._transaction() as session:
             self._ensure_table(
                 session, _Catalog.load(session, write=True), RUNS, frame.schema, ["run_id"]
@@ -242,7 +221,7 @@ class Warehouse:
         counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
         with self._transaction() as session:
             self._ensure_table(
-                session, _Catalog.load(session, write=True), RUNS, RUNS_SCHEMA, ["run_id"]
+                session, _Catalog.load(session, write=True), RUNS, _runs_schema(), ["run_id"]
             )
             found = session.fetch(
                 f"SELECT status, message FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
@@ -271,7 +250,7 @@ class Warehouse:
         """Mark a 'running' run abandoned (e.g. `salesml runs abandon`); refuses any other."""
         with self._transaction() as session:
             catalog = _Catalog.load(session, write=True)
-            self._ensure_table(session, catalog, RUNS, RUNS_SCHEMA, ["run_id"])
+            self._ensure_table(session, catalog, RUNS, _runs_schema(), ["run_id"])
             found = session.fetch(
                 f"SELECT run_id, flow, as_of, status FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
             )
@@ -318,7 +297,8 @@ class Warehouse:
         self, flow: str | None = None, status: str | None = None, limit: int = 20
     ) -> pl.DataFrame:
         """The latest `limit` runs (newest first), optionally of one flow and/or status."""
-        empty = pl.DataFrame(schema=RUNS_SCHEMA)
+        runs_schema = _runs_schema()
+        empty = pl.DataFrame(schema=runs_schema)
         if not self._backend.exists():
             return empty
         where, params = [], []
@@ -338,7 +318,7 @@ class Warehouse:
             recorded = catalog.dtypes.get(RUNS, {})
         found = _restore(raw, recorded)
         missing = [
-            pl.lit(None, d).alias(c) for c, d in RUNS_SCHEMA.items() if c not in found.columns
+            pl.lit(None, d).alias(c) for c, d in runs_schema.items() if c not in found.columns
         ]
         return found.with_columns(missing) if missing else found
 
@@ -412,7 +392,8 @@ class Warehouse:
 
         `as_of` is taken from the run's row in `runs` when the frame does not carry it.
         """
-        missing = [c for c in QUARANTINE_COLUMNS if c not in frame.columns]
+        required = _quarantine_columns()
+        missing = [c for c in required if c not in frame.columns]
         if missing:
             raise WarehouseError(f"quarantine frame lacks columns {missing}")
         frame = _validate_output(
@@ -425,8 +406,8 @@ class Warehouse:
             frame = frame.select(
                 pl.lit(run_id, pl.String).alias("run_id"),
                 "as_of",
-                *QUARANTINE_COLUMNS,
-                pl.exclude("as_of", *QUARANTINE_COLUMNS),
+                *required,
+                pl.exclude("as_of", *required),
             )
             recorded = self._ensure_table(session, catalog, QUARANTINE, frame.schema, None)
             frame = _conform(QUARANTINE, frame, recorded)
@@ -554,8 +535,11 @@ class Warehouse:
 
         Columns the contract declares but the frame lacks are created too (as nullable), so a
         table's shape does not depend on which optional columns its first writer filled.
+        `runs` is the exception: its writers pass its whole contract schema (`_runs_schema`),
+        and a partial one stands for a table an older salesml created (upgraded on next start).
         """
-        declared = {c: d for c, d in _declared_dtypes(table).items() if c not in schema}
+        known = {} if table == RUNS else _declared_dtypes(table)
+        declared = {c: d for c, d in known.items() if c not in schema}
         schema = pl.Schema({**schema, **declared})
         existing = catalog.columns.get(table)
         if existing is not None and key and any(k not in existing for k in key):
@@ -895,6 +879,29 @@ def _contract() -> ModuleType:
     from salesml import contract
 
     return contract
+
+
+def _runs_schema() -> pl.Schema:
+    """The `runs` table's columns and dtypes, as the contract declares them."""
+    return pl.Schema(_contract().output_dtypes(RUNS))
+
+
+def _quarantine_columns() -> tuple[str, ...]:
+    """Columns a quarantine frame must carry (table_name, row, check, reason): the contract's
+    required ones (run_id and as_of are stamped here)."""
+    return _contract().required_columns(QUARANTINE)
+
+
+def __getattr__(name: str) -> Any:
+    """`RUNS_SCHEMA`, `RUN_STATUSES`, `QUARANTINE_COLUMNS` for importers, from the contract
+    (lazily: importing the contract loads pandera)."""
+    if name == "RUNS_SCHEMA":
+        return _runs_schema()
+    if name == "RUN_STATUSES":
+        return _contract().RUN_STATUSES
+    if name == "QUARANTINE_COLUMNS":
+        return _quarantine_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _declared_dtypes(table: str) -> dict[str, pl.DataType]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandera.polars as pa
 import polars as pl
@@ -142,7 +143,8 @@ def test_every_float_column_must_be_finite() -> None:
         for schema in schemas.values():
             for column in schema.columns.values():
                 names = [check.name for check in column.checks]
-                assert ("finite" in names) == (column.dtype.type == pl.Float64), column.name
+                is_float = column.dtype is not None and column.dtype.type == pl.Float64
+                assert ("finite" in names) == is_float, column.name
     with pytest.raises(SchemaErrors) as err:
         contract.OUTPUT_SCHEMAS["deal_scores"].validate(
             _scores(win_probability=float("nan")), lazy=True
@@ -179,3 +181,56 @@ def test_labels_have_one_spelling() -> None:
         "activities": ["activity_type", "contact_role"],
         "deal_stage_history": ["stage"],
     }
+
+
+def test_shapes_elsewhere_are_the_contracts() -> None:
+    """The warehouse, validation and the producers take their table shapes from the contract."""
+    from salesml import warehouse
+    from salesml.deals.behavior import BEHAVIOR_SCHEMA
+    from salesml.deals.scoring import SCORE_COLUMNS
+    from salesml.demand.health import HEALTH_SCHEMA
+    from salesml.validation import QUARANTINE_SCHEMA
+
+    assert dict(warehouse.RUNS_SCHEMA) == contract.output_dtypes("runs")
+    assert {"params", "host", "pid", "heartbeat_at", "reconciled_at"} <= set(warehouse.RUNS_SCHEMA)
+    assert warehouse.RUN_STATUSES == contract.RUN_STATUSES
+    assert warehouse.QUARANTINE_COLUMNS == ("table_name", "row", "check", "reason")
+    assert list(QUARANTINE_SCHEMA) == [*warehouse.QUARANTINE_COLUMNS, "column_name"]
+    assert contract.row_dtypes("sku_health") == HEALTH_SCHEMA
+    assert "as_of" not in HEALTH_SCHEMA and "run_id" not in BEHAVIOR_SCHEMA
+    assert "mean_contribution_log_odds" in BEHAVIOR_SCHEMA
+    assert SCORE_COLUMNS[:2] == ["deal_id", "win_probability"]
+    assert {"raw_score", "contribution_unit", "stage", "days_in_stage"} <= set(SCORE_COLUMNS)
+    assert "not_scored_reason" not in SCORE_COLUMNS  # legacy, never written by scoring
+    with pytest.raises(AttributeError):
+        _ = warehouse.NO_SUCH_NAME
+
+
+def test_every_column_a_demo_run_stores_is_declared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small demo (both models trained, deals scored, demand forecast, ~15 s) writes only
+    columns the contract declares, with the declared dtype (`any_dtype` columns excepted)."""
+    from salesml import demo
+    from salesml.warehouse import Warehouse
+
+    monkeypatch.setattr(demo, "DEMO_DEALS", 1200)  # the fewest that train a deal-win model
+    monkeypatch.setattr(demo, "DEMO_SERIES", 5)
+    monkeypatch.setattr(demo, "DEMO_DAYS", 60)
+    result = demo.run_demo(tmp_path)
+    store = Warehouse(result.warehouse_url)
+    written = set(store.tables())
+    assert {"deal_scores", "deal_score_factors", "demand_forecast", "sku_health", "runs"} <= (
+        written
+    )
+    undeclared, wrong = [], []
+    for table in sorted(written):
+        declared = contract.output_columns(table)  # KeyError: a table the contract lacks
+        for column, dtype in store.read(table).schema.items():
+            spec = declared.get(column)
+            if spec is None:
+                undeclared.append(f"{table}.{column}")
+            elif not spec.any_dtype and dtype != spec.dtype:
+                wrong.append(f"{table}.{column}: {dtype} != {spec.dtype}")
+    assert undeclared == []
+    assert wrong == []

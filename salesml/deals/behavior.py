@@ -29,6 +29,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from salesml import contract
 from salesml.deals.features import (
     UNKNOWN_ROLE,
     FeatureSpec,
@@ -41,14 +42,8 @@ from salesml.deals.features import (
 from salesml.deals.model import DealWinModel
 from salesml.timeutil import DATETIME
 
-BEHAVIOR_SCHEMA = {
-    "activity_type": pl.String,
-    "contact_role": pl.String,
-    "occurrences": pl.Int64,
-    "mean_contribution": pl.Float64,
-    "mean_contribution_log_odds": pl.Float64,
-    "snapshots_with_activity": pl.Int64,
-}
+BEHAVIOR_SCHEMA: dict[str, pl.DataType] = contract.row_dtypes("behavior_value")
+"""The contract's `behavior_value` columns without the lineage the warehouse stamps."""
 
 
 def activity_counts(activities: pl.DataFrame | None, as_of: datetime) -> pl.DataFrame:

@@ -22,7 +22,7 @@ from datetime import datetime
 
 import polars as pl
 
-from salesml import explain
+from salesml import contract, explain
 from salesml.config import DealHealthRules, DealsSettings, HealthBands
 from salesml.deals.features import FeatureSpec, build_features, feature_labels
 from salesml.deals.health import rate_health
@@ -74,20 +74,9 @@ def event_text(horizon_days: int) -> str:
     return f"won within {horizon_days} days of as_of"
 
 
-SCORE_COLUMNS = [
-    "deal_id",
-    "win_probability",
-    "score_basis",
-    "basis_reason",
-    "probability_event",
-    "health",
-    "health_reasons",
-    "top_factors",
-    "raw_score",
-    "contribution_unit",
-    "stage",
-    "days_in_stage",
-]
+SCORE_COLUMNS = [c for c in contract.row_dtypes("deal_scores") if c != "not_scored_reason"]
+"""The `deal_scores` columns scoring writes, in contract order (`not_scored_reason` is legacy:
+rows written before every deal got a score)."""
 HEALTH_INPUTS = {
     "stage": pl.String,
     "days_in_stage": pl.Float64,
@@ -212,18 +201,10 @@ def _model_scores(
     progress: Progress | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(features + win_probability, raw_score, top_factors, score_basis; factor rows)."""
-    factor_schema = {
-        "deal_id": pl.String,
-        "rank": pl.Int64,
-        "feature": pl.String,
-        "feature_value": pl.String,
-        "contribution": pl.Float64,
-        "text": pl.String,
-        "contribution_unit": pl.String,
-    }
     if model is None or to_score.height == 0:
+        # the scored part is a partial frame (concatenated with the others), not a table shape
         empty = pl.DataFrame(schema={"deal_id": pl.String, "win_probability": pl.Float64})
-        return empty, pl.DataFrame(schema=factor_schema)
+        return empty, pl.DataFrame(schema=contract.row_dtypes("deal_score_factors"))
     spec = model.feature_spec
     assert spec is not None
     report(progress, "features", 0.1)

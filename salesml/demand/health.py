@@ -26,18 +26,13 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from salesml import contract
 from salesml.config import DemandSettings
 from salesml.jsonutil import json_text
 from salesml.timeutil import DATETIME
 
-HEALTH_SCHEMA: dict[str, pl.DataType] = {
-    "customer_id": pl.String(),
-    "sku": pl.String(),
-    "health": pl.String(),
-    "reasons": pl.String(),
-    "on_hand": pl.Float64(),
-    "projected_stockout_at": DATETIME,
-}
+HEALTH_SCHEMA: dict[str, pl.DataType] = contract.row_dtypes("sku_health")
+"""The contract's `sku_health` columns without the lineage the warehouse stamps."""
 
 
 def latest_on_hand(inventory: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
