@@ -130,7 +130,8 @@ def cold_start(args: argparse.Namespace) -> None:
         fitted = pipeline.fit(world, settings, as_of, signals, inventory=inventory)
         fc = pipeline.forecast(fitted.model, world, settings, as_of, signals, inventory=inventory)
         table = pipeline.forecast_table(fc, "bench")
-        mixed = pipeline.with_cold_start(table, fc.history, world, settings, as_of, inventory)
+        cold = pipeline.cold_start_rows(fc.history, world, settings, as_of, inventory)
+        mixed = pipeline.with_cold_start(table, cold)
         full = build_history(sales, demand, settings.timezone, as_of + timedelta(days=7))
         out = stockout_buckets(
             inventory, settings.timezone, demand.bucket_hours, end, full.origin

@@ -477,9 +477,7 @@ def _forecast_all(
     cold = pipeline.cold_start_rows(  # once over all parts: basis 'cold_start'
         history, tables["sales"], settings, as_of, tables.get("inventory")
     )
-    result.table = pipeline.with_cold_start(
-        result.table, history, tables["sales"], settings, as_of, rows=cold
-    )
+    result.table = pipeline.with_cold_start(result.table, cold)
     log = adjust.combine_logs([p.adjustments for p in parts if p.adjustments is not None])
     run.notes.extend(adjust.describe_log(log))
     if scenario is not None:
@@ -507,18 +505,18 @@ def _forecast_frames(
     from salesml.demand import aggregate, pipeline
 
     settings, as_of = run.settings, run.as_of
-    frames = {"demand_forecast": result.table, "demand_forecast_factors": result.factors}
-    if result.health is not None:
-        frames["sku_health"] = result.health
-    frames["demand_forecast_agg"] = aggregate.forecast_agg(
-        pipeline.with_cold_cells(result.frame, cold),
-        tables["sales"],
-        settings,
-        as_of,
-        loaded.model.calibration_.metrics,
-    )
-    if scenario is not None:
-        frames = {"demand_forecast": result.table}
+    frames = {"demand_forecast": result.table}
+    if scenario is None:
+        frames["demand_forecast_factors"] = result.factors
+        if result.health is not None:
+            frames["sku_health"] = result.health
+        frames["demand_forecast_agg"] = aggregate.forecast_agg(
+            pipeline.with_cold_cells(result.frame, cold),
+            tables["sales"],
+            settings,
+            as_of,
+            loaded.model.calibration_.metrics,
+        )
     frames = {
         table: with_lineage(frame, loaded.version, loaded.run_id) for table, frame in frames.items()
     }

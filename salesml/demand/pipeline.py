@@ -392,22 +392,11 @@ def cold_start_rows(
     return coldstart.cold_start_forecast(history, cold, categories, demand)
 
 
-def with_cold_start(
-    table: pl.DataFrame,
-    history: History,
-    sales: pl.DataFrame,
-    settings: Settings,
-    as_of: datetime,
-    inventory: pl.DataFrame | None = None,
-    rows: pl.DataFrame | None = None,
-) -> pl.DataFrame:
+def with_cold_start(table: pl.DataFrame, rows: pl.DataFrame | None) -> pl.DataFrame:
     """`demand_forecast` rows (`forecast_table`) with the cold series' rows replaced by (or, for
-    series with stock but no sale, added as) forecasts from similar series, basis 'cold_start'
-    (`salesml.demand.coldstart`). Run once over all partitions' rows; lineage columns
-    (scenario, model_version) are copied from `table`. `rows`: `cold_start_rows`, if already
-    computed."""
-    if rows is None:
-        rows = cold_start_rows(history, sales, settings, as_of, inventory)
+    series with stock but no sale, added as) their `cold_start_rows`, basis 'cold_start'. Run
+    once over all partitions' rows; lineage columns (scenario, model_version) are copied from
+    `table`."""
     if rows is None:
         return table
     lineage = {

@@ -79,7 +79,8 @@ def cold_rows() -> pl.DataFrame:
         },
         schema_overrides={"bucket_start": DATETIME},
     )
-    return pipeline.with_cold_start(model_rows, history, sales, settings, AS_OF, inventory)
+    rows = pipeline.cold_start_rows(history, sales, settings, AS_OF, inventory)
+    return pipeline.with_cold_start(model_rows, rows)
 
 
 def _daily(rows: pl.DataFrame, customer: str, sku: str) -> float:
