@@ -74,7 +74,8 @@ def list_runs(
     limit: Annotated[int, typer.Option(min=1, help="At most this many (newest first).")] = 20,
 ) -> None:
     """The latest runs, newest first, one line each."""
-    from salesml.warehouse import RUN_STATUSES, WarehouseError, current_owner, process_is_gone
+    from salesml.contract import RUN_STATUSES
+    from salesml.warehouse import WarehouseError, current_owner, process_is_gone
 
     if status is not None and status not in RUN_STATUSES:
         _fail(f"--status must be one of {', '.join(RUN_STATUSES)}, not {status!r}", code=2)

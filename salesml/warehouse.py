@@ -892,18 +892,6 @@ def _quarantine_columns() -> tuple[str, ...]:
     return _contract().required_columns(QUARANTINE)
 
 
-def __getattr__(name: str) -> Any:
-    """`RUNS_SCHEMA`, `RUN_STATUSES`, `QUARANTINE_COLUMNS` for importers, from the contract
-    (lazily: importing the contract loads pandera)."""
-    if name == "RUNS_SCHEMA":
-        return _runs_schema()
-    if name == "RUN_STATUSES":
-        return _contract().RUN_STATUSES
-    if name == "QUARANTINE_COLUMNS":
-        return _quarantine_columns()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _declared_dtypes(table: str) -> dict[str, pl.DataType]:
     """The contract's dtypes of an output table ({} for a table the contract does not know)."""
     try:

@@ -191,11 +191,12 @@ def test_shapes_elsewhere_are_the_contracts() -> None:
     from salesml.demand.health import HEALTH_SCHEMA
     from salesml.validation import QUARANTINE_SCHEMA
 
-    assert dict(warehouse.RUNS_SCHEMA) == contract.output_dtypes("runs")
-    assert {"params", "host", "pid", "heartbeat_at", "reconciled_at"} <= set(warehouse.RUNS_SCHEMA)
-    assert warehouse.RUN_STATUSES == contract.RUN_STATUSES
-    assert warehouse.QUARANTINE_COLUMNS == ("table_name", "row", "check", "reason")
-    assert list(QUARANTINE_SCHEMA) == [*warehouse.QUARANTINE_COLUMNS, "column_name"]
+    assert dict(warehouse._runs_schema()) == contract.output_dtypes("runs")
+    assert {"params", "host", "pid", "heartbeat_at", "reconciled_at"} <= set(
+        warehouse._runs_schema()
+    )
+    assert warehouse._quarantine_columns() == ("table_name", "row", "check", "reason")
+    assert list(QUARANTINE_SCHEMA) == [*warehouse._quarantine_columns(), "column_name"]
     assert contract.row_dtypes("sku_health") == HEALTH_SCHEMA
     assert "as_of" not in HEALTH_SCHEMA and "run_id" not in BEHAVIOR_SCHEMA
     assert "mean_contribution_log_odds" in BEHAVIOR_SCHEMA

@@ -17,7 +17,7 @@ import pytest
 
 from salesml.config import Settings, from_dict
 from salesml.jobrun import Executor, JobRun, job_run, use_executor
-from salesml.warehouse import RUNS_SCHEMA, RunConflictError, Warehouse, _Catalog
+from salesml.warehouse import RunConflictError, Warehouse, _Catalog, _runs_schema
 from tests.pipelines.conftest import fresh_pg_schema
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -172,10 +172,11 @@ def test_a_run_of_an_older_salesml_stops_blocking_once_stale(tmp_path: Path) -> 
     path = tmp_path / "wh.duckdb"
     settings = _settings(f"duckdb:///{path}", wait=0, stale_minutes=0.001)
     wh = Warehouse.from_settings(settings)
-    first_release = [c for c in RUNS_SCHEMA if c not in NEW_RUNS_COLUMNS]
+    runs_schema = _runs_schema()
+    first_release = [c for c in runs_schema if c not in NEW_RUNS_COLUMNS]
     with wh._transaction() as session:  # the runs table as the first release made it
         catalog = _Catalog.load(session, write=True)
-        schema = pl.Schema({c: RUNS_SCHEMA[c] for c in first_release})
+        schema = pl.Schema({c: runs_schema[c] for c in first_release})
         wh._ensure_table(session, catalog, "runs", schema, ["run_id"])
     with duckdb.connect(str(path)) as con:
         assert [r[1] for r in con.sql("PRAGMA table_info('runs')").fetchall()] == first_release
