@@ -39,7 +39,11 @@ import polars as pl
 from salesml import metrics
 from salesml.config import DealsSettings
 from salesml.deals.behavior import explain_behavior
-from salesml.deals.evaluation import backtest_deal_win, backtest_origins, evaluation_snapshots
+from salesml.deals.deal_win_backtest import (
+    backtest_deal_win,
+    backtest_origins,
+    evaluation_snapshots,
+)
 from salesml.deals.features import build_features
 from salesml.deals.model import DealWinModel
 from salesml.deals.scoring import score_open_deals
@@ -114,8 +118,8 @@ def oracle_auc(
     origins = backtest_origins(
         as_of,
         n_origins,
-        settings.backtest_step_days,
-        max(settings.backtest_follow_up_days, settings.label_horizon_days),
+        settings.backtest.step_days,
+        max(settings.backtest.follow_up_days, settings.label_horizon_days),
     )
     for origin in origins:
         trained = fit_deal_win(tables, origin, settings)
@@ -125,17 +129,17 @@ def oracle_auc(
             pl.Series("planted_behavior", planted_score(trained.features, tables["activities"]))
         )
         oracle = DealWinModel(
-            n_estimators=settings.n_estimators,
-            learning_rate=settings.learning_rate,
-            num_leaves=settings.num_leaves,
-            max_depth=settings.max_depth,
-            min_child_samples=settings.min_child_samples,
-            subsample=settings.subsample,
-            max_bin=settings.max_bin,
-            early_stopping_rounds=settings.early_stopping_rounds,
-            calibration=settings.calibration,
-            seed=settings.seed,
-            num_threads=settings.num_threads,
+            n_estimators=settings.model.n_estimators,
+            learning_rate=settings.model.learning_rate,
+            num_leaves=settings.model.num_leaves,
+            max_depth=settings.model.max_depth,
+            min_child_samples=settings.model.min_child_samples,
+            subsample=settings.model.subsample,
+            max_bin=settings.model.max_bin,
+            early_stopping_rounds=settings.model.early_stopping_rounds,
+            calibration=settings.model.calibration,
+            seed=settings.model.seed,
+            num_threads=settings.model.num_threads,
         ).fit(train_x, trained.snapshots["label"], trained.in_holdout, trained.snapshots["deal_id"])
         rows = evaluation_snapshots(tables["deals"], origin, as_of, settings)
         features = build_features(rows, tables, spec).select(names)
@@ -219,10 +223,10 @@ def scoring_speed(n_world: int, n_train: int, settings: DealsSettings) -> dict[s
         tables,
         WORLD_END,
         min_open_days=settings.min_open_days,
-        rules=settings.rules,
+        rules=settings.health.rules,
         top_k=settings.top_k,
         n_simulations=settings.forecast_simulations,
-        seed=settings.seed,
+        seed=settings.model.seed,
         progress=timer,
     )
     seconds = time.perf_counter() - started
@@ -233,7 +237,7 @@ def scoring_speed(n_world: int, n_train: int, settings: DealsSettings) -> dict[s
         "seconds": seconds,
         "steps": timer.done(),
         "trees": booster.num_trees(),
-        "num_leaves": settings.num_leaves,
+        "num_leaves": settings.model.num_leaves,
         "peak_rss_gb": peak_rss_gb(),
     }
 
@@ -263,7 +267,7 @@ def honest(
     probability vs realised rate of the event, reported holdout Brier vs realised Brier."""
     from datetime import timedelta
 
-    from salesml.deals.jobs import skill_check
+    from salesml.deals.deal_win_jobs import skill_check
     from salesml.deals.scoring import priors_at
 
     tables, truth = deals_world(n_deals=n_deals, days=730, seed=seed, signal=signal)
@@ -279,7 +283,7 @@ def honest(
             tables,
             as_of,
             min_open_days=settings.min_open_days,
-            rules=settings.rules,
+            rules=settings.health.rules,
             priors=priors,
             n_simulations=settings.forecast_simulations,
         )

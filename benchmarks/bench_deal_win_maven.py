@@ -3,10 +3,10 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_deal_win_maven.py [--out DIR]
 
 Everything goes through the product's public API with the config `benchmarks/maven_crm.py`
-writes (its `column_map` renames the export's columns): `salesml.jobs.validate_inputs` (job
-deal-win), `salesml.deals.jobs.backtest` (rolling origins, next to the base rate and the
-logistic baseline), then at each of three as_of dates `salesml.deals.jobs.train` and
-`salesml.deals.jobs.score`, whose written `deal_scores` are compared with what then happened.
+writes (its `column_map` renames the export's columns): `salesml.validate_job.validate_inputs` (job
+deal-win), `salesml.deals.deal_win_jobs.backtest` (rolling origins, next to the base rate and the
+logistic baseline), then at each of three as_of dates `salesml.deals.deal_win_jobs.train` and
+`salesml.deals.deal_win_jobs.score`, whose written `deal_scores` are compared with what then happened.
 
 What a probability is about: "won within `deals.label_horizon_days` (H) of as_of". The realised
 label of a deal open at as_of is 1 when it was won by as_of + H, else 0 (lost, or still open, or
@@ -210,8 +210,8 @@ def main() -> None:
     print(f"mapped Maven into {out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     settings = load(config)
 
-    from salesml.deals import jobs
-    from salesml.jobs import validate_inputs
+    from salesml.deals import deal_win_jobs
+    from salesml.validate_job import validate_inputs
 
     summary = validate_inputs(settings, END, job="deal-win")
     print(
@@ -221,7 +221,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     try:
-        backtest = jobs.backtest(settings, END, n_origins=args.origins)
+        backtest = deal_win_jobs.backtest(settings, END, n_origins=args.origins)
     except Exception as exc:  # the product's one-line refusal is a result: print it, go on
         print(f"\nbacktest deal-win refused: {str(exc).splitlines()[0]}")
     else:
@@ -238,12 +238,12 @@ def main() -> None:
         as_of = datetime.fromisoformat(text).replace(tzinfo=UTC)
         t0 = time.perf_counter()
         try:
-            trained = jobs.train(settings, as_of)
+            trained = deal_win_jobs.train(settings, as_of)
             gate = _gate(trained)
         except Exception as exc:  # a refusal is a result too: scoring falls back to the base rate
             gate = f"train refused: {str(exc).splitlines()[0]}"
         try:
-            scored = jobs.score(settings, as_of)
+            scored = deal_win_jobs.score(settings, as_of)
         except Exception as exc:
             print(f"\nas_of {text}: {gate}; score refused: {str(exc).splitlines()[0]}")
             refused.append(text)

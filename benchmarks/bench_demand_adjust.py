@@ -19,7 +19,7 @@ from datetime import timedelta
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM loads OpenMP
 
 from salesml.config import Settings
-from salesml.demand import adjust, pipeline
+from salesml.demand import adjust, forecasting
 from salesml.sample import WORLD_END, demand_world
 
 WEIGHTS = {"promotion": {"*": 1.5}, "price": {"emea": 0.9}}
@@ -30,13 +30,15 @@ def main() -> None:
     tables, _ = demand_world(n_series=n, days=91, seed=3)
     as_of = WORLD_END - timedelta(days=7)
     settings = Settings()
-    demand = settings.demand.model_copy(update={"num_threads": 2})
+    demand = settings.demand.model_copy(
+        update={"model": settings.demand.model.model_copy(update={"num_threads": 2})}
+    )
     settings = settings.model_copy(update={"demand": demand})
     tick = time.perf_counter()
-    fit = pipeline.fit(tables["sales"], settings, as_of, tables["signals"])
+    fit = forecasting.fit(tables["sales"], settings, as_of, tables["signals"])
     print(f"fit {time.perf_counter() - tick:.1f} s; series {fit.params['series']}")
     tick = time.perf_counter()
-    fc = pipeline.forecast(
+    fc = forecasting.forecast(
         fit.model, tables["sales"], settings, as_of, tables["signals"], history=fit.history
     )
     print(f"forecast {time.perf_counter() - tick:.1f} s; rows {fc.frame.height}")

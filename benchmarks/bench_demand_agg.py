@@ -3,7 +3,7 @@
 Run (2 cores):  OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python benchmarks/bench_demand_agg.py
                 [--timezone America/New_York] [--no-ets] [--json] [--world N]
 
-One rolling-origin backtest (`salesml.demand.evaluate.backtest`, the whole training replayed at
+One rolling-origin backtest (`salesml.demand.demand_backtest.backtest`, the whole training replayed at
 each origin): origins 2015-09-01, 10-01, 11-01, 12-01 (local midnight), 42 buckets (7 days)
 ahead. All cells of each origin are summed to sku_day, sku_week, customer_day, region_day and
 total_bucket (`evaluate.score_levels`). Per level and origin: WAPE of salesml's summed mean
@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM loads Ope
 import polars as pl
 
 from salesml.config import Settings
-from salesml.demand import aggregate, evaluate, pizza
+from salesml.demand import aggregate, demand_backtest, pizza
 from salesml.sample import WORLD_END, demand_world
 
 ORIGIN_MONTHS = (9, 10, 11, 12)
@@ -99,7 +99,7 @@ def main() -> None:
     if args.world:
         tables, _ = demand_world(n_series=args.world, days=90, seed=0)
         settings = Settings()
-        result = evaluate.backtest(
+        result = demand_backtest.backtest(
             tables["sales"], settings, WORLD_END, 2, tables["signals"], with_ets=not args.no_ets
         )
         points = result.per_origin["origin"].to_list()
@@ -111,7 +111,9 @@ def main() -> None:
         sales = pizza.load_sales(timezone=tz)
         points = [datetime(2015, m, 1, tzinfo=ZoneInfo(tz)) for m in ORIGIN_MONTHS]
         as_of = datetime(2016, 1, 1, tzinfo=ZoneInfo(tz))
-        result = evaluate.backtest(sales, settings, as_of, at=points, with_ets=not args.no_ets)
+        result = demand_backtest.backtest(
+            sales, settings, as_of, at=points, with_ets=not args.no_ets
+        )
     seconds = time.perf_counter() - tick
     rows = level_rows(result.per_origin)
     _print(rows, [f"{p:%Y-%m-%d}" for p in points])

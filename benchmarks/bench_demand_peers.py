@@ -42,7 +42,7 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import Settings
-from salesml.demand import evaluate, pizza
+from salesml.demand import demand_backtest, pizza
 from salesml.demand.features import History, build_history
 
 ORIGIN_MONTHS = (9, 10, 11, 12)
@@ -280,7 +280,7 @@ def main() -> None:
     as_of = datetime(2016, 1, 1, tzinfo=ZoneInfo(tz))
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    result = evaluate.backtest(sales, settings, as_of, at=points, keep_predictions=True)
+    result = demand_backtest.backtest(sales, settings, as_of, at=points, keep_predictions=True)
     seconds["salesml backtest (4 origins, with ETS)"] = time.perf_counter() - tick
     assert result.predictions is not None
     frame = result.predictions.filter(~pl.col("closed") | (pl.col("y") > 0))
@@ -290,23 +290,23 @@ def main() -> None:
         for at in points:
             history = build_history(sales, demand, tz, at)
             tick = time.perf_counter()
-            ml = mlforecast_peers(history, demand.horizon_buckets, demand.num_threads)
+            ml = mlforecast_peers(history, demand.grid.horizon_buckets, demand.model.num_threads)
             ml_seconds += time.perf_counter() - tick
             tick = time.perf_counter()
-            sf = statsforecast_peers(history, demand.horizon_buckets)
+            sf = statsforecast_peers(history, demand.grid.horizon_buckets)
             sf_seconds += time.perf_counter() - tick
             parts.append(ml.join(sf, on=KEYS, how="full", coalesce=True))
         seconds["mlforecast (4 origins)"] = ml_seconds
         seconds["statsforecast (4 origins)"] = sf_seconds
         peers = pl.concat(parts)
         frame = frame.join(peers, on=KEYS, how="left")
-    rows = table(frame, tuple(demand.interval_strata))
+    rows = table(frame, tuple(demand.intervals.interval_strata))
     print(
         f"pizza, {frame.height} evaluated cells, origins "
         + ", ".join(f"{p:%Y-%m-%d}" for p in points)
     )
     _print(rows)
-    strata = tuple(demand.interval_strata)
+    strata = tuple(demand.intervals.interval_strata)
     bounds = sale_coverage_bounds(frame["y"].to_numpy(), frame["mean"].to_numpy(), strata)
     zeros = ", ".join(
         f"{k.removeprefix('zero_share_')} {v:.2f}" for k, v in bounds.items() if "zero" in k

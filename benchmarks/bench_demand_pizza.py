@@ -35,9 +35,9 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import Settings
-from salesml.demand import buckets, evaluate, pizza
+from salesml.demand import buckets, demand_backtest, pizza
 from salesml.demand.features import build_history
-from salesml.demand.pipeline import fit, forecast
+from salesml.demand.forecasting import fit, forecast
 
 
 def _settings(timezone: str) -> Settings:
@@ -53,8 +53,8 @@ def run_backtest(
     started = time.perf_counter()
     tz = ZoneInfo(settings.timezone)
     at = None if weekly else [datetime(2015, m, 1, tzinfo=tz) for m in ISSUE_ORIGIN_MONTHS]
-    result = evaluate.backtest(sales, settings, as_of, n_origins=n, at=at)
-    summary = evaluate.summary(result)
+    result = demand_backtest.backtest(sales, settings, as_of, n_origins=n, at=at)
+    summary = demand_backtest.summary(result)
     summary["seconds_total"] = time.perf_counter() - started
     return summary
 
@@ -92,23 +92,23 @@ def run_comparison(
 
     demand = settings.demand
     tz = settings.timezone
-    full_origin = buckets.origin_bucket(as_of, tz, demand.bucket_hours)
+    full_origin = buckets.origin_bucket(as_of, tz, demand.grid.bucket_hours)
     actuals = (
         buckets.bucket_sales(sales, demand, tz, full_origin)
         .select("customer_id", "sku", "bucket", "y")
         .collect()
     )
-    points = evaluate.origins(settings, as_of, n)
+    points = demand_backtest.origins(settings, as_of, n)
     params: dict[str, Any] = {
-        "objective": demand.objective,
-        "tweedie_variance_power": demand.tweedie_variance_power,
-        "num_leaves": demand.num_leaves,
-        "learning_rate": demand.learning_rate,
-        "n_estimators": demand.n_estimators,
-        "min_child_samples": demand.min_data_in_leaf,
-        "colsample_bytree": demand.feature_fraction,
-        "n_jobs": demand.num_threads,
-        "random_state": demand.seed,
+        "objective": demand.model.objective,
+        "tweedie_variance_power": demand.model.tweedie_variance_power,
+        "num_leaves": demand.model.num_leaves,
+        "learning_rate": demand.model.learning_rate,
+        "n_estimators": demand.model.n_estimators,
+        "min_child_samples": demand.model.min_data_in_leaf,
+        "colsample_bytree": demand.model.feature_fraction,
+        "n_jobs": demand.model.num_threads,
+        "random_state": demand.model.seed,
         "deterministic": True,
         "force_col_wise": True,
         "verbose": -1,
@@ -116,15 +116,17 @@ def run_comparison(
     # the same inputs as salesml's features: recent lags, same bucket 1..k weeks back, rolling
     # mean/spread windows ending at the last known bucket, the same-bucket mean/spread of the
     # last weeks, bucket of day (hour) and weekday
-    week = buckets.per_week(demand.bucket_hours)
-    single = min(demand.seasonal_lag_features, demand.seasonal_lag_weeks)
-    lags = list(range(1, demand.recent_lags + 1)) + [k * week for k in range(1, single + 1)]
+    week = buckets.per_week(demand.grid.bucket_hours)
+    single = min(demand.features.seasonal_lag_features, demand.features.seasonal_lag_weeks)
+    lags = list(range(1, demand.features.recent_lags + 1)) + [
+        k * week for k in range(1, single + 1)
+    ]
     lag_transforms: dict[int, list[Any]] = {
-        1: [RollingMean(window_size=w) for w in demand.rolling_windows]
-        + [RollingStd(window_size=w) for w in demand.spread_windows],
+        1: [RollingMean(window_size=w) for w in demand.features.rolling_windows]
+        + [RollingStd(window_size=w) for w in demand.features.spread_windows],
         week: [
-            SeasonalRollingMean(season_length=week, window_size=demand.seasonal_lag_weeks),
-            SeasonalRollingStd(season_length=week, window_size=demand.seasonal_lag_weeks),
+            SeasonalRollingMean(season_length=week, window_size=demand.features.seasonal_lag_weeks),
+            SeasonalRollingStd(season_length=week, window_size=demand.features.seasonal_lag_weeks),
         ],
     }
     ours_seconds = 0.0
@@ -141,7 +143,7 @@ def run_comparison(
         tick = time.perf_counter()
         model = MLForecast(
             models={"lgbm": lgb.LGBMRegressor(**params)},
-            freq=f"{demand.bucket_hours}h",
+            freq=f"{demand.grid.bucket_hours}h",
             lags=lags,
             lag_transforms=lag_transforms,
             date_features=["hour", "dayofweek"],
@@ -149,18 +151,20 @@ def run_comparison(
         if intervals:
             model.fit(
                 data,
-                prediction_intervals=PredictionIntervals(n_windows=2, h=demand.horizon_buckets),
+                prediction_intervals=PredictionIntervals(
+                    n_windows=2, h=demand.grid.horizon_buckets
+                ),
             )
-            theirs = model.predict(demand.horizon_buckets, level=[80])
+            theirs = model.predict(demand.grid.horizon_buckets, level=[80])
         else:
             model.fit(data)
-            theirs = model.predict(demand.horizon_buckets)
+            theirs = model.predict(demand.grid.horizon_buckets)
         theirs_seconds += time.perf_counter() - tick
 
         theirs_pl = pl.from_pandas(theirs).with_columns(
             bucket=(
                 pl.col("ds").cast(pl.Datetime("us")).dt.epoch("us")
-                // (demand.bucket_hours * 3_600_000_000)
+                // (demand.grid.bucket_hours * 3_600_000_000)
             ).cast(pl.Int32)
         )
         rename = {"unique_id": "sku", "lgbm": "mlf_mean"}
@@ -179,7 +183,7 @@ def run_comparison(
         "mlforecast_version": mlforecast.__version__,
         "lightgbm_params": params,
         "lags": lags,
-        "rolling_windows": demand.rolling_windows,
+        "rolling_windows": demand.features.rolling_windows,
         "origins": [p.isoformat() for p in points],
         "rows": int(rows.height),
         "salesml_wape_p50": metrics.wape(y, rows["p50"].to_numpy()),
@@ -252,8 +256,8 @@ def main() -> None:
             "baselines": {
                 k: v
                 for k, v in mean.items()
-                if k.split("_wape")[0] in evaluate.BASELINES
-                or any(k.startswith(b) for b in evaluate.BASELINES)
+                if k.split("_wape")[0] in demand_backtest.BASELINES
+                or any(k.startswith(b) for b in demand_backtest.BASELINES)
             },
             "wape_change_vs_baselines": summary["wape_change_vs_baselines"],
             "targets": {

@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM loads Ope
 import polars as pl
 
 from salesml.config import DemandSettings, Settings
-from salesml.demand import drivers, health, pipeline
+from salesml.demand import drivers, forecasting, health
 from salesml.sample import WORLD_END, demand_world
 
 
@@ -37,12 +37,12 @@ def _rss_gib() -> float:
 def backtest_world(args: argparse.Namespace) -> None:
     """P50 / mean WAPE, bias, pinball and coverage (overall, per stratum, on sale cells) of
     the rolling-origin backtest on the generated world."""
-    from salesml.demand import evaluate
+    from salesml.demand import demand_backtest
 
     tables, _ = demand_world(n_series=args.series, days=args.days, seed=args.seed)
-    settings = Settings(demand=DemandSettings(num_threads=args.threads))
+    settings = Settings(demand=DemandSettings(model={"num_threads": args.threads}))
     tick = time.perf_counter()
-    result = evaluate.backtest(
+    result = demand_backtest.backtest(
         tables["sales"], settings, WORLD_END, args.backtest, tables["signals"], with_ets=False
     )
     keys = ("wape", "wape_mean", "bias", "bias_mean", "pinball_p10", "pinball_p50")
@@ -80,7 +80,7 @@ def main() -> None:
     tick = time.perf_counter()
     tables, _ = demand_world(n_series=args.series, days=args.days, seed=args.seed)
     generate = time.perf_counter() - tick
-    settings = Settings(demand=DemandSettings(num_threads=args.threads))
+    settings = Settings(demand=DemandSettings(model={"num_threads": args.threads}))
     as_of = WORLD_END
     sales, signals, inventory = tables["sales"], tables["signals"], tables["inventory"]
     out: dict[str, Any] = {
@@ -93,7 +93,7 @@ def main() -> None:
     }
 
     tick = time.perf_counter()
-    fitted = pipeline.fit(sales, settings, as_of, signals)
+    fitted = forecasting.fit(sales, settings, as_of, signals)
     out["train_seconds"] = round(time.perf_counter() - tick, 1)
     out["train_timings"] = {k: round(v, 1) for k, v in fitted.timings.items()}
     out["train_rows"] = fitted.params["train_rows"]
@@ -101,7 +101,7 @@ def main() -> None:
     out["rss_after_train_gib"] = round(_rss_gib(), 2)
 
     tick = time.perf_counter()
-    result = pipeline.forecast(fitted.model, sales, settings, as_of, signals)
+    result = forecasting.forecast(fitted.model, sales, settings, as_of, signals)
     forecast_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     rated = health.sku_health(result.frame, inventory, sales, settings.demand, as_of)
@@ -119,7 +119,7 @@ def main() -> None:
         "open_rows_selected_before_cap": drivers.selected_open_rows(
             result.frame, settings.demand, as_of, rated
         ),
-        "explain_max_rows": settings.demand.explain_max_rows,
+        "explain_max_rows": settings.demand.explain.max_rows,
         "seconds": round(explained.seconds, 1),
         "ms_per_row": round(explained.ms_per_row, 3),
         "factor_rows": explained.factors.height,

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before LightGBM loads Ope
 import polars as pl
 
 from salesml.config import Settings
-from salesml.demand import baselines, pipeline
+from salesml.demand import baselines, forecasting
 from salesml.demand.features import build_history, origin_rows, stockout_buckets
 from salesml.sample.demand import demand_world
 
@@ -63,7 +63,7 @@ def main() -> None:
     for as_of in origins:
         full = build_history(sales, demand, settings.timezone, as_of + timedelta(days=7))
         out = stockout_buckets(
-            inventory, settings.timezone, demand.bucket_hours, end, full.origin
+            inventory, settings.timezone, demand.grid.bucket_hours, end, full.origin
         ).with_columns(out=pl.lit(True))
         truth_rows = (
             full.grid.join(full.series.select("series_id", "customer_id", "sku"), on="series_id")
@@ -73,8 +73,8 @@ def main() -> None:
         results = {}
         for name, inv in (("censored (inventory)", inventory), ("zeros as demand", None)):
             tick = time.perf_counter()
-            fitted = pipeline.fit(sales, settings, as_of, signals, inventory=inv)
-            fc = pipeline.forecast(fitted.model, sales, settings, as_of, signals, inventory=inv)
+            fitted = forecasting.fit(sales, settings, as_of, signals, inventory=inv)
+            fc = forecasting.forecast(fitted.model, sales, settings, as_of, signals, inventory=inv)
             results[name] = (fc.frame, time.perf_counter() - tick)
         history = build_history(sales, demand, settings.timezone, as_of, inventory=inventory)
         median = (
@@ -127,14 +127,16 @@ def cold_start(args: argparse.Namespace) -> None:
         )
         cut = pl.col("young").fill_null(False) & (pl.col("ts") < as_of - timedelta(days=known))
         world = marked.filter(~cut).drop("young")
-        fitted = pipeline.fit(world, settings, as_of, signals, inventory=inventory)
-        fc = pipeline.forecast(fitted.model, world, settings, as_of, signals, inventory=inventory)
-        table = pipeline.forecast_table(fc, "bench")
-        cold = pipeline.cold_start_rows(fc.history, world, settings, as_of, inventory)
-        mixed = pipeline.with_cold_start(table, cold)
+        fitted = forecasting.fit(world, settings, as_of, signals, inventory=inventory)
+        fc = forecasting.forecast(
+            fitted.model, world, settings, as_of, signals, inventory=inventory
+        )
+        table = forecasting.forecast_table(fc, "bench")
+        cold = forecasting.cold_start_rows(fc.history, world, settings, as_of, inventory)
+        mixed = forecasting.with_cold_start(table, cold)
         full = build_history(sales, demand, settings.timezone, as_of + timedelta(days=7))
         out = stockout_buckets(
-            inventory, settings.timezone, demand.bucket_hours, end, full.origin
+            inventory, settings.timezone, demand.grid.bucket_hours, end, full.origin
         ).with_columns(out=pl.lit(True), bucket_start=_start(full))
         actual = (
             full.grid.join(full.series.select("series_id", "customer_id", "sku"), on="series_id")

@@ -30,7 +30,7 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import Settings
-from salesml.demand import buckets, evaluate, pizza
+from salesml.demand import buckets, demand_backtest, pizza
 from salesml.demand.features import (
     History,
     build_history,
@@ -39,8 +39,8 @@ from salesml.demand.features import (
     training_rows,
     with_running_sums,
 )
+from salesml.demand.forecasting import fit, forecast
 from salesml.demand.model import DemandModel
-from salesml.demand.pipeline import fit, forecast
 from salesml.sample import WORLD_END, demand_world
 
 
@@ -111,7 +111,7 @@ def main() -> None:
         sales, signals = tables["sales"], tables["signals"]
         as_of = WORLD_END
     demand = settings.demand
-    full = buckets.origin_bucket(as_of, settings.timezone, demand.bucket_hours)
+    full = buckets.origin_bucket(as_of, settings.timezone, demand.grid.bucket_hours)
     actuals = (
         buckets.bucket_sales(sales, demand, settings.timezone, full)
         .select("customer_id", "sku", "bucket", "y")
@@ -121,7 +121,7 @@ def main() -> None:
     for strategy in ("direct", "recursive"):
         seconds = 0.0
         frames = []
-        for origin_at in evaluate.origins(settings, as_of, args.origins):
+        for origin_at in demand_backtest.origins(settings, as_of, args.origins):
             history = build_history(sales, demand, settings.timezone, origin_at)
             tick = time.perf_counter()
             if strategy == "direct":

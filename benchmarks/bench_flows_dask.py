@@ -4,7 +4,7 @@ Prints wall seconds of each flow run and whether the outputs match. Usage:
     .venv/bin/python benchmarks/bench_flows_dask.py [--series 300] [--days 120] [--workers 2]
         [--partitions 4] [--threads]
 
-Needs the demand forecast split by series (salesml.demand.pipeline.partition_series); without it
+Needs the demand forecast split by series (salesml.demand.forecasting.partition_series); without it
 both runs are single-process. Starts a temporary Prefect server (~20 s, not counted).
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
     base = {
         "sources": {"path": str(root / "data")},
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
-        "demand": {"num_threads": 1},
+        "demand": {"model": {"num_threads": 1}},
     }
 
     def config(name: str, compute: dict[str, object]) -> str:

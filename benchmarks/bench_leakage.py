@@ -32,7 +32,7 @@ def run(n_deals: int, signal: bool, planted: bool) -> dict[str, object]:
             pl.when(won).then(pl.col("amount")).otherwise(0.0).alias("close_value")
         )
         custom = ["close_value"]
-    settings = DealsSettings(custom_features=custom, history_days=None)
+    settings = DealsSettings(history_days=None, features={"custom_features": custom})
     snaps = training_snapshots(tables["deals"], WORLD_END, settings.snapshot_every_days, 2.0)
     spec = learn_spec(tables, WORLD_END, settings)
     features = build_features(snaps, tables, spec)

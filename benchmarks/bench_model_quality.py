@@ -34,8 +34,8 @@ import polars as pl
 
 from salesml import quality
 from salesml.config import Settings
-from salesml.demand import evaluate, jobs, pizza
-from salesml.demand.pipeline import fit, forecast, forecast_table
+from salesml.demand import demand_backtest, demand_jobs, pizza
+from salesml.demand.forecasting import fit, forecast, forecast_table
 from salesml.timeutil import DATETIME
 
 MONTHS = (9, 10, 11, 12)
@@ -44,10 +44,10 @@ SHOWN = ("wape", "pinball_p50", "coverage_p10_p90", "coverage_sale")
 
 def backtest_part(settings: Settings, sales: pl.DataFrame, origins: list[datetime]) -> pl.DataFrame:
     as_of = max(origins) + timedelta(days=8)
-    result = evaluate.backtest(sales, settings, as_of, at=origins)
-    summary = json.loads(json.dumps(evaluate.summary(result), default=str))
+    result = demand_backtest.backtest(sales, settings, as_of, at=origins)
+    summary = json.loads(json.dumps(demand_backtest.summary(result), default=str))
     rows = quality.backtest_rows(
-        summary, quality.DEMAND, "bench", settings.demand.interval_coverage
+        summary, quality.DEMAND, "bench", settings.demand.intervals.interval_coverage
     )
     worst = 0.0
     for entry in summary["per_origin"]:
@@ -75,10 +75,10 @@ def realised_part(settings: Settings, sales: pl.DataFrame, origins: list[datetim
                 actuals,
                 check_at,
                 timezone=settings.timezone,
-                bucket_hours=demand.bucket_hours,
+                bucket_hours=demand.grid.bucket_hours,
                 run_id="bench",
-                strata=tuple(demand.interval_strata),
-                nominal=demand.interval_coverage,
+                strata=tuple(demand.intervals.interval_strata),
+                nominal=demand.intervals.interval_coverage,
             )
         )
     return pl.concat(parts)
@@ -87,7 +87,7 @@ def realised_part(settings: Settings, sales: pl.DataFrame, origins: list[datetim
 def gate_part(settings: Settings, sales: pl.DataFrame, at: datetime) -> None:
     known = sales.filter(pl.col("ts") <= pl.lit(at, DATETIME))
     fitted = fit(known, settings, at)
-    _, check = jobs._gate_values(fitted, settings)
+    _, check = demand_jobs._gate_values(fitted, settings)
     print(f"gate at {at.date()}: {check.verdict()[1]} (held-out WAPE {fitted.metrics['wape']:.3f})")
 
 

@@ -45,11 +45,11 @@ QUICKSTART = [
         "sorted(p.name for p in paths.values())",
     ),
     ("markdown", "## 2. Validate: bad rows go to `quarantine` with a reason"),
-    ("code", "from salesml.jobs import validate_inputs\n\nvalidate_inputs(settings, as_of)"),
+    ("code", "from salesml.validate_job import validate_inputs\n\nvalidate_inputs(settings, as_of)"),
     ("markdown", "## 3. Train the deal-win model and score the open deals"),
     (
         "code",
-        "from salesml.deals import jobs as deal_jobs\n\n"
+        "from salesml.deals import deal_win_jobs as deal_jobs\n\n"
         "trained = deal_jobs.train(settings, as_of)\nprint(trained.describe())\n"
         "scored = deal_jobs.score(settings, as_of)\nprint(scored.describe())",
     ),
@@ -62,7 +62,7 @@ QUICKSTART = [
     ("markdown", "## 4. Forecast demand per 4-hour bucket"),
     (
         "code",
-        "from salesml.demand import jobs as demand_jobs\n\n"
+        "from salesml.demand import demand_jobs\n\n"
         "print(demand_jobs.train(settings, as_of).describe())\n"
         "print(demand_jobs.forecast(settings, as_of).describe())\n"
         "warehouse.read('demand_forecast', as_of=as_of).head(6)",
@@ -110,7 +110,7 @@ DEAL_WIN = [
     ("markdown", "## Rolling-origin backtest next to the baselines"),
     (
         "code",
-        "from salesml.deals import jobs as deal_jobs\n\n"
+        "from salesml.deals import deal_win_jobs as deal_jobs\n\n"
         "result = deal_jobs.backtest(settings, as_of, n_origins=3)\n"
         "{k: v for k, v in result.items() if k != 'per_origin'}",
     ),
@@ -150,7 +150,7 @@ DEMAND = [
     (
         "code",
         "from salesml.demand.buckets import bucket_sales, origin_bucket\n\n"
-        "origin = origin_bucket(as_of, settings.timezone, settings.demand.bucket_hours)\n"
+        "origin = origin_bucket(as_of, settings.timezone, settings.demand.grid.bucket_hours)\n"
         "bucketed = bucket_sales(tables['sales'], settings.demand, settings.timezone, origin).collect()\n"
         "bucketed.head(6)",
     ),
@@ -160,7 +160,7 @@ DEMAND = [
     ),
     (
         "code",
-        "from salesml.demand import jobs as demand_jobs\n\n"
+        "from salesml.demand import demand_jobs\n\n"
         "result = demand_jobs.backtest(settings, as_of, n_origins=2)\n"
         "{k: v for k, v in result.items() if k != 'per_origin'}",
     ),

@@ -1,0 +1,1 @@
+"""Prefect flows, deployments and tasks that schedule the salesml jobs."""

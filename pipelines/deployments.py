@@ -11,7 +11,7 @@ Two ways to run them (see README 'Scheduling'):
   and runs the flows itself (no work pool).
 
 Every deployment allows one flow run at a time (`concurrency_limit` 1, later runs queued), and
-the library refuses a second run of the same flow and as_of anyway (`salesml.jobrun`).
+the library refuses a second run of the same flow and as_of anyway (`salesml.job_lifecycle`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from salesml.config import Settings, load
+
+if TYPE_CHECKING:
+    from prefect.flows import Flow
 
 FLOWS_FILE = "pipelines/flows.py"
 WORK_POOL = "salesml"
@@ -44,6 +47,7 @@ class DeploymentSpec:
 
     @property
     def entrypoint(self) -> str:
+        """Prefect entrypoint `<flows file>:<flow function>`, relative to the project root."""
         return f"{FLOWS_FILE}:{self.flow}"
 
 
@@ -55,7 +59,7 @@ def bucket_cron(bucket_hours: int) -> str:
 def deployment_specs(settings: Settings, config: str | None = None) -> list[DeploymentSpec]:
     """Every salesml deployment for this config (the config path becomes a parameter)."""
     tz = settings.timezone
-    hours = settings.demand.bucket_hours
+    hours = settings.demand.grid.bucket_hours
     base = {"config": config, "as_of": None}
     return [
         DeploymentSpec(
@@ -98,7 +102,8 @@ def deployment_specs(settings: Settings, config: str | None = None) -> list[Depl
 
 def prefect_yaml(specs: list[DeploymentSpec], work_pool: str = WORK_POOL) -> dict[str, Any]:
     """The prefect.yaml document for `specs` (no pull step: `prefect deploy` records the
-    project folder, where a process worker then runs the code)."""
+    project folder, where a process worker then runs the code).
+    """
     from importlib.metadata import version
 
     return {
@@ -134,14 +139,16 @@ def render(settings: Settings, config: str | None = None, work_pool: str = WORK_
     return HEADER + yaml.safe_dump(document, sort_keys=False)
 
 
-def load_flow(spec: DeploymentSpec) -> Any:
+def load_flow(spec: DeploymentSpec) -> Flow[..., Any]:
     """The Prefect flow object a deployment runs."""
     from pipelines import flows
 
-    return getattr(flows, spec.flow)
+    flow: Flow[..., Any] = getattr(flows, spec.flow)
+    return flow
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Console entry: write prefect.yaml for the given config (or the defaults) to stdout."""
     parser = argparse.ArgumentParser(description="Print prefect.yaml for a salesml config.")
     parser.add_argument("--config", help="salesml YAML (its absolute path becomes a parameter)")
     parser.add_argument("--work-pool", default=WORK_POOL)

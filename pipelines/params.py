@@ -43,9 +43,10 @@ def resolve_as_of(as_of: str | None, settings: Settings) -> datetime:
 
 def resolve_bucket_as_of(as_of: str | None, settings: Settings) -> datetime:
     """`as_of` as given, else the latest demand bucket boundary at or before the scheduled
-    time (buckets are aligned to midnight in the configured timezone)."""
+    time (buckets are aligned to midnight in the configured timezone).
+    """
     from salesml.demand.buckets import origin_end
 
     if as_of is not None:
         return parse_as_of(as_of, settings.timezone)
-    return origin_end(scheduled_time(), settings.timezone, settings.demand.bucket_hours)
+    return origin_end(scheduled_time(), settings.timezone, settings.demand.grid.bucket_hours)

@@ -41,6 +41,7 @@ def serve(config: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Console entry: serve the scheduled flows of the given config until interrupted."""
     parser = argparse.ArgumentParser(description="Serve the scheduled salesml flows.")
     parser.add_argument("--config", help="salesml YAML file")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Job steps as Prefect tasks: retries for IO only, and the optional Dask fan-out.
 
-`prefect_executor(settings)` returns a `salesml.jobrun.Executor` that runs each step of a job
+`prefect_executor(settings)` returns a `salesml.job_lifecycle.Executor` that runs each step of a job
 (`JobRun.step`) as a Prefect task named after the step, so every pull / validate / train /
 score / write shows in the Prefect UI with its own state and duration.
 
@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from salesml.jobrun import Executor
+from salesml.job_lifecycle import Executor
 
 if TYPE_CHECKING:
     from prefect import Task
-    from prefect.client.schemas.objects import TaskRun
-    from prefect.states import State
+    from prefect.client.schemas.objects import State, TaskRun
+    from prefect_dask.task_runners import DaskTaskRunner
 
     from salesml.config import Settings
 
@@ -75,7 +75,7 @@ class PrefectExecutor(Executor):
         self,
         io_retries: int = 3,
         backoff_seconds: float = 2.0,
-        task_runner: Any | None = None,
+        task_runner: DaskTaskRunner | None = None,
         partitions: int = 1,
         scratch_dir: Path | None = None,
     ) -> None:
@@ -114,11 +114,14 @@ class PrefectExecutor(Executor):
         *,
         io: bool,
     ) -> T:
-        return self.task(name, fn, io=io)(*args, **kwargs)
+        """Run `fn(*args, **kwargs)` as one Prefect task named `name` (retried only if `io`)."""
+        result: T = self.task(name, fn, io=io)(*args, **kwargs)
+        return result
 
     def map(
         self, name: str, fn: Callable[..., T], items: Sequence[Any], shared: dict[str, Any]
     ) -> list[T]:
+        """`[fn(item, **shared) for item in items]`: in-process, or on Dask when a runner is set."""
         if self.task_runner is None or len(items) <= 1:
             return super().map(name, fn, items, shared)
         folder = Path(self.scratch_dir or tempfile.gettempdir()) / f"salesml-{uuid.uuid4().hex}"
@@ -148,7 +151,8 @@ class PrefectExecutor(Executor):
 
 def run_partition(fn: Callable[..., Any], item: Any, shared_path: str, out_path: str) -> str:
     """On a worker: `fn(item, **shared)` with `shared` read from its file; the result is
-    written to `out_path`, whose path is returned (frames never go through the scheduler)."""
+    written to `out_path`, whose path is returned (frames never go through the scheduler).
+    """
     result = fn(item, **_load_shared(shared_path))
     return str(_dump(result, Path(out_path)))
 
@@ -156,7 +160,8 @@ def run_partition(fn: Callable[..., Any], item: Any, shared_path: str, out_path:
 @functools.lru_cache(maxsize=1)
 def _load_shared(path: str) -> dict[str, Any]:
     """Shared inputs, read once per worker process for all its partitions of one map (a
-    long-lived worker keeps at most the last map's inputs)."""
+    long-lived worker keeps at most the last map's inputs).
+    """
     shared = _load(Path(path))
     assert isinstance(shared, dict)
     return shared
@@ -173,12 +178,12 @@ def _load(path: Path) -> Any:
         return pickle.load(handle)
 
 
-def dask_task_runner(settings: Settings) -> Any | None:
+def dask_task_runner(settings: Settings) -> DaskTaskRunner | None:
     """A `DaskTaskRunner` for `compute.dask` ('local-cluster' or a scheduler address), or None."""
     address = settings.compute.dask
     if not address:
         return None
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
 
     if address == "local-cluster":
         return DaskTaskRunner(

@@ -70,9 +70,11 @@ class BacktestResult:
 
     @property
     def metric_names(self) -> list[str]:
+        """Names of the metrics, in the order they were computed."""
         return list(self.mean)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: origin count, mean per metric and per-origin rows (NaN as null)."""
         rows = [
             {key: _jsonable(value) for key, value in row.items()}
             for row in self.per_origin.iter_rows(named=True)

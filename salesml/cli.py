@@ -121,6 +121,8 @@ AsOfOpt = Annotated[
 
 
 class ModelName(StrEnum):
+    """Model names the CLI accepts (`--model`)."""
+
     deal_win = "deal-win"
     demand = "demand"
 
@@ -335,7 +337,7 @@ def validate(
     deal_close_date_history are optional: absent or empty); demand jobs need sales
     (signals, inventory optional).
     """
-    from salesml.jobs import validate_inputs
+    from salesml.validate_job import validate_inputs
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
@@ -367,12 +369,12 @@ app.add_typer(forecast_app, name="forecast")
 @score_app.command("deals")
 def score_deals(config: ConfigOpt = None, as_of: AsOfOpt = None) -> None:
     """Give every deal open at --as-of P(won within deals.label_horizon_days days) (score_basis: model, prior or base_rate)."""
-    from salesml.deals import jobs
+    from salesml.deals import deal_win_jobs
 
     settings = _settings(config)
     when = _as_of(as_of, settings)
     with _progress_bar("score deals") as progress:
-        report = jobs.score(settings, when, progress=progress)
+        report = deal_win_jobs.score(settings, when, progress=progress)
     _emit(_as_dict(report), as_json=False)
 
 
@@ -398,7 +400,7 @@ def forecast_demand(
     ] = None,
 ) -> None:
     """Forecast every series' 4-hour buckets ahead with P10/P50/P90, drivers and SKU health."""
-    from salesml.demand import adjust, jobs
+    from salesml.demand import adjust, demand_jobs
 
     settings = _settings(config)
     try:
@@ -407,7 +409,7 @@ def forecast_demand(
         _fail(str(exc), 2)
     when = _as_of(as_of, settings)
     with _progress_bar("forecast demand") as progress:
-        report = jobs.forecast(settings, when, progress=progress, scenario=what_if)
+        report = demand_jobs.forecast(settings, when, progress=progress, scenario=what_if)
     _emit(_as_dict(report), as_json=False)
 
 
@@ -478,10 +480,10 @@ def demo(
 
 def _job(model: ModelName, action: str) -> Callable[..., Any]:
     if model is ModelName.deal_win:
-        from salesml.deals import jobs as deal_jobs
+        from salesml.deals import deal_win_jobs as deal_jobs
 
         return getattr(deal_jobs, action)  # type: ignore[no-any-return]
-    from salesml.demand import jobs as demand_jobs
+    from salesml.demand import demand_jobs
 
     return getattr(demand_jobs, action)  # type: ignore[no-any-return]
 
@@ -495,5 +497,6 @@ def _as_dict(report: Any) -> Any:
 
 
 def main() -> None:  # pragma: no cover - console entry
+    """Console entry point of `salesml`."""
     app(prog_name="salesml")
     sys.exit(0)

@@ -7,11 +7,14 @@ Unknown keys are an error that names the key; secrets come only from environment
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import quote
 
 import yaml
@@ -21,6 +24,8 @@ from salesml import secrets
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONLY_ENV_REFS = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+
+_log = logging.getLogger(__name__)
 
 MAX_CONFIG_BYTES = 1 << 20
 """A config file is at most 1 MiB: anything larger is not a hand-written config."""
@@ -35,7 +40,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourcesSettings(_Section):
@@ -86,6 +91,8 @@ class MlflowSettings(_Section):
 
 
 class ValidationSettings(_Section):
+    """How much bad input a run tolerates, and the plausible ranges of numeric columns."""
+
     max_bad_share: float = Field(
         0.01,
         ge=0,
@@ -123,6 +130,8 @@ class HealthBands(_Section):
 
 
 class DealHealthRules(_Section):
+    """Rules that flag a deal whatever its probability (logged with the health of each run)."""
+
     stage_limit_days: dict[str, int] = Field(
         default_factory=lambda: {
             "qualification": 30,
@@ -166,15 +175,16 @@ class LeakageSettings(_Section):
     )
 
 
-class DealsSettings(_Section):
-    """Deal-win model: snapshots, features, training gate, scoring and health."""
+class DealFeatureSettings(_Section):
+    """How a deal snapshot becomes features: activity windows, behaviour decay, smoothed rates."""
 
-    stage_order: list[str] = Field(
-        default_factory=lambda: ["qualification", "discovery", "proposal", "negotiation"]
-    )
-    snapshot_every_days: int = Field(7, ge=1, description="Cadence of training snapshots")
     activity_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     decay_hours: float = Field(72.0, gt=0, description="Half-life-like decay of behaviour score")
+    decay_horizon_half_lives: float = Field(
+        20.0,
+        gt=0,
+        description="Activities older than this many half-lives drop out of decayed sums",
+    )
     role_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "cto": 2.0,
@@ -185,68 +195,22 @@ class DealsSettings(_Section):
             "other": 0.5,
         }
     )
-    custom_features: list[str] = Field(
-        default_factory=list, description="Extra deal columns to use as features"
-    )
-    min_won: int = Field(200, ge=1, description="Refuse to train below this many won deals")
-    min_lost: int = Field(200, ge=1, description="Refuse to train below this many lost deals")
-    min_open_days: float = Field(
-        0.0,
-        ge=0,
-        description="Deals younger than this get the young-deal prior instead of a model score "
-        "(and are left out of training snapshots); 0: the model scores every open deal, so the "
-        "honest holdout covers every deal it scores",
-    )
-    prior_strength: float = Field(
-        10.0, gt=0, description="Pseudo-count for smoothed account/rep win rates"
-    )
-    leakage: LeakageSettings = Field(
-        default_factory=LeakageSettings, description="Leakage screen before training"
-    )
-    top_k: int = Field(5, ge=1)
-    bands: HealthBands = Field(default_factory=HealthBands)
-    rules: DealHealthRules = Field(default_factory=DealHealthRules)
-    seed: int = 42
-    history_days: int | None = Field(
-        730, ge=1, description="Training snapshots reach this many days back from as_of (None: all)"
-    )
-    label_horizon_days: int = Field(
-        60,
-        ge=1,
-        description="The event a probability is about: won within this many days of the score "
-        "time (a snapshot at t is labelled 1 iff won by t + H; only snapshots with t + H <= as_of "
-        "train or evaluate: full follow-up, no censoring)",
-    )
-    holdout_days: int = Field(
-        42,
-        ge=1,
-        description="The honest holdout: snapshots in the last this-many days that have full "
-        "follow-up (t + H <= as_of); training snapshots end H days before its first snapshot",
-    )
-    lost_after_days: int | None = Field(
-        None,
-        ge=1,
-        description="Funnels that never record losses: an open deal with no outcome this many "
-        "days after creation counts as lost at created_at + N (None: off)",
-    )
-    skill_bootstrap: int = Field(
-        200,
-        ge=20,
-        description="Bootstrap resamples (of deals) for the Brier skill score interval of the gate",
-    )
-    skill_level: float = Field(
-        0.95, gt=0.5, lt=1, description="Two-sided level of the skill score's bootstrap interval"
-    )
-    decay_horizon_half_lives: float = Field(
-        20.0,
-        gt=0,
-        description="Activities older than this many half-lives drop out of decayed sums",
-    )
     min_pair_occurrences: int = Field(
         20,
         ge=1,
         description="An (activity type, contact role) pair gets its own feature from this count",
     )
+    prior_strength: float = Field(
+        10.0, gt=0, description="Pseudo-count for smoothed account/rep win rates"
+    )
+    custom_features: list[str] = Field(
+        default_factory=list, description="Extra deal columns to use as features"
+    )
+
+
+class DealModelSettings(_Section):
+    """Hyper-parameters of the deal-win estimator (LightGBM + calibrator), named as its own."""
+
     n_estimators: int = Field(
         400, ge=1, description="Most boosting rounds; early stopping picks fewer"
     )
@@ -266,20 +230,107 @@ class DealsSettings(_Section):
         description="Calibrator fitted on the honest holdout's snapshots (cross-fitted by deal "
         "for the reported metrics)",
     )
-    gate_metric: Literal["auc", "log_loss", "brier"] = Field(
-        "auc", description="Metric of the champion gate (both models on the same holdout)"
-    )
-    backtest_step_days: int = Field(30, ge=1, description="Days between backtest origins")
-    backtest_follow_up_days: int = Field(
+    seed: int = Field(42, description="Seed of the model, its bagging and the behaviour value")
+    num_threads: int = Field(2, ge=1, le=64)
+
+
+class DealBacktestSettings(_Section):
+    """Rolling-origin backtest of the deal-win model (`salesml backtest deal-win`)."""
+
+    step_days: int = Field(30, ge=1, description="Days between backtest origins")
+    follow_up_days: int = Field(
         60,
         ge=0,
         description="Days after an origin's evaluation window before as_of, so most of its "
         "deals have closed (less censoring in the backtest)",
     )
+
+
+class DealHealthSettings(_Section):
+    """Deal health: probability bands and the rules that flag a deal whatever its probability."""
+
+    bands: HealthBands = Field(default_factory=HealthBands)
+    rules: DealHealthRules = Field(default_factory=DealHealthRules)
+
+
+class DealsSettings(_Section):
+    """Deal-win model: the event, snapshots, training gate, features, model, backtest, health."""
+
+    stage_order: list[str] = Field(
+        default_factory=lambda: ["qualification", "discovery", "proposal", "negotiation"]
+    )
+    label_horizon_days: int = Field(
+        60,
+        ge=1,
+        description="The event a probability is about: won within this many days of the score "
+        "time (a snapshot at t is labelled 1 iff won by t + H; only snapshots with t + H <= as_of "
+        "train or evaluate: full follow-up, no censoring)",
+    )
+    lost_after_days: int | None = Field(
+        None,
+        ge=1,
+        description="Funnels that never record losses: an open deal with no outcome this many "
+        "days after creation counts as lost at created_at + N (None: off)",
+    )
+    snapshot_every_days: int = Field(7, ge=1, description="Cadence of training snapshots")
+    history_days: int | None = Field(
+        730, ge=1, description="Training snapshots reach this many days back from as_of (None: all)"
+    )
+    holdout_days: int = Field(
+        42,
+        ge=1,
+        description="The honest holdout: snapshots in the last this-many days that have full "
+        "follow-up (t + H <= as_of); training snapshots end H days before its first snapshot",
+    )
+    min_open_days: float = Field(
+        0.0,
+        ge=0,
+        description="Deals younger than this get the young-deal prior instead of a model score "
+        "(and are left out of training snapshots); 0: the model scores every open deal, so the "
+        "honest holdout covers every deal it scores",
+    )
+    min_won: int = Field(200, ge=1, description="Refuse to train below this many won deals")
+    min_lost: int = Field(200, ge=1, description="Refuse to train below this many lost deals")
+    gate_metric: Literal["auc", "log_loss", "brier"] = Field(
+        "auc", description="Metric of the champion gate (both models on the same holdout)"
+    )
+    skill_bootstrap: int = Field(
+        200,
+        ge=20,
+        description="Bootstrap resamples (of deals) for the Brier skill score interval of the gate",
+    )
+    skill_level: float = Field(
+        0.95, gt=0.5, lt=1, description="Two-sided level of the skill score's bootstrap interval"
+    )
+    leakage: LeakageSettings = Field(
+        default_factory=LeakageSettings, description="Leakage screen before training"
+    )
+    top_k: int = Field(5, ge=1, description="Drivers (reasons) stored per scored deal")
     forecast_simulations: int = Field(
         1000, ge=100, description="Monte Carlo draws for pipeline P10/P50/P90"
     )
-    num_threads: int = Field(2, ge=1, le=64)
+    features: DealFeatureSettings = Field(default_factory=DealFeatureSettings)
+    model: DealModelSettings = Field(default_factory=DealModelSettings)
+    backtest: DealBacktestSettings = Field(default_factory=DealBacktestSettings)
+    health: DealHealthSettings = Field(default_factory=DealHealthSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return _move_flat_keys(data, "deals", DEALS_MOVED)
+
+    if not TYPE_CHECKING:  # old attribute paths, for one release; mypy flags them
+
+        def __getattr__(self, name: str) -> Any:
+            if name in DEALS_MOVED:
+                return _moved_attribute(self, name, "deals", DEALS_MOVED)
+            return super().__getattr__(name)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; old flat keys in `update` go to their new place (as in the YAML)."""
+        return super().model_copy(
+            update=_moved_update(self, update, "deals", DEALS_MOVED), deep=deep
+        )
 
 
 HealthColour = Literal["red", "yellow", "green"]
@@ -289,49 +340,14 @@ def _red_and_yellow() -> list[HealthColour]:
     return ["red", "yellow"]
 
 
-class DemandSettings(_Section):
-    """4-hour customer x SKU demand model."""
+class DemandGridSettings(_Section):
+    """The customer x SKU x bucket grid: bucket size, horizon, history, and which cells count."""
 
     bucket_hours: Literal[1, 2, 3, 4, 6, 8, 12, 24] = 4
     horizon_buckets: int = Field(42, ge=1, description="Buckets ahead (42 x 4h = 7 days)")
     returns: Literal["net", "ignore"] = Field(
         "net", description="net: returns reduce demand; ignore: only positive quantities count"
     )
-    known_signals: list[str] = Field(
-        default_factory=lambda: ["price", "promotion"],
-        description="Signal names known in advance (used at future values)",
-    )
-    observed_signals: list[str] = Field(
-        default_factory=list, description="Signal names observed only up to as_of"
-    )
-    signal_weights: dict[str, dict[str, float]] = Field(
-        default_factory=dict,
-        description="Per signal, per region ('*' or 'all': every region) multiplier of "
-        "expected units in open cells where the signal is active (value present and not 0), "
-        "applied after the model; logged per run (README, 'Planner levers')",
-    )
-    explain_hours_ahead: int = Field(
-        24, ge=0, description="Drivers (SHAP) for every series' buckets in the next N hours"
-    )
-    explain_max_rows: int = Field(
-        50_000,
-        ge=0,
-        description="Cap on explained rows per run (~1 ms each on 2 cores): red series first, "
-        "then the next hours, then yellow, earliest buckets first; the run record says when "
-        "the cap cut the selection",
-    )
-    explain_health: list[HealthColour] = Field(
-        default_factory=_red_and_yellow,
-        description="Series with these SKU health colours get SHAP drivers for every bucket",
-    )
-    safety_stock_days: float = Field(
-        2.0, ge=0, description="Safety stock = this many days of forecast P50 demand"
-    )
-    growth_threshold: float = Field(
-        0.4, ge=0, description="7-day sales growth (0.4 = +40%) that turns low stock red"
-    )
-    seed: int = 42
-    # --- grid and history
     history_days: int = Field(
         365, ge=7, description="Days of sales history kept per series (bounds memory and time)"
     )
@@ -352,17 +368,6 @@ class DemandSettings(_Section):
         "on a whole day was closed that day: those buckets are missing, not zero demand "
         "(features skip them, training ignores them); 1 turns this off",
     )
-    holidays: list[date] = Field(
-        default_factory=list, description="Local dates flagged as holidays (feature is_holiday)"
-    )
-    holiday_country: str | None = Field(
-        None,
-        description="ISO country code (e.g. 'US') whose public holidays (the offline `holidays` "
-        "package) are flagged too, union-ed with `holidays`",
-    )
-    holiday_subdivision: str | None = Field(
-        None, description="State / province code within `holiday_country` (e.g. 'NY')"
-    )
     censor_stockouts: bool = Field(
         True,
         description="With an inventory table: a bucket that started with on_hand <= 0, had no "
@@ -379,7 +384,11 @@ class DemandSettings(_Section):
         None,
         description="Optional sales column grouping SKUs (e.g. 'category'), used for cold starts",
     )
-    # --- features
+
+
+class DemandFeatureSettings(_Section):
+    """Features of a (series, origin, horizon) row: lags, rolling windows, holidays."""
+
     recent_lags: int = Field(3, ge=1, description="Lags of the last buckets before the origin")
     seasonal_lag_weeks: int = Field(
         4, ge=1, description="Weeks in the same-bucket mean / spread (same bucket 1..N weeks back)"
@@ -395,7 +404,40 @@ class DemandSettings(_Section):
         default_factory=lambda: [42, 168],
         description="Rolling spread (standard deviation) windows in buckets, ending at the origin",
     )
-    # --- model
+    holidays: list[date] = Field(
+        default_factory=list, description="Local dates flagged as holidays (feature is_holiday)"
+    )
+    holiday_country: str | None = Field(
+        None,
+        description="ISO country code (e.g. 'US') whose public holidays (the offline `holidays` "
+        "package) are flagged too, union-ed with `holidays`",
+    )
+    holiday_subdivision: str | None = Field(
+        None, description="State / province code within `holiday_country` (e.g. 'NY')"
+    )
+
+    @model_validator(mode="after")
+    def _known_holiday_calendar(self) -> DemandFeatureSettings:
+        if self.holiday_country is None:
+            if self.holiday_subdivision is not None:
+                raise ValueError(
+                    "demand.features.holiday_subdivision needs demand.features.holiday_country"
+                )
+            return self
+        import holidays
+
+        try:
+            holidays.country_holidays(self.holiday_country, subdiv=self.holiday_subdivision)
+        except NotImplementedError as exc:  # unknown country or subdivision
+            raise ValueError(
+                f"demand.features.holiday_country / holiday_subdivision: {str(exc).splitlines()[0]}"
+            ) from None
+        return self
+
+
+class DemandModelSettings(_Section):
+    """The demand estimator (LightGBM mean + median) and how its training rows are sampled."""
+
     objective: Literal["tweedie", "poisson"] = "tweedie"
     tweedie_variance_power: float = Field(
         1.5,
@@ -412,6 +454,12 @@ class DemandSettings(_Section):
     min_data_in_leaf: int = Field(50, ge=1)
     feature_fraction: float = Field(0.9, gt=0, le=1)
     num_threads: int = Field(2, ge=1, le=64)
+    seed: int = 42
+    median_model: bool = Field(
+        True,
+        description="P50 from a LightGBM median (quantile objective) model, rounded to whole "
+        "units; off: the whole-unit median of the negative binomial around the mean",
+    )
     horizon_samples: int = Field(
         1, ge=1, le=8, description="Horizons drawn per training bucket (direct strategy)"
     )
@@ -427,14 +475,31 @@ class DemandSettings(_Section):
     max_train_rows: int = Field(
         400_000, ge=1000, description="Training rows are subsampled to at most this many"
     )
+    refit_after_calibration: Literal["none", "leaves", "full"] = Field(
+        "full",
+        description="After calibrating on the held-out weeks: 'leaves' re-estimates the trees' "
+        "leaf values on all weeks (cheap), 'full' refits from scratch (2x training time), "
+        "'none' keeps the model trained up to the held-out weeks",
+    )
+    refit_decay: float = Field(
+        0.5, ge=0, lt=1, description="'leaves' refit: weight kept on the old leaf values"
+    )
+
+
+class DemandIntervalSettings(_Section):
+    """P10/P90 calibration on held-out weeks: target coverage, strata, bins, event days.
+
+    The `interval_` names are the demand estimator's own parameter names (one set of names for
+    config and model, read by `salesml.estimator.params_from_settings`).
+    """
+
     interval_coverage: float = Field(
         0.8, gt=0, lt=1, description="Target share of actuals inside [P10, P90]"
     )
-    gate_requires_baseline: bool = Field(
-        False,
-        description="Refuse a candidate whose held-out scaled pinball loss (mean over P10/P50/"
-        "P90 / mean actual) is worse than the 8-week same-bucket median's. Off by default: the "
-        "comparison is always logged, but demand has no fallback forecast when no model passes",
+    calibration_origins: int = Field(
+        1,
+        ge=1,
+        description="Weekly origins held out before as_of to calibrate P10/P90 (and gate)",
     )
     interval_strata: list[float] = Field(
         default_factory=lambda: [0.5, 2.0],
@@ -458,58 +523,202 @@ class DemandSettings(_Section):
         description="Held-out days whose total sold is over this many times (or under 1/this) "
         "the forecast total are events left out of the interval calibration; <= 1: none",
     )
-    median_model: bool = Field(
-        True,
-        description="P50 from a LightGBM median (quantile objective) model, rounded to whole "
-        "units; off: the whole-unit median of the negative binomial around the mean",
+
+    @model_validator(mode="after")
+    def _increasing_strata(self) -> DemandIntervalSettings:
+        edges = self.interval_strata
+        if not edges or any(e <= 0 for e in edges) or sorted(set(edges)) != list(edges):
+            raise ValueError("demand.intervals.interval_strata must be increasing positive numbers")
+        if any(e <= 0 for e in self.interval_bins):
+            raise ValueError("demand.intervals.interval_bins must be positive numbers")
+        return self
+
+
+class DemandExplainSettings(_Section):
+    """Which forecast rows get SHAP drivers, and how many drivers each."""
+
+    hours_ahead: int = Field(
+        24, ge=0, description="Drivers (SHAP) for every series' buckets in the next N hours"
     )
-    calibration_origins: int = Field(
-        1,
-        ge=1,
-        description="Weekly origins held out before as_of to calibrate P10/P90 (and gate)",
+    max_rows: int = Field(
+        50_000,
+        ge=0,
+        description="Cap on explained rows per run (~1 ms each on 2 cores): red series first, "
+        "then the next hours, then yellow, earliest buckets first; the run record says when "
+        "the cap cut the selection",
     )
-    refit_after_calibration: Literal["none", "leaves", "full"] = Field(
-        "full",
-        description="After calibrating on the held-out weeks: 'leaves' re-estimates the trees' "
-        "leaf values on all weeks (cheap), 'full' refits from scratch (2x training time), "
-        "'none' keeps the model trained up to the held-out weeks",
+    health: list[HealthColour] = Field(
+        default_factory=_red_and_yellow,
+        description="Series with these SKU health colours get SHAP drivers for every bucket",
     )
-    refit_decay: float = Field(
-        0.5, ge=0, lt=1, description="'leaves' refit: weight kept on the old leaf values"
+    top_k: int = Field(5, ge=1, description="Drivers stored per explained row")
+
+
+class DemandSettings(_Section):
+    """Demand model over customer x SKU buckets: signals, health, gate; grid, features, ..."""
+
+    known_signals: list[str] = Field(
+        default_factory=lambda: ["price", "promotion"],
+        description="Signal names known in advance (used at future values)",
     )
-    # --- explanation, health, baselines
-    top_k: int = Field(5, ge=1)
+    observed_signals: list[str] = Field(
+        default_factory=list, description="Signal names observed only up to as_of"
+    )
+    signal_weights: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per signal, per region ('*' or 'all': every region) multiplier of "
+        "expected units in open cells where the signal is active (value present and not 0), "
+        "applied after the model; logged per run (README, 'Planner levers')",
+    )
+    safety_stock_days: float = Field(
+        2.0, ge=0, description="Safety stock = this many days of forecast P50 demand"
+    )
+    growth_threshold: float = Field(
+        0.4, ge=0, description="7-day sales growth (0.4 = +40%) that turns low stock red"
+    )
     stockout_red_hours: float = Field(
         24.0, ge=0, description="Projected P50 stock-out within this many hours is red"
+    )
+    gate_requires_baseline: bool = Field(
+        False,
+        description="Refuse a candidate whose held-out scaled pinball loss (mean over P10/P50/"
+        "P90 / mean actual) is worse than the 8-week same-bucket median's. Off by default: the "
+        "comparison is always logged, but demand has no fallback forecast when no model passes",
     )
     ets_max_series: int = Field(
         300, ge=0, description="Backtest the statsmodels ETS baseline only up to this many series"
     )
+    grid: DemandGridSettings = Field(default_factory=DemandGridSettings)
+    features: DemandFeatureSettings = Field(default_factory=DemandFeatureSettings)
+    model: DemandModelSettings = Field(default_factory=DemandModelSettings)
+    intervals: DemandIntervalSettings = Field(default_factory=DemandIntervalSettings)
+    explain: DemandExplainSettings = Field(default_factory=DemandExplainSettings)
 
-    @model_validator(mode="after")
-    def _increasing_strata(self) -> DemandSettings:
-        edges = self.interval_strata
-        if not edges or any(e <= 0 for e in edges) or sorted(set(edges)) != list(edges):
-            raise ValueError("demand.interval_strata must be increasing positive numbers")
-        if any(e <= 0 for e in self.interval_bins):
-            raise ValueError("demand.interval_bins must be positive numbers")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return _move_flat_keys(data, "demand", DEMAND_MOVED)
 
-    @model_validator(mode="after")
-    def _known_holiday_calendar(self) -> DemandSettings:
-        if self.holiday_country is None:
-            if self.holiday_subdivision is not None:
-                raise ValueError("demand.holiday_subdivision needs demand.holiday_country")
-            return self
-        import holidays
+    if not TYPE_CHECKING:  # old attribute paths, for one release; mypy flags them
 
-        try:
-            holidays.country_holidays(self.holiday_country, subdiv=self.holiday_subdivision)
-        except NotImplementedError as exc:  # unknown country or subdivision
+        def __getattr__(self, name: str) -> Any:
+            if name in DEMAND_MOVED:
+                return _moved_attribute(self, name, "demand", DEMAND_MOVED)
+            return super().__getattr__(name)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; old flat keys in `update` go to their new place (as in the YAML)."""
+        return super().model_copy(
+            update=_moved_update(self, update, "demand", DEMAND_MOVED), deep=deep
+        )
+
+
+# --- old flat keys (one release) -------------------------------------------------------------
+
+DEALS_MOVED: dict[str, tuple[str, str]] = {
+    **{
+        key: ("features", key)
+        for key in (
+            "activity_windows_days",
+            "decay_hours",
+            "decay_horizon_half_lives",
+            "role_weights",
+            "min_pair_occurrences",
+            "prior_strength",
+            "custom_features",
+        )
+    },
+    **{key: ("model", key) for key in DealModelSettings.model_fields},
+    "backtest_step_days": ("backtest", "step_days"),
+    "backtest_follow_up_days": ("backtest", "follow_up_days"),
+    "bands": ("health", "bands"),
+    "rules": ("health", "rules"),
+}
+"""Old flat `deals` key -> (sub-section, key there); read with a deprecation for one release."""
+
+DEMAND_MOVED: dict[str, tuple[str, str]] = {
+    **{key: ("grid", key) for key in DemandGridSettings.model_fields},
+    **{key: ("features", key) for key in DemandFeatureSettings.model_fields},
+    **{key: ("model", key) for key in DemandModelSettings.model_fields},
+    **{key: ("intervals", key) for key in DemandIntervalSettings.model_fields},
+    **{f"explain_{key}": ("explain", key) for key in ("hours_ahead", "max_rows", "health")},
+    "top_k": ("explain", "top_k"),
+}
+"""Old flat `demand` key -> (sub-section, key there); read with a deprecation for one release."""
+
+
+_LOGGED_MOVES: set[tuple[str, str]] = set()
+
+
+class ConfigKeyMoved(DeprecationWarning):
+    """An old flat `deals` / `demand` key (YAML, keyword or attribute) was read at its new place."""
+
+
+def _warn_moved(section: str, old: str, new: tuple[str, str]) -> None:
+    message = (
+        f"config key '{section}.{old}' is now '{section}.{new[0]}.{new[1]}'; "
+        "the old key is read for one more release"
+    )
+    warnings.warn(message, ConfigKeyMoved, stacklevel=4)
+    if (section, old) not in _LOGGED_MOVES:  # once per process: the log is for people
+        _LOGGED_MOVES.add((section, old))
+        _log.warning(message)
+
+
+def _move_flat_keys(data: Any, section: str, moved: dict[str, tuple[str, str]]) -> Any:
+    """A `deals` / `demand` mapping with each old flat key moved into its sub-section."""
+    if not isinstance(data, dict) or not moved.keys() & data.keys():
+        return data
+    out = dict(data)
+    for old in [key for key in out if key in moved]:
+        group, key = moved[old]
+        value = out.pop(old)
+        nested = out.get(group, {})
+        if isinstance(nested, BaseModel):
+            nested = {name: getattr(nested, name) for name in type(nested).model_fields}
+        if not isinstance(nested, dict):
+            return data  # the sub-section itself is malformed: pydantic names it
+        if key in nested:
             raise ValueError(
-                f"demand.holiday_country / holiday_subdivision: {str(exc).splitlines()[0]}"
-            ) from None
-        return self
+                f"{section}.{old} and {section}.{group}.{key} are the same setting; keep the second"
+            )
+        _warn_moved(section, old, (group, key))
+        out[group] = {**nested, key: value}
+    return out
+
+
+def _moved_attribute(
+    model: BaseModel, name: str, section: str, moved: dict[str, tuple[str, str]]
+) -> Any:
+    """The value of an old flat attribute (`deals.num_leaves`) at its new place."""
+    _warn_moved(section, name, moved[name])
+    group, key = moved[name]
+    return getattr(getattr(model, group), key)
+
+
+def _moved_update(
+    model: BaseModel,
+    update: Mapping[str, Any] | None,
+    section: str,
+    moved: dict[str, tuple[str, str]],
+) -> dict[str, Any] | None:
+    """`model_copy(update=...)` with old flat keys as copies of their sub-sections.
+
+    pydantic does not validate `update`: an old key would be stored beside the field it
+    names, and the field silently keep its value. Unknown keys are refused the same way.
+    """
+    if not update:
+        return None if update is None else dict(update)
+    out = {key: value for key, value in update.items() if key not in moved}
+    for old in [key for key in update if key in moved]:
+        group, key = moved[old]
+        _warn_moved(section, old, (group, key))
+        base = out.get(group, getattr(model, group))
+        out[group] = base.model_copy(update={key: update[old]})
+    unknown = sorted(set(out) - set(type(model).model_fields))
+    if unknown:
+        raise ValueError(f"{section}.model_copy: unknown key '{unknown[0]}'")
+    return out
 
 
 class ComputeSettings(_Section):
@@ -579,6 +788,18 @@ class Settings(_Section):
     deals: DealsSettings = Field(default_factory=DealsSettings)
     demand: DemandSettings = Field(default_factory=DemandSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    alerts: AlertsSettings = Field(
+        default_factory=lambda: AlertsSettings(),  # noqa: PLW0108 (defined below Settings)
+        description="Alert rules and delivery (README, 'Alerts')",
+    )
+    deal_actions: DealActionSettings = Field(
+        default_factory=lambda: DealActionSettings(),  # noqa: PLW0108 (defined below Settings)
+        description="Next-best actions and warnings per open deal",
+    )
+    deal_views: DealViewsSettings = Field(
+        default_factory=lambda: DealViewsSettings(),  # noqa: PLW0108 (defined below Settings)
+        description="What changed since the last run, rep health and at-risk views",
+    )
 
     @model_validator(mode="after")
     def _known_timezone(self) -> Settings:
@@ -594,7 +815,8 @@ class Settings(_Section):
         """The effective config as YAML, with any password in a URL masked.
 
         describe: each key preceded by a `# comment` with its description (the Field's), so
-        the output is still YAML a user can copy from."""
+        the output is still YAML a user can copy from.
+        """
         dumped = _mask_secrets(self.model_dump(mode="json"))
         if not describe:
             return yaml.safe_dump(dumped, sort_keys=False)
@@ -746,9 +968,10 @@ class _ConfigLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_CONFIG_DEPTH:
-                line = self.peek_event().start_mark.line + 1
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
                 raise _RefusedYaml(f"nested deeper than {MAX_CONFIG_DEPTH} levels at line {line}")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
         finally:
             self._depth -= 1
 
@@ -889,3 +1112,230 @@ def load(path: str | Path | None = None) -> Settings:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     return from_dict(parse_yaml(_read_text(path), f"config file {path}"))
+
+
+class DealActionSettings(_Section):
+    """Next-best actions and rule-based warnings per open deal (`salesml.deals.actions`)."""
+
+    top_k: int = Field(3, ge=1, description="Actions recommended per deal, largest uplift first")
+    min_pair_occurrences: int = Field(
+        20,
+        ge=1,
+        description="An (activity type, contact role) pair is a candidate action once it occurred "
+        "this many times on deals before as_of",
+    )
+    plausible_role_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="A contact role seen on at least this share of the accounts with activities "
+        "counts as plausible at every account; rarer roles only where the account has one",
+    )
+    min_uplift: float = Field(
+        0.001,
+        ge=0,
+        description="Only actions whose uplift (win probability after - now) is above this are "
+        "recommended (0.001 = 0.1 probability points)",
+    )
+    require_over_any_activity: bool = Field(
+        True,
+        description="Recommend only actions whose uplift over one activity of no particular type "
+        "or role is above min_uplift too (one more touch of any kind is not an action)",
+    )
+    single_thread_days: int = Field(
+        30, ge=1, description="Warn 'single-threaded' when one contact role engaged in these days"
+    )
+    senior_roles: list[str] = Field(
+        default_factory=lambda: ["cto", "ceo", "vp"],
+        description="Contact roles that count as senior for 'no senior contact'",
+    )
+    no_senior_days: int = Field(
+        30, ge=1, description="Warn 'no senior contact' when none engaged in these days"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts (issue 13 item 4): typed rules, delivery channels. Secrets are never in the YAML: the
+# YAML names the environment variable that holds them (`url_env`, `password_env`).
+AlertSeverity = Literal["low", "medium", "high"]
+
+
+class _AlertRule(_Section):
+    id: str | None = Field(
+        None,
+        description="Stable rule id (part of every alert's key); defaults to the kind. Two "
+        "rules of one kind need distinct ids",
+    )
+    severity: AlertSeverity = Field("medium", description="low, medium or high")
+
+    @property
+    def rule_id(self) -> str:
+        return self.id or str(getattr(self, "kind", ""))
+
+
+class HealthRedRule(_AlertRule):
+    """An open deal's health is red (opens when it turns red, resolves when it is not)."""
+
+    kind: Literal["health_red"] = "health_red"
+    severity: AlertSeverity = "high"
+
+
+class ProbabilityDropRule(_AlertRule):
+    """Win probability fell by more than `points` since the deal's previous score."""
+
+    kind: Literal["probability_drop"] = "probability_drop"
+    points: float = Field(
+        10.0,
+        gt=0,
+        le=100,
+        description="Drop in probability points (10 = 0.10) since the previous run; holds for "
+        "the run that saw the drop, resolves at the next run without one",
+    )
+
+
+class StageDwellRule(_AlertRule):
+    """An open deal has been in its stage longer than the stage's limit."""
+
+    kind: Literal["stage_dwell"] = "stage_dwell"
+    stage_limit_days: dict[str, float] = Field(
+        default_factory=dict,
+        description="Days per stage (normalised stage names, e.g. waiting_for_feedback: 5); "
+        "added to, and overriding, deals.rules.stage_limit_days",
+    )
+
+
+class NoActivityRule(_AlertRule):
+    """No activity logged on an open deal for `days` (since creation when it has none)."""
+
+    kind: Literal["no_activity"] = "no_activity"
+    severity: AlertSeverity = "low"
+    days: float | None = Field(
+        None, gt=0, description="Days without activity; null: deals.rules.no_activity_days"
+    )
+
+
+class StockPromotionRule(_AlertRule):
+    """Stock under its safety level while 7-day sales rose: 'start a promotion' (or reorder)."""
+
+    kind: Literal["stock_promotion"] = "stock_promotion"
+    severity: AlertSeverity = "high"
+    min_growth: float = Field(
+        0.4, ge=0, description="7-day sales growth (0.4 = +40%) over the 7 days before, at least"
+    )
+
+
+class SignalDropRule(_AlertRule):
+    """A signal (e.g. scans) summed over the last 7 days fell by `min_drop` week on week."""
+
+    kind: Literal["signal_drop"] = "signal_drop"
+    signal: str = Field("scans", description="Signal name (signals.name)")
+    min_drop: float = Field(
+        0.15, gt=0, le=1, description="Fall of the 7-day sum vs the 7 days before (0.15 = 15%)"
+    )
+
+
+AlertRuleSettings = Annotated[
+    HealthRedRule
+    | ProbabilityDropRule
+    | StageDwellRule
+    | NoActivityRule
+    | StockPromotionRule
+    | SignalDropRule,
+    Field(discriminator="kind"),
+]
+
+
+def _default_alert_rules() -> list[AlertRuleSettings]:
+    return [
+        HealthRedRule(),
+        ProbabilityDropRule(),
+        StageDwellRule(),
+        NoActivityRule(),
+        StockPromotionRule(),
+        SignalDropRule(),
+    ]
+
+
+class AlertWebhookSettings(_Section):
+    """A Slack-compatible incoming webhook: POST {"text": ...} as JSON."""
+
+    url_env: str = Field(
+        ..., description="Environment variable holding the webhook URL (it carries the token)"
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="Per request")
+
+
+class AlertSmtpSettings(_Section):
+    """An SMTP server that takes the alert emails."""
+
+    host: str = Field(..., description="SMTP host name")
+    port: int = Field(587, ge=1, le=65535)
+    from_address: str = Field(..., alias="from", description="Sender address")
+    to: list[str] = Field(..., min_length=1, description="Recipient addresses")
+    username: str | None = Field(None, description="Login name; null: no login")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the SMTP password"
+    )
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS")
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AlertsSettings(_Section):
+    """Alerts: rules evaluated by the scoring and forecast runs, delivered by webhook / email.
+
+    Rules are on by default; delivery is off until a channel (webhook or smtp) is configured.
+    """
+
+    rules: list[AlertRuleSettings] = Field(
+        default_factory=_default_alert_rules,
+        description="Typed rules (kind: health_red, probability_drop, stage_dwell, "
+        "no_activity, stock_promotion, signal_drop); a list given replaces the defaults",
+    )
+    webhook: AlertWebhookSettings | None = Field(None, description="Slack-compatible webhook")
+    smtp: AlertSmtpSettings | None = Field(None, description="Email through SMTP")
+    notify_resolved: bool = Field(True, description="Also send a notice when an alert resolves")
+    max_attempts: int = Field(
+        4, ge=1, le=20, description="Tries per notice and channel in one run (then next run)"
+    )
+    backoff_seconds: float = Field(
+        1.0, ge=0, description="Wait before the 2nd try; doubles for each further try"
+    )
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self) -> AlertsSettings:
+        ids = [rule.rule_id for rule in self.rules]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"alerts.rules: rule ids must be unique; repeated: {repeated}")
+        return self
+
+
+class DealViewsSettings(_Section):
+    """What changed since the last scoring run and the rep / region views
+    (`salesml.deals.changes`, `salesml.deals.views`).
+    """
+
+    unchanged_below_points: float = Field(
+        0.5,
+        ge=0,
+        description="A deal whose probability moved by less than this many points (0.5 = half a "
+        "point) since the last run is 'unchanged'",
+    )
+    moved_drivers: int = Field(
+        3, ge=1, description="SHAP drivers listed per deal in deal_score_changes.moved_drivers"
+    )
+    rep_window_days: int = Field(
+        90,
+        ge=1,
+        description="Rep win rate and won run-rate use deals closed this many days before as_of",
+    )
+    rep_prior_deals: float = Field(
+        5.0, ge=0, description="A rep's win rate is shrunk to the peers' by this many pseudo-deals"
+    )
+    target_coverage: float = Field(
+        1.0,
+        gt=0,
+        description="Pipeline coverage (open expected revenue / won run-rate) with full marks",
+    )

@@ -9,7 +9,8 @@ Conventions:
 - input schemas describe the *canonical* frame that `salesml.sources` hands to validation
   (after `column_map`); a column marked optional may be absent in a source and is then
   added as nulls by `salesml.validation.conform`;
-- output schemas allow extra columns (`strict=False`); the lineage columns `as_of`, `run_id` and
+- output schemas are strict (a column the contract does not declare is refused: the warehouse
+  stores exactly the declared columns); the lineage columns `as_of`, `run_id` and
   `model_version` are declared but not required in a frame, because the warehouse stamps them;
 - every Float64 column, input or output, carries the `finite` check (NaN and +-inf fail it):
   a non-finite number is never a value, it is a bug upstream or a broken export;
@@ -37,6 +38,22 @@ SCORE_BASES = ("model", "prior", "base_rate")
 FORECAST_BASES = ("model", "cold_start")
 RUN_STATUSES = ("running", "succeeded", "failed", "abandoned")
 QUALITY_KINDS = ("backtest", "realised")
+CHANGE_KINDS = ("new", "up", "down", "unchanged", "closed_won", "closed_lost", "gone")
+WATERFALL_STEPS = (
+    "start",
+    "new",
+    "won",
+    "lost",
+    "slipped_out",
+    "pulled_in",
+    "score_change",
+    "end",
+)
+VIEW_DIMENSIONS = ("all", "region", "owner")
+RISK_BASES = ("drop_since_last_run", "unlikely_to_win")
+ALERT_STATUSES = ("open", "resolved")
+ALERT_SEVERITIES = ("low", "medium", "high")
+ACTION_KINDS = ("action", "warning")
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class ColumnSpec:
     label: bool = False
     backfill: str | None = None
     """For a key column added after tables were written: the value older rows get when the
-    warehouse rebuilds such a table with the new key (`Warehouse`, key migration)."""
+    warehouse rebuilds such a table with the new key (`salesml.migrations.conform_all`)."""
     any_dtype: bool = False
     """The schema accepts any dtype (the warehouse stores and returns the one written, e.g. an
     Enum of stage names); `dtype` is then only the default for DDL and empty frames."""
@@ -390,13 +407,22 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
     "pipeline_forecast": {
         **_lineage(),
         "period": _key(_STR, "calendar period label, e.g. '2024-07' or '2024-Q3'"),
-        "region": _key(_STR, "'all' for the total"),
-        "expected_revenue": _col(_F64, nullable=False, checks=(_non_negative(),)),
+        "dimension": _key(_STR, "'all', 'region', 'owner' or 'team' (when the deals have one)"),
+        "member": _key(_STR, "the region / owner / team; 'all' for dimension 'all'"),
+        "expected_revenue": _col(
+            _F64,
+            nullable=False,
+            checks=(_non_negative(),),
+            description="revenue won with a close inside the period by deals open at as_of",
+        ),
         "p10": _col(_F64, checks=(_non_negative(),)),
         "p50": _col(_F64, checks=(_non_negative(),)),
         "p90": _col(_F64, checks=(_non_negative(),)),
         "n_deals": _col(
-            _I64, required=False, checks=(_non_negative(),), description="open deals summed"
+            _I64,
+            required=False,
+            checks=(_non_negative(),),
+            description="open deals with a chance to be won inside the period",
         ),
     },
     "demand_forecast": {
@@ -461,6 +487,37 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
         "on_hand": _col(_F64),
         "projected_stockout_at": _col(DATETIME),
     },
+    "deal_actions": {
+        **_lineage(),
+        "deal_id": _key(_STR),
+        "rank": _col(_I64, nullable=False, checks=(_rank(),), description="actions first"),
+        "kind": _col(
+            _STR,
+            nullable=False,
+            checks=(_one_of(ACTION_KINDS),),
+            description="action (model re-score) or warning (a rule; no uplift)",
+        ),
+        "action": _col(_STR, nullable=False, description="the action or warning in plain words"),
+        "activity_type": _col(_STR, description="the activity to add; null for most warnings"),
+        "contact_role": _col(_STR, description="with whom; null for most warnings"),
+        "within_hours": _col(_I64, description="do it within (the activity decay half-life)"),
+        "win_probability": _col(
+            _F64, checks=(_probability(),), description="the deal's probability now"
+        ),
+        "uplift": _col(
+            _F64,
+            description="win_probability_after - win_probability (0.06 = 6 probability points) "
+            "if done at as_of; the model's association, not a measured causal effect",
+        ),
+        "uplift_over_any_activity": _col(
+            _F64,
+            description="win_probability_after - the probability after one activity of no "
+            "particular type or role: what this type and role add over any touch",
+        ),
+        "win_probability_after": _col(
+            _F64, checks=(_probability(),), description="re-scored with the activity added"
+        ),
+    },
     "behavior_value": {
         **_lineage(),
         "activity_type": _key(_STR),
@@ -478,6 +535,130 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
             checks=(_non_negative(),),
             description="training snapshots with at least one such activity",
         ),
+    },
+    "alerts": {
+        **_lineage(model_version=False),  # as_of / run_id: the run that last wrote the row
+        "alert_key": _key(_STR, "hash of rule_id, kind, subject and occurrence (salesml.alerts)"),
+        "rule_id": _col(_STR, nullable=False, description="the config rule that raised it"),
+        "kind": _col(_STR, nullable=False, description="health_red, stage_dwell, ..."),
+        "subject_type": _col(_STR, nullable=False, description="deal, sku or signal"),
+        "subject_id": _col(_STR, nullable=False, description="deal_id, customer_id/sku, ..."),
+        "occurrence": _col(
+            _I64, nullable=False, checks=(_rank(),), description="1, then 2 after a re-open"
+        ),
+        "severity": _col(_STR, nullable=False, checks=(_one_of(ALERT_SEVERITIES),)),
+        "message": _col(_STR, nullable=False, description="plain words, as last seen"),
+        "first_seen_as_of": _col(DATETIME, nullable=False),
+        "last_seen_as_of": _col(DATETIME, nullable=False),
+        "status": _col(_STR, nullable=False, checks=(_one_of(ALERT_STATUSES),)),
+        "resolved_at": _col(DATETIME, description="the as_of at which the condition stopped"),
+        "delivered_at": _col(
+            DATETIME, description="wall time the opening notice reached every channel"
+        ),
+        "resolved_delivered_at": _col(
+            DATETIME, description="wall time the resolution notice reached every channel"
+        ),
+        "deliveries": _col(
+            _STR, description="JSON {channel: {notice: wall time}} of confirmed sends"
+        ),
+        "attempts": _col(_I64, description="runs whose delivery failed (retried next run)"),
+        "last_error": _col(_STR, description="the last delivery failure, secrets redacted"),
+    },
+    "deal_score_changes": {
+        **_lineage(),
+        "deal_id": _key(_STR),
+        "previous_as_of": _col(
+            DATETIME, description="as_of of the previous run with a score; null on the first run"
+        ),
+        "previous_probability": _col(_F64, checks=(_probability(),)),
+        "win_probability": _col(_F64, checks=(_probability(),), description="null once closed"),
+        "delta": _col(
+            _F64,
+            description="win_probability - previous_probability (0.05 = 5 points); null for "
+            "new and closed deals",
+        ),
+        "change_kind": _col(_STR, nullable=False, checks=(_one_of(CHANGE_KINDS),)),
+        "moved_drivers": _col(
+            _STR,
+            description="JSON array [{feature, before, after}]: the SHAP contributions "
+            "(log-odds) that moved most; a feature absent in one run counts as 0",
+        ),
+    },
+    "pipeline_changes": {
+        **_lineage(),
+        "period": _key(_STR, "the month ('2024-07') or quarter ('2024-Q3') of as_of"),
+        "period_kind": _col(_STR, nullable=False, checks=(_one_of(("month", "quarter")),)),
+        "step": _key(_STR, "start, new, won, lost, slipped_out, pulled_in, score_change, end"),
+        "step_order": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "previous_as_of": _col(DATETIME, description="as_of of the run compared with"),
+        "value": _col(
+            _F64,
+            nullable=False,
+            description="expected revenue (amount x probability); start + steps = end",
+        ),
+        "n_deals": _col(_I64, nullable=False, checks=(_non_negative(),)),
+    },
+    "health_overview": {
+        **_lineage(),
+        "dimension": _col(
+            _STR,
+            nullable=False,
+            checks=(_one_of(VIEW_DIMENSIONS),),
+            description="key: all, region or owner",
+        ),
+        "member": _key(_STR, "the region or owner_id ('unknown' if none); 'all' for the total"),
+        "open_deals": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "n_red": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "n_yellow": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "n_green": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "open_amount": _col(_F64, nullable=False, checks=(_non_negative(),)),
+        "expected_revenue": _col(
+            _F64, nullable=False, checks=(_non_negative(),), description="sum amount x p"
+        ),
+        "at_risk_value": _col(
+            _F64,
+            nullable=False,
+            checks=(_non_negative(),),
+            description="sum of deals_at_risk.value_at_risk",
+        ),
+    },
+    "rep_health": {
+        **_lineage(),
+        "owner_id": _key(_STR),
+        "health_index": _col(
+            _F64, nullable=False, description="0-100: weighted mean of the driver scores"
+        ),
+        "win_rate": _col(_F64, description="won / closed in the window, shrunk to peers"),
+        "peer_win_rate": _col(_F64, description="all reps' won / closed in the window"),
+        "closed_deals": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "open_deals": _col(_I64, nullable=False, checks=(_non_negative(),)),
+        "open_expected_revenue": _col(_F64, nullable=False, checks=(_non_negative(),)),
+        "won_run_rate": _col(
+            _F64, nullable=False, description="won revenue in the window, per horizon"
+        ),
+        "pipeline_coverage": _col(_F64, description="open expected revenue / won run-rate"),
+        "days_since_activity": _col(_F64, description="null without an activity log"),
+        "stalled_share": _col(_F64, description="share of open deals over their stage limit"),
+        "drivers": _col(_STR, description="JSON array of plain-language drivers"),
+    },
+    "deals_at_risk": {
+        **_lineage(),
+        "deal_id": _key(_STR),
+        "rank": _col(_I64, nullable=False, checks=(_rank(),), description="1 = most at risk"),
+        "owner_id": _col(_STR),
+        "region": _col(_STR),
+        "amount": _col(_F64),
+        "win_probability": _col(_F64, checks=(_probability(),)),
+        "previous_probability": _col(_F64, checks=(_probability(),)),
+        "value_at_risk": _col(
+            _F64,
+            nullable=False,
+            checks=(_non_negative(),),
+            description="amount x probability lost since the last run, or amount x (1 - p) "
+            "without a previous run",
+        ),
+        "risk_basis": _col(_STR, nullable=False, checks=(_one_of(RISK_BASES),)),
+        "health": _col(_STR, checks=(_one_of(HEALTH_VALUES),)),
     },
     "model_quality": {
         "as_of": _col(DATETIME, nullable=False, required=False, description="stamped on write"),
@@ -541,14 +722,21 @@ _OUTPUTS: dict[str, dict[str, ColumnSpec]] = {
 OUTPUT_KEYS: dict[str, list[str]] = {
     "deal_scores": ["as_of", "deal_id"],
     "deal_score_factors": ["as_of", "deal_id", "rank"],
-    "pipeline_forecast": ["as_of", "period", "region"],
+    "pipeline_forecast": ["as_of", "period", "dimension", "member"],
     "demand_forecast": ["as_of", "scenario", "customer_id", "sku", "bucket_start"],
     "demand_forecast_agg": ["as_of", "level", "key", "period_start"],
     "demand_forecast_factors": ["as_of", "customer_id", "sku", "bucket_start", "rank"],
     "sku_health": ["as_of", "customer_id", "sku"],
     "behavior_value": ["as_of", "activity_type", "contact_role"],
+    "deal_actions": ["as_of", "deal_id", "rank"],
+    "deal_score_changes": ["as_of", "deal_id"],
+    "pipeline_changes": ["as_of", "period", "step"],
+    "health_overview": ["as_of", "dimension", "member"],
+    "rep_health": ["as_of", "owner_id"],
+    "deals_at_risk": ["as_of", "deal_id"],
     "model_quality": ["run_id", "model", "origin", "level", "metric"],
     "quarantine": [],
+    "alerts": ["alert_key"],
     "runs": ["run_id"],
 }
 
@@ -566,7 +754,7 @@ def _checks(spec: ColumnSpec) -> list[pa.Check]:
     return [*finite, *spec.checks]
 
 
-def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
+def _schema(name: str, columns: dict[str, ColumnSpec], *, strict: bool) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             col: pa.Column(
@@ -581,13 +769,17 @@ def _schema(name: str, columns: dict[str, ColumnSpec]) -> pa.DataFrameSchema:
         },
         checks=_DATAFRAME_CHECKS.get(name, []),
         name=name,
-        strict=False,
+        strict=strict,
         coerce=False,
     )
 
 
-INPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _INPUTS.items()}
-OUTPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {t: _schema(t, c) for t, c in _OUTPUTS.items()}
+INPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    t: _schema(t, c, strict=False) for t, c in _INPUTS.items()
+}
+OUTPUT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    t: _schema(t, c, strict=True) for t, c in _OUTPUTS.items()
+}
 
 
 def non_finite(table: str, frame: pl.DataFrame) -> str | None:
@@ -641,7 +833,8 @@ STAMPED_COLUMNS = ("as_of", "run_id", "model_version", "mlflow_run_id")
 
 def row_dtypes(table: str) -> dict[str, pl.DataType]:
     """Dtypes of output `table` without the stamped lineage columns, in contract order: the
-    shape of the frame a producer (scoring, health, behaviour) returns before the write."""
+    shape of the frame a producer (scoring, health, behaviour) returns before the write.
+    """
     return {
         name: spec.dtype
         for name, spec in output_columns(table).items()

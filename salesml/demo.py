@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,13 @@ CONFIG_MARKER = "# Written by `salesml demo`; rewritten by every demo run in thi
 # What a demo workdir holds besides its config and data; any of them without a demo config
 # beside it belongs to someone else.
 DEMO_OUTPUTS = ("warehouse.duckdb", "mlflow.db", "mlartifacts", "report.html")
+DEMO_BACKTEST_ORIGINS = 2
+"""Origins of the demo's deal-win backtest, which backtests the in-period pipeline forecast at as
+many monthly origins: model_quality rows for the report in ~15 s."""
+EARLIER_SCORE = timedelta(days=7)
+"""The demo scores deals twice, this long before as_of and at as_of (the deal-win model is
+trained at the earlier one and serves both), so what changed between two runs, the pipeline
+waterfall and the alerts have something to show."""
 
 
 class WorkdirError(ValueError):
@@ -38,6 +46,8 @@ class WorkdirError(ValueError):
 
 @dataclass
 class DemoResult:
+    """Where the demo wrote everything and what each step did (`summary_lines`)."""
+
     workdir: Path
     config_path: Path
     data_dir: Path
@@ -46,8 +56,11 @@ class DemoResult:
     as_of: str
     steps: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
+    tables: dict[str, str] = field(default_factory=dict)
+    """Warehouse table -> its rows at as_of, e.g. '326 rows' (`table_rows`)."""
 
     def summary_lines(self) -> list[str]:
+        """The lines `salesml demo` prints: paths, each step's outcome, each table's rows."""
         lines = [
             f"as_of:      {self.as_of}",
             f"sample data: {self.data_dir}",
@@ -59,13 +72,16 @@ class DemoResult:
             lines.append(f"report:      {self.report_path}")
         for step, outcome in self.steps.items():
             lines.append(f"{step}: {outcome}")
+        if self.tables:
+            lines.append(f"tables in the warehouse ({self.warehouse_url}), rows at as_of:")
+            lines.extend(f"  {name}: {rows}" for name, rows in self.tables.items())
         return lines
 
 
 def demo_settings(workdir: Path) -> dict[str, Any]:
     """The config the demo writes into its workdir (absolute paths, so it works from anywhere).
 
-    The sample world's holiday calendar goes into `demand.holidays`, as a user's would.
+    The sample world's holiday calendar goes into `demand.features.holidays`, as a user's would.
     """
     from salesml.sample import HOLIDAYS
 
@@ -75,7 +91,7 @@ def demo_settings(workdir: Path) -> dict[str, Any]:
         "warehouse": {"url": f"duckdb:///{root / 'warehouse.duckdb'}"},
         "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"},
         "timezone": "UTC",
-        "demand": {"holidays": [day.isoformat() for day in sorted(HOLIDAYS)]},
+        "demand": {"features": {"holidays": [day.isoformat() for day in sorted(HOLIDAYS)]}},
     }
 
 
@@ -85,8 +101,8 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
     Raises WorkdirError, before writing anything, when `workdir` holds files the demo did not
     write (see `check_workdir`).
     """
-    from salesml.jobs import validate_inputs
     from salesml.sample import WORLD_END, write_sample
+    from salesml.validate_job import validate_inputs
 
     raw = demo_settings(workdir)
     check_workdir(workdir, raw)
@@ -122,6 +138,7 @@ def run_demo(workdir: Path, progress: Progress | None = None) -> DemoResult:
     )
     for step, outcome in _model_steps(settings, as_of, progress).items():
         result.steps[step] = outcome
+    result.tables = table_rows(settings, as_of)
 
     from salesml.report import build
 
@@ -140,7 +157,8 @@ def config_text(raw: dict[str, Any]) -> str:
 
 def is_demo_config(path: Path, raw: dict[str, Any]) -> bool:
     """Whether the config at `path` was written by the demo (marker line, or, from demos
-    before the marker, exactly the settings the demo writes for this workdir)."""
+    before the marker, exactly the settings the demo writes for this workdir).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -185,23 +203,95 @@ def check_workdir(workdir: Path, raw: dict[str, Any]) -> None:
         ) from None
 
 
-def _model_steps(settings: Settings, as_of: Any, progress: Progress | None) -> dict[str, Any]:
-    """Train, score and forecast both models; progress runs from 15% to 95% of the demo."""
-    from salesml.deals import jobs as deal_jobs
-    from salesml.demand import jobs as demand_jobs
+def _model_steps(settings: Settings, as_of: datetime, progress: Progress | None) -> dict[str, Any]:
+    """Train, score and forecast both models; progress runs from 15% to 95% of the demo.
 
+    Deals are scored twice (`EARLIER_SCORE` before as_of, then at as_of) with the model trained
+    at the earlier as_of, so the second run has a previous run to compare with.
+    """
+    from salesml.deals import deal_win_jobs as deal_jobs
+    from salesml.demand import demand_jobs
+
+    earlier = as_of - EARLIER_SCORE
     steps: dict[str, Any] = {}
-    plan: list[tuple[Callable[..., Any], str, float, float]] = [
-        (deal_jobs.train, "train deal-win", 0.15, 0.4),
-        (deal_jobs.score, "score deals", 0.4, 0.55),
-        (demand_jobs.train, "train demand", 0.55, 0.8),
-        (demand_jobs.forecast, "forecast demand", 0.8, 0.95),
+    plan: list[tuple[Callable[..., Any], str, datetime, float, float]] = [
+        (deal_jobs.train, "train deal-win", earlier, 0.15, 0.35),
+        (deal_jobs.score, f"score deals ({earlier:%Y-%m-%d})", earlier, 0.35, 0.45),
+        (deal_jobs.score, "score deals", as_of, 0.45, 0.55),
+        (_deal_backtest, "backtest deal-win and pipeline", as_of, 0.55, 0.65),
+        (demand_jobs.train, "train demand", as_of, 0.65, 0.85),
+        (demand_jobs.forecast, "forecast demand", as_of, 0.85, 0.95),
     ]
-    for job, label, start, end in plan:
+    for job, label, when, start, end in plan:
         report(progress, label, start)
-        outcome = job(settings, as_of, progress=scaled(progress, start, end))
+        outcome = job(settings, when, progress=scaled(progress, start, end))
         steps[label] = _describe(outcome)
     return steps
+
+
+def _deal_backtest(settings: Settings, as_of: datetime, progress: Progress | None = None) -> str:
+    """The deal-win backtest, with the in-period pipeline backtest, at `DEMO_BACKTEST_ORIGINS`
+    origins (rows in model_quality), in one line. A world too small to fit a model at the
+    origins says so instead of failing the demo (the runs table keeps the failed run).
+    """
+    from salesml.backtest import BacktestError
+    from salesml.deals import deal_win_jobs as deal_jobs
+    from salesml.deals.model import InsufficientDataError
+    from salesml.errors import first_line
+
+    try:
+        summary = deal_jobs.backtest(settings, as_of, DEMO_BACKTEST_ORIGINS, progress=progress)
+    except (InsufficientDataError, BacktestError) as exc:
+        cause = exc if isinstance(exc, InsufficientDataError) else exc.__cause__
+        if not isinstance(cause, InsufficientDataError):
+            raise
+        return f"skipped: {first_line(exc)}"
+    return describe_backtest(summary)
+
+
+def describe_backtest(summary: dict[str, Any]) -> str:
+    """One line: the deal-win model's mean Brier next to the base rate's, and the pipeline
+    forecast's coverage and bias per month x region next to the trailing baseline's bias.
+    """
+    mean = summary.get("mean", {})
+    parts = [
+        f"deal-win Brier {mean.get('model_brier', float('nan')):.3f} vs base rate "
+        f"{mean.get('base_rate_brier', float('nan')):.3f} over {summary.get('n_origins')} origins"
+    ]
+    region = summary.get("pipeline", {}).get("month_region")
+    if region:
+        bias, baseline = region.get("bias"), region.get("baseline_bias")
+        parts.append(
+            f"pipeline month x region: [P10, P90] covered {region['coverage_p10_p90']:.0%} of "
+            f"{int(region['rows'])} cells, bias "
+            + ("n/a" if bias is None else f"{bias:+.0%}")
+            + " (trailing 3 months "
+            + ("n/a" if baseline is None else f"{baseline:+.0%}")
+            + ")"
+        )
+    return "; ".join(parts) + " (model_quality)"
+
+
+def table_rows(settings: Settings, as_of: datetime) -> dict[str, str]:
+    """Each warehouse table the demo wrote -> where its rows are: 'N rows' at as_of, else at
+    the latest earlier as_of that has some (training outputs: the model is trained at the
+    earlier as_of), or every row of the tables keyed without as_of (alerts, runs).
+    """
+    from salesml.contract import OUTPUT_KEYS
+    from salesml.warehouse import Warehouse
+
+    warehouse = Warehouse.from_settings(settings)
+    found: dict[str, str] = {}
+    for name in warehouse.tables():
+        if "as_of" not in OUTPUT_KEYS.get(name, []):
+            found[name] = f"{warehouse.read(name).height} rows"
+            continue
+        rows, at = warehouse.count_rows(name, as_of), as_of
+        latest = warehouse.latest_as_of(name)
+        if rows == 0 and latest is not None and latest < as_of:
+            rows, at = warehouse.count_rows(name, latest), latest
+        found[name] = f"{rows} rows" + ("" if at == as_of else f" at {at.isoformat()}")
+    return found
 
 
 def _describe(outcome: Any) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 def first_line(exc: BaseException, *, name_if_empty: bool = True) -> str:
     """The first non-blank line of `exc`'s message, stripped; when it has none, the exception's
-    type name (or "" with `name_if_empty=False`, for callers that add the name themselves)."""
+    type name (or "" with `name_if_empty=False`, for callers that add the name themselves).
+    """
     for line in str(exc).splitlines():
         if line.strip():
             return line.strip()

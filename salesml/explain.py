@@ -14,13 +14,17 @@ the `unit` you name.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from salesml.numeric import sigmoid
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
 
 Unit = Literal["log-odds", "probability", "units"]
 UNIT_SUFFIX: dict[str, str] = {"log-odds": "", "probability": "", "units": " units"}
@@ -40,7 +44,9 @@ Not a contract table: callers join their ids (deal_id; customer_id, sku, bucket_
 `demand_forecast_factors`)."""
 
 
-def shap_contributions(model: Any, features: Any) -> np.ndarray:
+def shap_contributions(
+    model: lgb.Booster | lgb.LGBMModel, features: np.ndarray | pd.DataFrame | pl.DataFrame
+) -> np.ndarray:
     """Exact TreeSHAP contributions (n, f + 1) in raw-score space; last column = base value.
 
     Uses LightGBM's native `pred_contrib=True` (identical to shap.TreeExplainer's path-dependent

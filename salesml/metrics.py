@@ -63,14 +63,15 @@ def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     """
     y, score = _binary(y_true, y_score)
     n_pos = float(y.sum())
-    if n_pos == 0 or n_pos == y.size or not np.isfinite(score).all():
+    if n_pos in (0, y.size) or not np.isfinite(score).all():
         return math.nan
     return float(skm.roc_auc_score(y, score))
 
 
 def log_loss(y_true: ArrayLike, y_prob: ArrayLike, eps: float = 1e-15) -> float:
     """Mean negative log-likelihood in nats (sklearn's `log_loss`); probabilities are clipped
-    to [eps, 1 - eps] first (sklearn alone clips at machine epsilon). NaN for a NaN prob."""
+    to [eps, 1 - eps] first (sklearn alone clips at machine epsilon). NaN for a NaN prob.
+    """
     y, p = _binary(y_true, y_prob)
     if np.isnan(p).any():
         return math.nan
@@ -79,7 +80,8 @@ def log_loss(y_true: ArrayLike, y_prob: ArrayLike, eps: float = 1e-15) -> float:
 
 def brier(y_true: ArrayLike, y_prob: ArrayLike) -> float:
     """Mean squared error of the probability (sklearn's `brier_score_loss`; 0 perfect, 0.25
-    for a constant 0.5). NaN for a NaN probability."""
+    for a constant 0.5). NaN for a NaN probability.
+    """
     y, p = _binary(y_true, y_prob)
     if np.isnan(p).any():
         return math.nan
@@ -103,7 +105,8 @@ def calibration_bins(
 ) -> CalibrationBins:
     """Reliability table: per non-empty equal-width bin on [0, 1], rows, mean probability and
     observed rate. The one binning behind ECE, the report's reliability curve and the training
-    calibration plot, so they all show the same bins."""
+    calibration plot, so they all show the same bins.
+    """
     if n_bins < 1:
         raise ValueError("n_bins must be >= 1")
     y, p = _binary(y_true, y_prob)
@@ -185,7 +188,8 @@ def bias(actual: ArrayLike, forecast: ArrayLike) -> float:
 
 def pinball_loss(actual: ArrayLike, forecast: ArrayLike, q: float) -> float:
     """Mean pinball (quantile) loss of `forecast` as the q-quantile, in units of `actual`:
-    sklearn's `mean_pinball_loss(actual, forecast, alpha=q)`. NaN for a NaN value."""
+    sklearn's `mean_pinball_loss(actual, forecast, alpha=q)`. NaN for a NaN value.
+    """
     if not 0 < q < 1:
         raise ValueError("q must lie strictly between 0 and 1")
     a, f = _pair(actual, forecast, ("actual", "forecast"))
@@ -205,7 +209,8 @@ def interval_coverage(actual: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> 
 
 def brier_skill_score(y_true: ArrayLike, y_prob: ArrayLike, y_reference: ArrayLike) -> float:
     """1 - Brier(y_prob) / Brier(y_reference): > 0 when the probabilities beat the reference
-    (e.g. the base rate); NaN when the reference is perfect."""
+    (e.g. the base rate); NaN when the reference is perfect.
+    """
     y, p = _binary(y_true, y_prob)
     _, r = _pair(y_true, y_reference, ("y_true", "y_reference"))
     reference = float(np.sum((r - y) ** 2))
@@ -222,7 +227,8 @@ def bootstrap_brier_skill(
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """(skill score, low, high): `brier_skill_score` with a percentile bootstrap interval that
-    resamples whole groups (deals: the snapshots of one deal are not independent)."""
+    resamples whole groups (deals: the snapshots of one deal are not independent).
+    """
     y, p = _binary(y_true, y_prob)
     _, r = _pair(y_true, y_reference, ("y_true", "y_reference"))
     _, codes = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)

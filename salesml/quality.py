@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -28,13 +28,16 @@ import polars as pl
 from salesml import metrics
 from salesml.timeutil import DATETIME
 
+if TYPE_CHECKING:
+    from salesml.config import DemandSettings
+
 DEAL_WIN = "deal_win"
 DEMAND = "demand"
 BACKTEST = "backtest"
 REALISED = "realised"
 
 NOMINAL_COVERAGE = 0.8
-"""Default nominal coverage of [P10, P90] (`demand.interval_coverage`): a coverage row's
+"""Default nominal coverage of [P10, P90] (`demand.intervals.interval_coverage`): a coverage row's
 reference (`baseline = 'nominal'`)."""
 
 REALISED_ORIGINS = 4
@@ -112,7 +115,8 @@ def _best(
     row: Mapping[str, Any], metric: str, names: Sequence[str], prefer_first: bool = False
 ) -> tuple[str | None, float | None]:
     """(name, value) of the baseline measured for `metric` in `row` (`<name>_<metric>`): the
-    first one present when `prefer_first`, else the strongest (lowest; highest for AUC)."""
+    first one present when `prefer_first`, else the strongest (lowest; highest for AUC).
+    """
     found = [
         (name, value)
         for name in names
@@ -133,8 +137,9 @@ def backtest_rows(
     summary: Mapping[str, Any], model: str, run_id: str, nominal: float = NOMINAL_COVERAGE
 ) -> pl.DataFrame:
     """model_quality rows (kind `backtest`) of a backtest's JSON summary, one per origin, level
-    and metric (`deal_win`: `deals.evaluation.summarize`; `demand`: `demand.evaluate.summary`,
-    plus the aggregate levels of its optional `levels` entry)."""
+    and metric (`deal_win`: `deals.deal_win_backtest.summarize`; `demand`: `demand.demand_backtest.summary`,
+    plus the aggregate levels of its optional `levels` entry).
+    """
     per_origin = list(summary.get("per_origin") or [])
     if model == DEAL_WIN:
         records = [r for row in per_origin for r in _deal_backtest_records(row)]
@@ -171,7 +176,8 @@ def _deal_backtest_records(row: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _demand_metric_names(row: Mapping[str, Any]) -> list[str]:
     """The model's metrics in a demand per-origin row: WAPE, pinball, coverage (overall, per
-    stratum, on cells with a sale)."""
+    stratum, on cells with a sale).
+    """
     fixed = ["wape", "wape_mean", "pinball_p10", "pinball_p50", "pinball_p90"]
     coverage = [k for k in row if k.startswith("coverage_")]
     return [k for k in fixed if k in row] + coverage
@@ -212,7 +218,8 @@ def _demand_backtest_records(
 
 def _level_records(levels: Any, nominal: float) -> list[dict[str, Any]]:
     """Rows of the aggregate levels, read defensively: {level: {"per_origin": [...]}} or
-    {level: [...]}, each per-origin entry a dict with `origin` and metrics as at the bottom."""
+    {level: [...]}, each per-origin entry a dict with `origin` and metrics as at the bottom.
+    """
     if not isinstance(levels, Mapping):
         return []
     out: list[dict[str, Any]] = []
@@ -233,7 +240,8 @@ def _level_records(levels: Any, nominal: float) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 def known_outcomes(deals: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     """deal_id, created_at and the close (closed_at, won) as known at `as_of`: a close after
-    as_of is unknown (null), whatever the source holds."""
+    as_of is unknown (null), whatever the source holds.
+    """
     known = pl.col("closed_at") <= pl.lit(as_of, DATETIME)
     return deals.select(
         "deal_id",
@@ -252,7 +260,8 @@ def _won_within(start: pl.Expr, end: pl.Expr) -> pl.Expr:
 
 def base_rate_at(outcomes: pl.DataFrame, at: datetime, horizon_days: int) -> tuple[float, int]:
     """(rate, deals): how often deals open at at - H were won within H days, i.e. by `at`; the
-    base rate of the event as known at `at` (only closes <= at count)."""
+    base rate of the event as known at `at` (only closes <= at count).
+    """
     start = at - timedelta(days=horizon_days)
     lo, hi = pl.lit(start, DATETIME), pl.lit(at, DATETIME)
     open_then = outcomes.filter(
@@ -279,7 +288,8 @@ def realised_deal_rows(
     (`base_rate(t)`, e.g. what `score_basis = 'base_rate'` wrote; default `base_rate_at`), and
     the mean probability next to the realised rate. The latest
     `max_origins` such t. `scores` holds as_of, deal_id, win_probability; `deals` the deals
-    table as read at as_of (closes after as_of are ignored anyway)."""
+    table as read at as_of (closes after as_of are ignored anyway).
+    """
     horizon = timedelta(days=horizon_days)
     matured = (
         (
@@ -353,14 +363,15 @@ def _deal_check(
 # Realised checks: demand forecasts
 # ---------------------------------------------------------------------------------------------
 def demand_actuals(
-    sales: pl.DataFrame, demand: Any, timezone: str, as_of: datetime
+    sales: pl.DataFrame, demand: DemandSettings, timezone: str, as_of: datetime
 ) -> pl.DataFrame:
     """customer_id, sku, bucket, y: units per complete bucket known at `as_of` (the demand
-    model's own bucketing and returns rule, `demand.buckets.bucket_sales`)."""
+    model's own bucketing and returns rule, `demand.buckets.bucket_sales`).
+    """
     from salesml.demand import buckets
 
     known = sales.filter(pl.col("ts") <= pl.lit(as_of, DATETIME))
-    origin = buckets.origin_bucket(as_of, timezone, demand.bucket_hours)
+    origin = buckets.origin_bucket(as_of, timezone, demand.grid.bucket_hours)
     return (
         buckets.bucket_sales(known, demand, timezone, origin)
         .select("customer_id", "sku", "bucket", pl.col("y").cast(pl.Float64))
@@ -452,7 +463,8 @@ def _demand_check(
 
 def scope(model: str, kind: str) -> dict[str, dict[str, str]]:
     """The warehouse write scope of one model's rows of one kind, so a backtest, a realised
-    check and the other model's rows written at the same as_of never replace each other."""
+    check and the other model's rows written at the same as_of never replace each other.
+    """
     return {"model_quality": {"model": model, "kind": kind}}
 
 
@@ -461,7 +473,8 @@ def matured_as_ofs(
 ) -> list[datetime]:
     """The latest `n` distinct as_of of succeeded `runs` (a `runs` frame of one flow) at or
     before `cutoff`: the earlier runs whose outcomes are all known (cutoff = as_of minus the
-    label horizon or the forecast horizon)."""
+    label horizon or the forecast horizon).
+    """
     if n <= 0 or runs.height == 0:
         return []
     found = runs.filter(
@@ -470,12 +483,30 @@ def matured_as_ofs(
     return found.get_column("as_of").unique().sort().tail(n).to_list()
 
 
+class RunTables(Protocol):
+    """What `read_matured` reads of a `salesml.warehouse.Warehouse` (a Protocol: this pure
+    module may not import the warehouse, not even for type checking).
+    """
+
+    def tables(self) -> list[str]:
+        """Output tables present, sorted."""
+
+    def list_runs(
+        self, flow: str | None = None, status: str | None = None, limit: int = 20
+    ) -> pl.DataFrame:
+        """The latest `limit` runs (newest first), optionally of one flow and/or status."""
+
+    def read(self, table: str, as_of: datetime | None = None) -> pl.DataFrame:
+        """Rows of `table` (all, or those of one `as_of`)."""
+
+
 def read_matured(
-    warehouse: Any, flow: str, table: str, cutoff: datetime, n: int = REALISED_ORIGINS
+    warehouse: RunTables, flow: str, table: str, cutoff: datetime, n: int = REALISED_ORIGINS
 ) -> pl.DataFrame | None:
     """The rows of `table` that the latest `n` succeeded runs of `flow` at or before `cutoff`
     wrote (`matured_as_ofs`), read from `warehouse` (a `salesml.warehouse.Warehouse`; the one
-    reading function here, called by the jobs); None when there are none."""
+    reading function here, called by the jobs); None when there are none.
+    """
     if table not in warehouse.tables():
         return None
     runs = warehouse.list_runs(flow=flow, status="succeeded", limit=100_000)
@@ -491,7 +522,8 @@ def scaled_pinball(report: Mapping[str, float], actual_mean: float) -> float:
     """Mean pinball loss over P10/P50/P90 (`metrics.quantile_report` keys pinball_p10, ...)
     divided by the mean actual of the same rows: a proper scoring rule of the whole predictive
     distribution at three levels, unit-free so stores and SKUs of any size compare. NaN when a
-    loss is missing or the mean actual is not positive."""
+    loss is missing or the mean actual is not positive.
+    """
     losses = [report.get(f"pinball_p{round(100 * q)}", math.nan) for q in GATE_QUANTILES]
     if not actual_mean > 0:
         return math.nan
@@ -500,7 +532,8 @@ def scaled_pinball(report: Mapping[str, float], actual_mean: float) -> float:
 
 def point_scaled_pinball(actual: np.ndarray, point: np.ndarray) -> float:
     """`scaled_pinball` of a point forecast used as every quantile (a trivial baseline such as
-    the 8-week same-bucket median)."""
+    the 8-week same-bucket median).
+    """
     report = {
         f"pinball_p{round(100 * q)}": metrics.pinball_loss(actual, point, q) for q in GATE_QUANTILES
     }

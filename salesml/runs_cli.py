@@ -8,9 +8,12 @@ next run of any job marks it `abandoned`, or `salesml runs abandon RUN_ID` does 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from salesml.warehouse import Warehouse
 
 runs_app = typer.Typer(
     help="List runs; mark a run whose process died as abandoned.", no_args_is_help=True
@@ -29,7 +32,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _warehouse(config: Path | None) -> Any:
+def _warehouse(config: Path | None) -> Warehouse:
     """The configured warehouse; bad config exits 2 with one line, like every command."""
     from salesml.config import ConfigError, load
     from salesml.warehouse import Warehouse, WarehouseError

@@ -79,7 +79,8 @@ def read(
     use `salesml.inputs.load_tables` to get validated frames.
 
     required: whether an absent table raises SourceError; default: when some job cannot run
-    without it (`validation.NEEDED_BY_A_JOB`: deals, sales)."""
+    without it (`validation.NEEDED_BY_A_JOB`: deals, sales).
+    """
     contract.input_columns(table)  # unknown table -> KeyError naming the known ones
     when = parse_as_of(as_of, settings.timezone) if as_of is not None else None
     if required is None:
@@ -147,7 +148,8 @@ def _read_conformed(
     table: str, settings: Settings, when: datetime | None, *, required: bool = False
 ) -> pl.LazyFrame | None:
     """The table conformed to the contract, with only the source-side (widened) as_of
-    pre-filter; None for an absent table that is not required."""
+    pre-filter; None for an absent table that is not required.
+    """
     mapping = settings.column_map.get(table, {})
     _check_column_map(table, mapping)
     if settings.sources.path is not None:
@@ -177,7 +179,8 @@ def _to_iso(frame: pl.LazyFrame, table: str, fmt: str) -> pl.LazyFrame:
     """Text datetime columns in `fmt` rewritten as ISO 8601, which `conform` then parses.
 
     A value that does not match `fmt` is left as it is: ISO text still parses, anything else
-    is quarantined by validation with its original text (check parse_datetime)."""
+    is quarantined by validation with its original text (check parse_datetime).
+    """
     schema = frame.collect_schema()
     columns = [
         name
@@ -271,7 +274,8 @@ def _pairs(mapping: ColumnMap) -> list[tuple[str, str]]:
 
 def _check_column_map(table: str, mapping: ColumnMap) -> None:
     """Two of the user's columns onto one canonical column would leave it ambiguous; one
-    column onto several canonical ones (`Lead ID: [deal_id, account_id]`) is fine."""
+    column onto several canonical ones (`Lead ID: [deal_id, account_id]`) is fine.
+    """
     seen: dict[str, str] = {}
     for user, canon in _pairs(mapping):
         if canon in seen:
@@ -289,7 +293,8 @@ def _check_column_map(table: str, mapping: ColumnMap) -> None:
 
 def _rename(frame: pl.LazyFrame, table: str, mapping: ColumnMap) -> pl.LazyFrame:
     """Rename the user's columns; a column mapped to several canonical ones is copied to each
-    (and its own name is gone unless one of them is that name)."""
+    (and its own name is gone unless one of them is that name).
+    """
     names = frame.collect_schema().names()
     pairs = [(user, canon) for user, canon in _pairs(mapping) if user in names and user != canon]
     staying = {user for user, canon in _pairs(mapping) if user == canon}
@@ -591,7 +596,8 @@ def _connect(url: str) -> Callable[[str], AbstractContextManager[Query]]:
 
 def _sql_bound(data_type: str, as_of: datetime, timezone: str) -> tuple[str, str] | None:
     """(SQL type, ISO text) of the widened as_of bound matching the column's type, or None for
-    a text column; the text is bound as a parameter and cast to that type in SQL."""
+    a text column; the text is bound as a parameter and cast to that type in SQL.
+    """
     kind = data_type.upper()
     if kind in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
         return "TIMESTAMP WITH TIME ZONE", (as_of + _PUSHDOWN_MARGIN).isoformat()
@@ -611,7 +617,8 @@ def _select_sql(
     settings: Settings,
 ) -> tuple[str, list[str]]:
     """The SELECT reading `table` with the widened as_of pre-filter, and its parameters
-    (`$1` the bound, then the signal names known in advance)."""
+    (`$1` the bound, then the signal names known in advance).
+    """
     sql = f"SELECT * FROM {quote_identifier(table)}"
     column = contract.EVENT_TIME.get(table)
     if as_of is None or column is None:

@@ -47,8 +47,14 @@ from salesml.errors import first_line
 from salesml.secrets import redact
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     import polars as pl
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
     from salesml.config import Settings
 
@@ -77,7 +83,8 @@ class NoChampionError(TrackingError):
 
 class NoServableVersionError(NoChampionError):
     """No version may serve this as_of: the champion was trained later, and no eligible
-    version was trained at or before it."""
+    version was trained at or before it.
+    """
 
 
 class ModelLoadError(TrackingError):
@@ -100,7 +107,8 @@ class RegisteredVersion:
 @dataclass(frozen=True)
 class SkillCheck:
     """A candidate's skill on its honest holdout: Brier skill score against the base rate
-    with its bootstrap interval, and its Brier next to the logistic baseline's."""
+    with its bootstrap interval, and its Brier next to the logistic baseline's.
+    """
 
     brier_skill: float
     brier_skill_low: float
@@ -110,7 +118,8 @@ class SkillCheck:
 
     def verdict(self) -> tuple[bool, str]:
         """(skilful?, one line): skill > 0 with an interval above 0, and Brier below the
-        logistic baseline's. NaN anywhere is no skill."""
+        logistic baseline's. NaN anywhere is no skill.
+        """
         text = (
             f"Brier skill vs base rate {self.brier_skill:.4f} "
             f"[{self.brier_skill_low:.4f}, {self.brier_skill_high:.4f}], "
@@ -127,6 +136,7 @@ class SkillCheck:
         return False, f"no skill over {' and '.join(missing)}: {text}"
 
     def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready figures (NaN as null), as in the promotion decision."""
         return {
             "brier_skill": _json_float(self.brier_skill),
             "brier_skill_low": _json_float(self.brier_skill_low),
@@ -140,7 +150,8 @@ class SkillCheck:
 class BaselineCheck:
     """A candidate's loss next to a trivial baseline's on the same held-out rows (lower is
     better; demand: scaled pinball loss vs the 8-week same-bucket median). With `required`
-    False the comparison is reported in the decision but never blocks it."""
+    False the comparison is reported in the decision but never blocks it.
+    """
 
     metric: str
     value: float
@@ -150,7 +161,8 @@ class BaselineCheck:
 
     def verdict(self) -> tuple[bool, str]:
         """(passes?, one line): value <= baseline_value; NaN fails; always passes when not
-        required (the line then says so)."""
+        required (the line then says so).
+        """
         beats = self.value <= self.baseline_value  # False when either is NaN
         text = f"{self.metric} {self.value:.4f} vs {self.baseline} {self.baseline_value:.4f}"
         if beats:
@@ -160,6 +172,7 @@ class BaselineCheck:
         return False, f"no skill over {self.baseline}: {text}"
 
     def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready figures (NaN as null): the candidate's and the baseline's loss."""
         return {
             self.metric: _json_float(self.value),
             f"{self.baseline}_{self.metric}": _json_float(self.baseline_value),
@@ -183,6 +196,7 @@ class PromotionDecision:
     skill: SkillCheck | BaselineCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the decision (NaN as null), as written to the run's tags."""
         return {
             "skill": None if self.skill is None else self.skill.to_dict(),
             "promoted": self.promoted,
@@ -212,7 +226,8 @@ class LoadedModel:
 @dataclass(frozen=True)
 class VersionInfo:
     """A registered version as scoring sees it: when it was trained and whether it passed the
-    gate (eligible); `as_of` None when it was registered without `salesml.as_of`."""
+    gate (eligible); `as_of` None when it was registered without `salesml.as_of`.
+    """
 
     version: str
     run_id: str
@@ -426,7 +441,7 @@ def _log_artifact_files(artifacts: Mapping[str, str | Path]) -> None:
         mlflow.log_artifacts(str(root))
 
 
-def _is_booster(model: Any) -> bool:
+def _is_booster(model: object) -> bool:
     """A plain LightGBM Booster (sklearn-API models go through pickle: MLflow would use skops)."""
     if not type(model).__module__.startswith("lightgbm"):
         return False
@@ -435,13 +450,13 @@ def _is_booster(model: Any) -> bool:
     return isinstance(model, lightgbm.Booster)
 
 
-def _log_model(model: Any, model_name: str, input_example: pd.DataFrame | None) -> Any:
+def _log_model(model: Any, model_name: str, input_example: pd.DataFrame | None) -> ModelInfo:
     """Log `model` under the run's `model` artifact and register it; returns MLflow's ModelInfo."""
     mlflow = import_mlflow()
 
     if _is_booster(model):
-        signature = _signature(input_example, lambda frame: model.predict(frame))
-        return mlflow.lightgbm.log_model(
+        signature = _signature(input_example, model.predict)
+        booster_info: ModelInfo = mlflow.lightgbm.log_model(
             model,
             name=MODEL_ARTIFACT,
             signature=signature,
@@ -449,12 +464,13 @@ def _log_model(model: Any, model_name: str, input_example: pd.DataFrame | None) 
             registered_model_name=model_name,
             pip_requirements=_pip_requirements(("lightgbm", "numpy", "pandas")),
         )
+        return booster_info
     adapter = PickledModel(model)
     signature = _signature(input_example, adapter.predict)
     with tempfile.TemporaryDirectory(prefix="salesml-model-") as staging:
         data_path = Path(staging) / PICKLE_FILE
         data_path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-        return mlflow.pyfunc.log_model(
+        pickled_info: ModelInfo = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             loader_module=__name__,
             data_path=str(data_path),
@@ -463,9 +479,12 @@ def _log_model(model: Any, model_name: str, input_example: pd.DataFrame | None) 
             registered_model_name=model_name,
             pip_requirements=_pip_requirements(_PIP_PACKAGES),
         )
+        return pickled_info
 
 
-def _signature(input_example: pd.DataFrame | None, predict: Any) -> Any:
+def _signature(
+    input_example: pd.DataFrame | None, predict: Callable[[pd.DataFrame], object]
+) -> ModelSignature | None:
     """Input + output schema from the example; inputs only if the model cannot predict on it."""
     if input_example is None:
         return None
@@ -480,7 +499,8 @@ def _signature(input_example: pd.DataFrame | None, predict: Any) -> Any:
 
 def _pip_requirements(packages: tuple[str, ...]) -> list[str]:
     """Pinned requirements from the running environment (MLflow's inference spawns a slow
-    subprocess that imports the model; we know what we need)."""
+    subprocess that imports the model; we know what we need).
+    """
     pins = []
     for package in packages:
         try:
@@ -497,6 +517,7 @@ class PickledModel:
         self.model = model
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        """The model's predictions, or its positive-class probability for a classifier."""
         if hasattr(self.model, "predict"):
             return self.model.predict(model_input)
         if hasattr(self.model, "predict_proba"):
@@ -542,46 +563,17 @@ def promote_if_better(
     candidate that passes is promoted only if it is not older than the champion
     (`older_than_champion`). Passing is recorded as `salesml.gate.passed` (eligible to serve
     past as_ofs); the rule itself is `decide`, including the skill gate when `skill` is
-    given (a candidate without skill never passes, first model included). Tags are written before the alias moves, so a
-    crash in between leaves a decision that `reconcile_run` can put right.
+    given (a candidate without skill never passes, first model included). Tags are written
+    before the alias moves, so a crash in between leaves a decision `reconcile_run` can mend.
     """
     mlflow = import_mlflow()
 
     client = mlflow.MlflowClient()
-    current = _champion_version(client, model_name)
-    current_as_of: datetime | None = None
-    reference = current
-    if as_of is not None:
-        versions = [v for v in list_versions(model_name) if v.version != candidate.version]
-        current_as_of = next((v.as_of for v in versions if v.version == current), None)
-        reference = _reference(model_name, versions, current, as_of)
-    if champion_version is not None and reference != champion_version:
-        passed, reason = (
-            False,
-            (
-                f"champion moved from v{champion_version} (evaluated) to "
-                f"{f'v{reference}' if reference else 'none'}; "
-                "evaluate the new champion on the same backtest"
-            ),
-        )
-    elif reference is None and current is not None and (skill is None or skill.verdict()[0]):
-        # a champion exists but none may serve this as_of: a skilful candidate needs no rival
-        # (one without skill falls through to `decide`, which refuses it)
-        passed = not math.isnan(float(candidate_value))
-        reason = (
-            f"no eligible version trained at or before as_of {_iso(as_of)} to compare with; "
-            f"candidate {metric}={candidate_value:.6g}"
-        )
-    else:
-        passed, reason = decide(
-            metric,
-            candidate.version,
-            reference,
-            candidate_value,
-            champion_value,
-            higher_is_better,
-            skill,
-        )
+    current, current_as_of, reference = _gate_references(client, model_name, candidate, as_of)
+    passed, reason = _gate(
+        candidate, metric, candidate_value, champion_value, higher_is_better,
+        champion_version, as_of, skill, current=current, reference=reference,
+    )  # fmt: skip
     blocked = older_than_champion(as_of, current, current_as_of)
     promoted = passed and blocked is None
     if passed and blocked is not None:
@@ -603,6 +595,60 @@ def promote_if_better(
     if promoted and current != candidate.version:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate.version)
     return decision
+
+
+def _gate_references(
+    client: MlflowClient, model_name: str, candidate: RegisteredVersion, as_of: datetime | None
+) -> tuple[str | None, datetime | None, str | None]:
+    """(champion version, its training as_of, the reference version the gate compares with).
+
+    Without `as_of` the reference is the champion (its as_of is not looked up); with it, the
+    version serving that as_of (`reference_version`), the candidate itself left out.
+    """
+    current = _champion_version(client, model_name)
+    if as_of is None:
+        return current, None, current
+    versions = [v for v in list_versions(model_name) if v.version != candidate.version]
+    current_as_of = next((v.as_of for v in versions if v.version == current), None)
+    return current, current_as_of, _reference(model_name, versions, current, as_of)
+
+
+def _gate(
+    candidate: RegisteredVersion,
+    metric: str,
+    candidate_value: float,
+    champion_value: float | None,
+    higher_is_better: bool,
+    champion_version: str | None,
+    as_of: datetime | None,
+    skill: SkillCheck | BaselineCheck | None,
+    *,
+    current: str | None,
+    reference: str | None,
+) -> tuple[bool, str]:
+    """(passed, reason) of the gate before the older-than-champion check (see promote_if_better)."""
+    if champion_version is not None and reference != champion_version:
+        return False, (
+            f"champion moved from v{champion_version} (evaluated) to "
+            f"{f'v{reference}' if reference else 'none'}; "
+            "evaluate the new champion on the same backtest"
+        )
+    if reference is None and current is not None and (skill is None or skill.verdict()[0]):
+        # a champion exists but none may serve this as_of: a skilful candidate needs no rival
+        # (one without skill falls through to `decide`, which refuses it)
+        return not math.isnan(float(candidate_value)), (
+            f"no eligible version trained at or before as_of {_iso(as_of)} to compare with; "
+            f"candidate {metric}={candidate_value:.6g}"
+        )
+    return decide(
+        metric,
+        candidate.version,
+        reference,
+        candidate_value,
+        champion_value,
+        higher_is_better,
+        skill,
+    )
 
 
 def older_than_champion(
@@ -684,7 +730,7 @@ def decide(
 
 
 def _record_decision(
-    client: Any, candidate: RegisteredVersion, decision: PromotionDecision
+    client: MlflowClient, candidate: RegisteredVersion, decision: PromotionDecision
 ) -> None:
     """Tags (mutable, so a re-run of the gate overwrites rather than fails) on run and version."""
     tags = {
@@ -709,7 +755,7 @@ def _record_decision(
 # --- reading the champion --------------------------------------------------------------------
 
 
-def _champion_version(client: Any, model_name: str) -> str | None:
+def _champion_version(client: MlflowClient, model_name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -929,7 +975,8 @@ def serving_version(model_name: str, as_of: datetime) -> tuple[VersionInfo, str 
 
 def reference_version(model_name: str, as_of: datetime) -> VersionInfo | None:
     """The version a candidate trained at `as_of` is gated against: the one serving `as_of`;
-    None when there is none (no champion, or only versions trained later)."""
+    None when there is none (no champion, or only versions trained later).
+    """
     try:
         return serving_version(model_name, as_of)[0]
     except NoChampionError:
@@ -1021,7 +1068,9 @@ def reconcile_run(model_name: str, warehouse_run_id: str) -> Reconciled:
     return Reconciled("; ".join(parts), str(versions[-1].version))
 
 
-def _reconcile_version(client: Any, model_name: str, item: Any, champion: str | None) -> str:
+def _reconcile_version(
+    client: MlflowClient, model_name: str, item: ModelVersion, champion: str | None
+) -> str:
     version, tags = str(item.version), dict(item.tags or {})
     promoted = tags.get(f"{TAG_PREFIX}.promoted")
 
@@ -1047,7 +1096,7 @@ def _reconcile_version(client: Any, model_name: str, item: Any, champion: str | 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _run_as_of_text(client: Any, run_id: str) -> str | None:
+def _run_as_of_text(client: MlflowClient, run_id: str) -> str | None:
     """A version's as_of from its run (tag, else param), for versions without the tag."""
     try:
         data = client.get_run(run_id).data
@@ -1078,7 +1127,7 @@ def _quoted(name: str) -> str:
     return name.replace("'", "''")
 
 
-def _param_value(value: Any) -> str:
+def _param_value(value: object) -> str:
     if isinstance(value, str | int | float | bool) or value is None:
         return str(value)
     if isinstance(value, Path):

@@ -8,7 +8,7 @@ maybe promote `@champion`, and report. A reference version that cannot be evalua
 crash and never silent: it gets NaN (the gate treats it as beaten; the decision says so) and the
 reason is a run note (the `runs` row's message).
 
-IO goes through `salesml.jobrun` (the `runs` row, inputs, writes) and `salesml.tracking` (MLflow).
+IO goes through `salesml.job_lifecycle` (the `runs` row, inputs, writes) and `salesml.tracking` (MLflow).
 """
 
 from __future__ import annotations
@@ -19,19 +19,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
 from salesml.config import Settings
-from salesml.jobrun import JobRun, job_run
+from salesml.job_lifecycle import JobRun, job_run
 from salesml.progress import Progress, report
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from salesml.tracking import BaselineCheck, RegisteredVersion, SkillCheck
 
 
 @dataclass
 class TrainReport:
     """What a training job did: the registered version, the gate's decision, the holdout
-    metrics. Each job's report extends it with its own counts (fields after these twelve)."""
+    metrics. Each job's report extends it with its own counts (fields after these twelve).
+    """
 
     run_id: str
     as_of: str
@@ -69,16 +75,16 @@ class Candidate:
     gate_metric: str
     gate_value: float
     higher_is_better: bool
-    skill: Any  # tracking.SkillCheck | tracking.BaselineCheck
+    skill: SkillCheck | BaselineCheck
     evaluate: Callable[[Any], float]
     params: dict[str, Any]
     log_metrics: dict[str, float]
     metrics: dict[str, float]
     write_artifacts: Callable[[Path], dict[str, str]]
-    input_example: Any
+    input_example: pd.DataFrame | pl.DataFrame | None
     run_name: str
     tags: dict[str, str] = field(default_factory=dict)
-    on_registered: Callable[[JobRun, Any], None] | None = None
+    on_registered: Callable[[JobRun, RegisteredVersion], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,7 +110,8 @@ def train_and_promote(
     progress: Progress | None = None,
 ) -> R:
     """Run `job` at `as_of` inside one `runs` row (see the module docstring for the order);
-    returns `report_type` built from the twelve shared fields and the candidate's `extra`."""
+    returns `report_type` built from the twelve shared fields and the candidate's `extra`.
+    """
     from salesml import tracking
 
     with job_run(settings, flow=job.flow, as_of=as_of, params=job.run_params) as run:
@@ -155,9 +162,12 @@ def train_and_promote(
     raise AssertionError("unreachable")  # pragma: no cover - job_run re-raises
 
 
-def _log_and_register(run: JobRun, model_name: str, candidate: Candidate, as_of: datetime) -> Any:
+def _log_and_register(
+    run: JobRun, model_name: str, candidate: Candidate, as_of: datetime
+) -> RegisteredVersion:
     """Log the candidate (params, metrics, artifacts, example) and register it; the MLflow run
-    carries the warehouse run's id (`tracking.WAREHOUSE_RUN_TAG`)."""
+    carries the warehouse run's id (`tracking.WAREHOUSE_RUN_TAG`).
+    """
     from salesml import tracking
 
     with tempfile.TemporaryDirectory(prefix=f"{model_name}-") as folder:

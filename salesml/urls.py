@@ -32,8 +32,9 @@ def duckdb_path(url: str) -> Path:
 
 
 def postgres_uri(url: str) -> str:
-    """libpq URI (what ADBC and psycopg take): `postgresql+psycopg://...` and `postgres://...`
-    become `postgresql://...`; a URL of another dialect is returned as it is."""
+    """Libpq URI (what ADBC and psycopg take): `postgresql+psycopg://...` and `postgres://...`
+    become `postgresql://...`; a URL of another dialect is returned as it is.
+    """
     if dialect(url) not in POSTGRES_DIALECTS:
         return url
     return "postgresql://" + split_url(url)[1]

@@ -118,6 +118,7 @@ class ValidationResult:
 
 
 def empty_quarantine() -> pl.DataFrame:
+    """A quarantine table without rows (QUARANTINE_SCHEMA)."""
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
@@ -177,7 +178,8 @@ def _to_datetime(text: pl.Series, fmt: str, aware: bool, timezone: str) -> pl.Se
 
 def _format_order(sample: pl.Series, timezone: str) -> list[tuple[str, bool]]:
     """Formats ordered by how many of `sample` they parse (a failed attempt costs as much as
-    a parse, so the column's own format must go first)."""
+    a parse, so the column's own format must go first).
+    """
     hits = [_to_datetime(sample, f, a, timezone).is_not_null().sum() for f, a in _FORMATS]
     order = sorted(range(len(_FORMATS)), key=lambda i: -hits[i])
     return [_FORMATS[i] for i in order]
@@ -241,21 +243,31 @@ def _coerce(
             return col.cast(pl.String), False
         raise _dtype_error(table, column, source, target)
     if isinstance(target, pl.Datetime):
-        if isinstance(source, pl.Datetime):
-            if source.time_zone is None:
-                return wall_time_to_utc(col, timezone), False
-            return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us"), False
-        if source == pl.Date:
-            return wall_time_to_utc(col.cast(pl.Datetime("us")), timezone), False
-        if source == pl.String:
-            return parse_datetime(col, timezone), True
-        raise _dtype_error(table, column, source, target)
+        return _coerce_datetime(table, column, source, target, timezone)
     if target.is_numeric():
         if source.is_numeric():
             return col.cast(target), False
         if source == pl.String:
             return col.str.strip_chars().cast(target, strict=False), True
         raise _dtype_error(table, column, source, target)
+    raise _dtype_error(table, column, source, target)
+
+
+def _coerce_datetime(
+    table: str, column: str, source: pl.DataType, target: pl.Datetime, timezone: str
+) -> tuple[pl.Expr, bool]:
+    """`_coerce` to a datetime target (UTC): naive and date values are wall time
+    in `timezone`, text is parsed as ISO 8601 (may fail).
+    """
+    col = pl.col(column)
+    if isinstance(source, pl.Datetime):
+        if source.time_zone is None:
+            return wall_time_to_utc(col, timezone), False
+        return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us"), False
+    if source == pl.Date:
+        return wall_time_to_utc(col.cast(pl.Datetime("us")), timezone), False
+    if source == pl.String:
+        return parse_datetime(col, timezone), True
     raise _dtype_error(table, column, source, target)
 
 
@@ -341,7 +353,7 @@ def _parse_issues(df: pl.DataFrame, table: str) -> list[pl.DataFrame]:
 
 
 def _check_names(table: str) -> dict[str, str]:
-    """pandera's failure `check` text -> our check name."""
+    """Pandera's failure `check` text -> our check name."""
     names = {"not_nullable": "not_null", "field_uniqueness": "unique"}
     schema = contract.INPUT_SCHEMAS[table]
     for column in schema.columns.values():
@@ -398,7 +410,8 @@ def _not_finite_reason(column: pl.Expr, value: pl.Expr) -> pl.Expr:
 
 def _extra_finite_issues(df: pl.DataFrame, table: str) -> list[pl.DataFrame]:
     """`finite` on float columns the contract does not declare (the schema covers the rest):
-    an extra column may be named as a feature, and a NaN or inf there breaks the model."""
+    an extra column may be named as a feature, and a NaN or inf there breaks the model.
+    """
     declared = contract.input_columns(table)
     floats = [
         c
@@ -421,7 +434,8 @@ def _max_abs_issues(
     df: pl.DataFrame, table: str, max_abs: Mapping[str, float]
 ) -> list[pl.DataFrame]:
     """Numbers beyond the configured bound: finite, but no real amount or quantity is that
-    large (1e308 from a broken export would otherwise become a forecast)."""
+    large (1e308 from a broken export would otherwise become a forecast).
+    """
     out = []
     for column, bound in max_abs.items():
         key = f"validation.max_abs.{table}.{column}"
@@ -609,40 +623,7 @@ def validate(
     if as_of is not None:
         as_of = parse_as_of(as_of, timezone)
     df = df.with_row_index(_ROW)
-    parse = _parse_issues(df, table)
-    malformed = _malformed_issues(df)
-    found = [
-        *parse,
-        *malformed,
-        *_schema_issues(df, table),
-        *_extra_finite_issues(df, table),
-        *_max_abs_issues(df, table, max_abs or {}),
-        *(_deal_rule_issues(df) if table == "deals" else []),
-        *_reference_issues(df, table, reference, later or {}),
-        *_future_issues(df, table, as_of, known_signals),
-    ]
-    issues = pl.concat([pl.DataFrame(schema=_ISSUE_SCHEMA), *found], how="vertical_relaxed")
-    issues = issues.unique([_ROW, "column_name", "check"], keep="first", maintain_order=True)
-    if parse:  # a value that failed to parse is null: report the parse, not also not_null
-        parsed_away = pl.concat(parse).select(_ROW, "column_name")
-        issues = issues.join(
-            parsed_away.with_columns(pl.lit("not_null").alias("check")),
-            on=[_ROW, "column_name", "check"],
-            how="anti",
-        )
-    non_finite = issues.filter(pl.col("check") == "finite").select(_ROW, "column_name")
-    if non_finite.height:  # -inf is also negative; the cause is that it is not a number
-        issues = pl.concat(
-            [
-                issues.filter(pl.col("check") == "finite"),
-                issues.join(non_finite, on=[_ROW, "column_name"], how="anti", nulls_equal=True),
-            ]
-        )
-    if malformed:  # a row read in part fails other checks only because of that: say why once
-        broken = pl.concat(malformed).get_column(_ROW)
-        issues = issues.filter(
-            (pl.col("check") == "well_formed") | ~pl.col(_ROW).is_in(broken.implode())
-        )
+    issues = _all_issues(df, table, as_of, reference, later or {}, known_signals, max_abs or {})
     if issues.height == 0:
         return ValidationResult(_public(df), empty_quarantine(), df.height, 0)
     bad = issues.get_column(_ROW).unique()
@@ -654,6 +635,65 @@ def validate(
     )
     valid = df.filter(~pl.col(_ROW).is_in(bad.implode()))
     return ValidationResult(_public(valid), quarantine, df.height, bad.len())
+
+
+def _all_issues(
+    df: pl.DataFrame,
+    table: str,
+    as_of: datetime | None,
+    reference: Mapping[str, pl.DataFrame | pl.LazyFrame] | None,
+    later: Mapping[str, pl.DataFrame | pl.LazyFrame],
+    known_signals: Collection[str],
+    max_abs: Mapping[str, float],
+) -> pl.DataFrame:
+    """Every check's issues (`_ISSUE_SCHEMA`), one per row, column and check, with the
+    follow-on failures of one cause removed (see `_drop_follow_on`).
+    """
+    parse = _parse_issues(df, table)
+    malformed = _malformed_issues(df)
+    found = [
+        *parse,
+        *malformed,
+        *_schema_issues(df, table),
+        *_extra_finite_issues(df, table),
+        *_max_abs_issues(df, table, max_abs),
+        *(_deal_rule_issues(df) if table == "deals" else []),
+        *_reference_issues(df, table, reference, later),
+        *_future_issues(df, table, as_of, known_signals),
+    ]
+    issues = pl.concat([pl.DataFrame(schema=_ISSUE_SCHEMA), *found], how="vertical_relaxed")
+    issues = issues.unique([_ROW, "column_name", "check"], keep="first", maintain_order=True)
+    return _drop_follow_on(issues, parse, malformed)
+
+
+def _drop_follow_on(
+    issues: pl.DataFrame, parse: list[pl.DataFrame], malformed: list[pl.DataFrame]
+) -> pl.DataFrame:
+    """One reason per cause: a value that failed to parse is null (report the parse, not also
+    not_null); a non-finite number fails only `finite` (-inf is also negative, but the cause is
+    that it is not a number); a row read in part fails other checks only because of that.
+    """
+    if parse:
+        parsed_away = pl.concat(parse).select(_ROW, "column_name")
+        issues = issues.join(
+            parsed_away.with_columns(pl.lit("not_null").alias("check")),
+            on=[_ROW, "column_name", "check"],
+            how="anti",
+        )
+    non_finite = issues.filter(pl.col("check") == "finite").select(_ROW, "column_name")
+    if non_finite.height:
+        issues = pl.concat(
+            [
+                issues.filter(pl.col("check") == "finite"),
+                issues.join(non_finite, on=[_ROW, "column_name"], how="anti", nulls_equal=True),
+            ]
+        )
+    if malformed:
+        broken = pl.concat(malformed).get_column(_ROW)
+        issues = issues.filter(
+            (pl.col("check") == "well_formed") | ~pl.col(_ROW).is_in(broken.implode())
+        )
+    return issues
 
 
 def _public(df: pl.DataFrame) -> pl.DataFrame:
@@ -745,22 +785,9 @@ def validate_tables(
     returning anything when a table is unusable or too many of its rows are bad, so nothing
     downstream gets written; ConfigError for a `validation.max_abs` naming no input table.
     """
-    later = {
-        name.removeprefix(LATER_PREFIX): frame
-        for name, frame in tables.items()
-        if name.startswith(LATER_PREFIX)
-    }
-    unknown = sorted((set(tables) - set(contract.INPUT_ORDER)) - {LATER_PREFIX + t for t in later})
-    unknown += sorted(set(later) - set(contract.INPUT_ORDER))
-    if unknown:
-        raise ValueError(f"unknown input table(s): {', '.join(unknown)}")
+    later = _later_tables(tables)
     bounds = settings.validation.max_abs
-    for table in bounds:
-        if table not in contract.INPUT_ORDER:
-            raise ConfigError(
-                f"validation.max_abs: '{table}' is not an input table; "
-                f"known: {', '.join(contract.INPUT_ORDER)}"
-            )
+    _check_bounds(bounds)
     must_have_rows = NEEDED_BY_A_JOB if required is None else frozenset(required)
     clean: dict[str, pl.DataFrame] = {}
     quarantines = [empty_quarantine()]
@@ -793,6 +820,32 @@ def validate_tables(
     return clean, pl.concat(quarantines)
 
 
+def _later_tables(
+    tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
+) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+    """The `later:<table>` frames of `tables` by table name; refuses unknown table names."""
+    later = {
+        name.removeprefix(LATER_PREFIX): frame
+        for name, frame in tables.items()
+        if name.startswith(LATER_PREFIX)
+    }
+    unknown = sorted((set(tables) - set(contract.INPUT_ORDER)) - {LATER_PREFIX + t for t in later})
+    unknown += sorted(set(later) - set(contract.INPUT_ORDER))
+    if unknown:
+        raise ValueError(f"unknown input table(s): {', '.join(unknown)}")
+    return later
+
+
+def _check_bounds(bounds: Mapping[str, Mapping[str, float]]) -> None:
+    """`validation.max_abs` may name input tables only (ConfigError naming the stray one)."""
+    for table in bounds:
+        if table not in contract.INPUT_ORDER:
+            raise ConfigError(
+                f"validation.max_abs: '{table}' is not an input table; "
+                f"known: {', '.join(contract.INPUT_ORDER)}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # The input schema in words (README "The data contract")
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +860,8 @@ def _type_word(dtype: pl.DataType) -> str:
 
 def _rule_words(table: str, column: str, spec: contract.ColumnSpec) -> str:
     """A column's rules in words, from its `contract.ColumnSpec` (and the cross-column checks
-    `validate` adds), so the README table cannot drift from what is checked."""
+    `validate` adds), so the README table cannot drift from what is checked.
+    """
     words = ["optional column" if not spec.required else "required column"]
     words.append("nullable" if spec.nullable else "not null")
     if spec.unique:

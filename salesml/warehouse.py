@@ -6,12 +6,17 @@ Contract:
   leaves exactly one row per key and no stale rows; any failure rolls the whole batch back, so
   the previous rows stay intact. Frames are checked (output schema, key present / not null /
   unique, tz-aware datetimes) before the transaction opens.
-- Tables are created on first write from the frame's polars dtypes, with a PRIMARY KEY on the
-  table's key; columns that appear later are added (`ALTER TABLE ... ADD COLUMN`).
-- Datetimes are stored as TIMESTAMPTZ and read back as `pl.Datetime("us", "UTC")`. List and
-  struct columns (health_reasons, top_factors, ...) are stored as JSON text. The polars dtype of
-  every column is recorded in `_salesml_columns`, so `read()` returns the dtypes that were
-  written (lists, structs, enums included) on both backends.
+- The contract drives the layout: a table it declares is created on first write with exactly
+  its columns and a PRIMARY KEY on its key (`salesml.migrations.contract_ddl`), and a frame with
+  a column it does not declare is refused in one line naming table and column. A stored
+  warehouse is brought to the layout by versioned steps (`salesml.migrations`), applied in one
+  transaction the first time a `Warehouse` opens it. A table the contract does not declare (a
+  notebook's own) is created from its first frame's dtypes and keeps those columns.
+- A table whose key lacks `as_of` (alerts, keyed by alert_key) is upserted by key when written
+  without a scope: rows with the frame's keys are replaced, every other row is kept.
+- Datetimes are stored as TIMESTAMPTZ and read back as `pl.Datetime("us", "UTC")`; reads return
+  the contract's dtypes (an Enum written to an any-dtype column such as `stage` reads back as
+  String). List and struct columns of undeclared tables are stored as JSON text.
 - Connections live for one operation. DuckDB lets one process at a time hold the file (even a
   reader blocks a writer), so opening retries with backoff for `lock_timeout_seconds`, then fails
   with a one-line `WarehouseLockedError`. PostgreSQL writers serialise on a transaction-level
@@ -52,36 +57,15 @@ from salesml.urls import POSTGRES_DIALECTS, dialect, duckdb_path, postgres_uri, 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from polars._typing import PolarsDataType
-
     from salesml.config import Settings
 
 RUNS = "runs"
 QUARANTINE = "quarantine"
-_COLUMNS_TABLE = "_salesml_columns"
 _STAGED = "_salesml_staged"  # the frame being written, as a registered view / temp table
 
 
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
-_SQL_TYPES: dict[type[pl.DataType], str] = {
-    pl.Boolean: "BOOLEAN",
-    pl.Int8: "SMALLINT",
-    pl.Int16: "SMALLINT",
-    pl.Int32: "INTEGER",
-    pl.Int64: "BIGINT",
-    pl.UInt8: "SMALLINT",
-    pl.UInt16: "INTEGER",
-    pl.UInt32: "BIGINT",
-    pl.Float32: "REAL",
-    pl.Float64: "DOUBLE PRECISION",
-    pl.String: "TEXT",
-    pl.Date: "DATE",
-    pl.Time: "TIME",
-    pl.Datetime: "TIMESTAMPTZ",
-}
-_SIMPLE_DTYPES: dict[str, type[pl.DataType]] = {
-    cls.__name__: cls for cls in _SQL_TYPES if cls is not pl.Datetime
-} | {"UInt64": pl.UInt64, "Categorical": pl.Categorical}
+_INTERNAL = "_salesml"  # prefix of bookkeeping tables (schema versions)
 
 
 class WarehouseError(RuntimeError):
@@ -94,7 +78,8 @@ class WarehouseLockedError(WarehouseError):
 
 class RunConflictError(WarehouseError):
     """A run of the same flow and as_of is still running (see `Warehouse.open_run`);
-    `abandoned` lists the dead runs the refused start marked on its way."""
+    `abandoned` lists the dead runs the refused start marked on its way.
+    """
 
     abandoned: list[AbandonedRun] = []  # noqa: RUF012 - replaced per instance, never mutated
 
@@ -110,9 +95,11 @@ class Warehouse:
         self.url = url
         self.lock_timeout_seconds = lock_timeout_seconds
         self._backend = _backend_for(url)
+        self._current = False  # the stored schema version is known to be the latest
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Warehouse:
+        """The warehouse of `settings.warehouse` (URL and lock timeout)."""
         return cls(
             settings.warehouse.url, lock_timeout_seconds=settings.warehouse.lock_timeout_seconds
         )
@@ -171,9 +158,7 @@ class Warehouse:
         }
         frame = pl.DataFrame([row], schema=_runs_schema())
         with self._transaction() as session:
-            self._ensure_table(
-                session, _Catalog.load(session, write=True), RUNS, frame.schema, ["run_id"]
-            )
+            _ensure_table(session, RUNS, frame.schema)
             abandoned = _sweep(
                 session,
                 owner,
@@ -193,7 +178,8 @@ class Warehouse:
 
     def heartbeat(self, run_id: str) -> str:
         """Refresh `heartbeat_at` of a running run; returns the run's status (a run someone
-        marked 'abandoned' meanwhile is left as it is)."""
+        marked 'abandoned' meanwhile is left as it is).
+        """
         with self._transaction() as session:
             status = _run_status(session, run_id, self._backend.display)
             if status == "running":
@@ -220,9 +206,7 @@ class Warehouse:
             raise ValueError(f"run status must be 'succeeded' or 'failed', not {status!r}")
         counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
         with self._transaction() as session:
-            self._ensure_table(
-                session, _Catalog.load(session, write=True), RUNS, _runs_schema(), ["run_id"]
-            )
+            _ensure_table(session, RUNS, _runs_schema())
             found = session.fetch(
                 f"SELECT status, message FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
             )
@@ -249,8 +233,7 @@ class Warehouse:
     def abandon_run(self, run_id: str, reason: str) -> AbandonedRun:
         """Mark a 'running' run abandoned (e.g. `salesml runs abandon`); refuses any other."""
         with self._transaction() as session:
-            catalog = _Catalog.load(session, write=True)
-            self._ensure_table(session, catalog, RUNS, _runs_schema(), ["run_id"])
+            _ensure_table(session, RUNS, _runs_schema())
             found = session.fetch(
                 f"SELECT run_id, flow, as_of, status FROM {_q(RUNS)} WHERE run_id = $1", [run_id]
             )
@@ -269,8 +252,7 @@ class Warehouse:
         if not self._backend.exists():
             return []
         with self._session(write=False) as session:
-            columns = _Catalog.load(session, write=False).columns.get(RUNS, [])
-            if "reconciled_at" not in columns:
+            if not session.has_table(RUNS):
                 return []
             found = session.fetch(
                 f"SELECT run_id FROM {_q(RUNS)} WHERE flow = $1 AND status = 'abandoned' "
@@ -311,12 +293,10 @@ class Warehouse:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY started_at DESC LIMIT {max(0, int(limit))}"
         with self._session(write=False) as session:
-            catalog = _Catalog.load(session, write=False)
-            if RUNS not in catalog.columns:
+            if not session.has_table(RUNS):
                 return empty
             raw = session.fetch(sql, params)
-            recorded = catalog.dtypes.get(RUNS, {})
-        found = _restore(raw, recorded)
+        found = _restore(raw, runs_schema)
         missing = [
             pl.lit(None, d).alias(c) for c, d in runs_schema.items() if c not in found.columns
         ]
@@ -327,12 +307,10 @@ class Warehouse:
         if not self._backend.exists():
             return None
         with self._session(write=False) as session:
-            catalog = _Catalog.load(session, write=False)
-            if RUNS not in catalog.columns:
+            if not session.has_table(RUNS):
                 return None
             raw = session.fetch(f"SELECT * FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
-            recorded = catalog.dtypes.get(RUNS, {})
-        found = _restore(raw, recorded)
+        found = _restore(raw, _runs_schema())
         return found.row(0, named=True) if found.height else None
 
     def count_rows(self, table: str, as_of: datetime) -> int:
@@ -341,7 +319,7 @@ class Warehouse:
         if not self._backend.exists():
             return 0
         with self._session(write=False) as session:
-            if table not in _Catalog.load(session, write=False).columns:
+            if not session.has_table(table):
                 return 0
             found = session.fetch(
                 f"SELECT count(*) AS n FROM {_q(table)} WHERE as_of = $1", [_utc(as_of)]
@@ -368,7 +346,8 @@ class Warehouse:
         the rows of this as_of whose columns hold those values (e.g. one scenario of
         demand_forecast, one model's rows of model_quality), so writers that share a table and
         an as_of never delete each other's rows. The frame gets the values stamped where it
-        lacks the column and must hold only them where it has it.
+        lacks the column and must hold only them where it has it. A table whose key lacks
+        `as_of` (alerts) written without a scope is upserted by key: nothing else is deleted.
         """
         as_of = _utc(as_of)
         stamps = {"run_id": run_id, "model_version": model_version}
@@ -378,13 +357,11 @@ class Warehouse:
             for table, frame in frames.items()
         ]
         with self._transaction() as session:
-            catalog = _Catalog.load(session, write=True)
             for item in prepared:
-                schema, key = item.frame.schema, item.key
-                recorded = self._ensure_table(session, catalog, item.table, schema, key)
-                frame = _conform(item.table, item.frame, recorded)
-                scope = {"as_of": as_of, **scopes.get(item.table, {})}
-                self._replace(session, item.table, frame, key=key, scope=scope)
+                stored = _ensure_table(session, item.table, item.frame.schema)
+                frame = _conform(item.table, item.frame, stored)
+                scope = _write_scope(item.key, as_of, scopes.get(item.table, {}))
+                self._replace(session, item.table, frame, key=item.key, scope=scope)
         return {item.table: item.frame.height for item in prepared}
 
     def write_quarantine(self, run_id: str, frame: pl.DataFrame) -> int:
@@ -400,17 +377,16 @@ class Warehouse:
             QUARANTINE, _normalize(QUARANTINE, frame.drop("run_id", strict=False))
         )
         with self._transaction() as session:
-            catalog = _Catalog.load(session, write=True)
             if "as_of" not in frame.columns:
-                frame = frame.with_columns(as_of=_run_as_of(session, catalog, run_id))
+                frame = frame.with_columns(as_of=_run_as_of(session, run_id))
             frame = frame.select(
                 pl.lit(run_id, pl.String).alias("run_id"),
                 "as_of",
                 *required,
                 pl.exclude("as_of", *required),
             )
-            recorded = self._ensure_table(session, catalog, QUARANTINE, frame.schema, None)
-            frame = _conform(QUARANTINE, frame, recorded)
+            stored = _ensure_table(session, QUARANTINE, frame.schema)
+            frame = _conform(QUARANTINE, frame, stored)
             self._replace(session, QUARANTINE, frame, key=None, scope={"run_id": run_id})
         return frame.height
 
@@ -420,10 +396,8 @@ class Warehouse:
         """Rows of `table` (all, or those of one `as_of`), sorted by key, with the written dtypes."""
         _check_table_name(table)
         with self._session(write=False) as session:
-            catalog = _Catalog.load(session, write=False)
-            if table not in catalog.tables():
+            if table.startswith(_INTERNAL) or not session.has_table(table):
                 raise WarehouseError(f"warehouse {self._backend.display} has no table {table!r}")
-            recorded = catalog.dtypes.get(table, {})
             sql, params = f"SELECT * FROM {_q(table)}", []
             if as_of is not None:
                 sql, params = f"{sql} WHERE as_of = $1", [_utc(as_of)]
@@ -431,14 +405,19 @@ class Warehouse:
             if order:
                 sql += " ORDER BY " + ", ".join(_q(c) for c in order)
             raw = session.fetch(sql, params)
-        return _restore(raw, recorded)
+        return _restore(raw, _declared_dtypes(table))
 
     def tables(self) -> list[str]:
         """Output tables present (internal bookkeeping tables excluded), sorted."""
         if not self._backend.exists():
             return []
         with self._session(write=False) as session:
-            return _Catalog.load(session, write=False).tables()
+            found = session.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = "
+                "'BASE TABLE' AND table_schema = current_schema() "
+                "AND table_catalog = current_database()"
+            )
+        return sorted(str(t) for t in found["table_name"] if not str(t).startswith(_INTERNAL))
 
     def latest_as_of(self, table: str) -> datetime | None:
         """The most recent `as_of` written to `table`, or None when it is absent or empty."""
@@ -446,7 +425,7 @@ class Warehouse:
         if not self._backend.exists():
             return None
         with self._session(write=False) as session:
-            if table not in _Catalog.load(session, write=False).columns:
+            if not session.has_table(table):
                 return None
             out = session.fetch(f"SELECT max(as_of) AS latest FROM {_q(table)}")
         value = _restore(out, {"latest": DATETIME})["latest"][0]
@@ -455,13 +434,32 @@ class Warehouse:
     # -- internals ---------------------------------------------------------------------------
 
     def _session(self, *, write: bool) -> AbstractContextManager[_Session]:
-        if not write and not self._backend.exists():
+        if write:
+            return self._transaction()
+        if not self._backend.exists():
             raise WarehouseError(f"warehouse {self._backend.display} does not exist yet")
-        return self._backend.session(write=write, timeout=self.lock_timeout_seconds)
+        if not self._current:
+            with self._backend.session(write=False, timeout=self.lock_timeout_seconds) as s:
+                behind = _migrations().schema_version(s) < _migrations().LATEST
+            if behind:  # a warehouse of an older salesml: upgrade it before reading
+                with self._transaction():
+                    pass
+            self._current = True
+        return self._backend.session(write=False, timeout=self.lock_timeout_seconds)
 
-    def _transaction(self) -> AbstractContextManager[_Session]:
-        """A write session: one transaction, committed on success, rolled back on any error."""
-        return self._session(write=True)
+    @contextmanager
+    def _transaction(self) -> Iterator[_Session]:
+        """A write session: one transaction, committed on success, rolled back on any error.
+        The first one of this Warehouse applies the pending schema migrations in it.
+        """
+        with self._backend.session(write=True, timeout=self.lock_timeout_seconds) as session:
+            if not self._current:
+                try:
+                    _migrations().upgrade(session, self._backend.display)
+                except _migrations().MigrationError as exc:
+                    raise WarehouseError(f"warehouse {self._backend.display}: {exc}") from None
+            yield session
+        self._current = True
 
     def _replace(
         self,
@@ -489,6 +487,11 @@ class Warehouse:
                 same = " AND ".join(f"s.{_q(k)} = {_q(table)}.{_q(k)}" for k in key)
                 sql += f" AND NOT EXISTS (SELECT 1 FROM {_STAGED} AS s WHERE {same})"
             session.execute(sql, list(scope.values()))
+        elif key and not upsert:  # an upsert by key without ON CONFLICT: delete, then insert
+            same = " AND ".join(f"s.{_q(k)} = {_q(table)}.{_q(k)}" for k in key)
+            session.execute(
+                f"DELETE FROM {_q(table)} WHERE EXISTS (SELECT 1 FROM {_STAGED} AS s WHERE {same})"
+            )
         sql = f"INSERT INTO {_q(table)} ({columns}) SELECT {columns} FROM {_STAGED}"
         if key and upsert:
             updates = [f"{_q(c)} = EXCLUDED.{_q(c)}" for c in frame.columns if c not in key]
@@ -516,142 +519,69 @@ class Warehouse:
         key = _key_for(table)
         if key:
             _check_key(table, frame, key)
+        declared = _declared_dtypes(table)
         frame = frame.with_columns(
             pl.lit(value, pl.String).alias(name)
             for name, value in stamps.items()
-            if value is not None and name not in frame.columns
+            if value is not None
+            and name not in frame.columns
+            and (not declared or name in declared)
         )
         return _Prepared(table, frame, key)
 
-    def _ensure_table(
-        self,
-        session: _Session,
-        catalog: _Catalog,
-        table: str,
-        schema: pl.Schema,
-        key: list[str] | None,
-    ) -> dict[str, pl.DataType]:
-        """Create `table` or add its missing columns; return the recorded dtype of each column.
 
-        Columns the contract declares but the frame lacks are created too (as nullable), so a
-        table's shape does not depend on which optional columns its first writer filled.
-        `runs` is the exception: its writers pass its whole contract schema (`_runs_schema`),
-        and a partial one stands for a table an older salesml created (upgraded on next start).
-        """
-        known = {} if table == RUNS else _declared_dtypes(table)
-        declared = {c: d for c, d in known.items() if c not in schema}
-        schema = pl.Schema({**schema, **declared})
-        existing = catalog.columns.get(table)
-        if existing is not None and key and any(k not in existing for k in key):
-            self._rekey(session, catalog, table, schema, key)
-            existing = catalog.columns[table]
-        if existing is None:
-            columns = [f"{_q(c)} {_sql_type(table, c, d)}" for c, d in schema.items()]
-            if key:
-                columns.append(f"PRIMARY KEY ({', '.join(_q(c) for c in key)})")
-            session.execute(f"CREATE TABLE {_q(table)} ({', '.join(columns)})")
-            existing = catalog.columns[table] = list(schema)
-        for column, dtype in schema.items():
-            if column not in existing:
-                sql_type = _sql_type(table, column, dtype)
-                session.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(column)} {sql_type}")
-                existing.append(column)
-        recorded = catalog.dtypes.setdefault(table, {})
-        new = {c: d for c, d in schema.items() if c not in recorded}
-        if new:
-            meta = pl.DataFrame(
-                {
-                    "table_name": [table] * len(new),
-                    "column_name": list(new),
-                    "dtype": [json.dumps(_dtype_to_spec(d)) for d in new.values()],
-                }
-            )
-            session.stage(meta)
-            session.execute(f"INSERT INTO {_q(_COLUMNS_TABLE)} SELECT * FROM {_STAGED}")
-            session.unstage()
-            recorded.update(new)
-        return dict(recorded)
+def _ensure_table(
+    session: _Session, table: str, schema: pl.Schema | Mapping[str, pl.DataType]
+) -> dict[str, pl.DataType]:
+    """Create `table` when absent and return the dtype of each stored column.
 
-    def _rekey(
-        self,
-        session: _Session,
-        catalog: _Catalog,
-        table: str,
-        schema: pl.Schema,
-        key: list[str],
-    ) -> None:
-        """Rebuild `table` whose key lacks columns the contract added since it was written
-        (e.g. demand_forecast's `scenario`): copy, recreate with the contract's key, put the
-        rows back with each new key column at its backfill value, in the open transaction
-        (a failure leaves the old table). A new key column without a backfill is refused."""
-        fills = _contract().key_backfills(table)
-        existing = catalog.columns[table]
-        added = [k for k in key if k not in existing]
-        missing = [k for k in added if k not in fills]
-        if missing:
-            raise WarehouseError(
-                f"{table}: the stored table's key lacks {missing}, and no value is known for "
-                "its older rows; move the table aside and run again"
-            )
-        copy = f"{table}__salesml_rekey"
-        session.execute(f"CREATE TABLE {_q(copy)} AS SELECT * FROM {_q(table)}")
-        session.execute(f"DROP TABLE {_q(table)}")
-        columns = {c: schema[c] for c in schema if c not in existing}
-        recorded = catalog.dtypes.get(table, {})
-        old = [
-            f"{_q(c)} {_sql_type(table, c, recorded.get(c, schema.get(c, pl.String())))}"
-            for c in existing
-        ]
-        new = [f"{_q(c)} {_sql_type(table, c, d)}" for c, d in columns.items() if c in added]
-        session.execute(
-            f"CREATE TABLE {_q(table)} ({', '.join(old + new)}, "
-            f"PRIMARY KEY ({', '.join(_q(k) for k in key)}))"
-        )
-        names = ", ".join(_q(c) for c in [*existing, *added])
-        values = ", ".join([*(_q(c) for c in existing), *(f"${i + 1}" for i in range(len(added)))])
-        session.execute(
-            f"INSERT INTO {_q(table)} ({names}) SELECT {values} FROM {_q(copy)}",
-            [fills[k] for k in added],
-        )
-        session.execute(f"DROP TABLE {_q(copy)}")
-        catalog.columns[table] = [*existing, *added]
-
-
-@dataclass
-class _Catalog:
-    """Tables, their columns and recorded dtypes, read from `_salesml_columns` once per operation.
-
-    Every column salesml creates is recorded in the same transaction, so this table is the
-    catalog of the warehouse; it is kept current by `_ensure_table`. (Querying the database's
-    own catalog costs ~70 ms per fresh DuckDB connection; this costs a few.)
+    A contract table is created with the contract's columns and key, and a stored one must
+    have exactly them (the migrations saw to it; otherwise a one-line error names what
+    differs). A table the contract does not declare is created from the frame's `schema`, and
+    later frames may carry only its columns.
     """
-
-    columns: dict[str, list[str]]
-    dtypes: dict[str, dict[str, pl.DataType]]
-
-    @classmethod
-    def load(cls, session: _Session, *, write: bool) -> _Catalog:
-        if write:
-            session.execute(
-                f"CREATE TABLE IF NOT EXISTS {_q(_COLUMNS_TABLE)} (table_name TEXT, "
-                "column_name TEXT, dtype TEXT, PRIMARY KEY (table_name, column_name))"
+    declared = _declared_dtypes(table)
+    migrations = _migrations()
+    if not session.has_table(table):
+        columns = declared or dict(schema)
+        try:
+            ddl = migrations.create_table_sql(table, columns, _key_for(table))
+        except migrations.MigrationError as exc:
+            raise WarehouseError(str(exc)) from None
+        session.execute(ddl)
+        return columns
+    stored = session.fetch(f"SELECT * FROM {_q(table)} LIMIT 0").schema
+    if declared:
+        problem = migrations.layout_problem(table, list(stored))
+        if problem:
+            raise WarehouseError(
+                f"warehouse table {problem}: it does not match the contract and no migration "
+                "step upgrades it"
             )
-        elif not session.has_table(_COLUMNS_TABLE):
-            return cls({}, {})
-        meta = session.fetch(f"SELECT table_name, column_name, dtype FROM {_q(_COLUMNS_TABLE)}")
-        catalog = cls({}, {})
-        for table, column, spec in meta.iter_rows():
-            catalog.columns.setdefault(table, []).append(column)
-            catalog.dtypes.setdefault(table, {})[column] = _dtype_from_spec(json.loads(spec))
-        return catalog
-
-    def tables(self) -> list[str]:
-        return sorted(self.columns)
+        return declared
+    extra = [c for c in schema if c not in stored]
+    if extra:
+        raise WarehouseError(
+            f"{table} has no column {extra[0]!r}; a table the contract does not declare keeps "
+            "the columns of its first write"
+        )
+    return dict(stored)
 
 
-def _run_as_of(session: _Session, catalog: _Catalog, run_id: str) -> pl.Expr:
+def _write_scope(
+    key: list[str] | None, as_of: datetime, scope: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The rows a write replaces: those of its as_of (and scope); None for an upsert by key
+    (a table whose key lacks as_of, written without a scope).
+    """
+    if key and "as_of" not in key and not scope:
+        return None
+    return {"as_of": as_of, **scope}
+
+
+def _run_as_of(session: _Session, run_id: str) -> pl.Expr:
     """The as_of of a run as a literal (null when the run is unknown)."""
-    if RUNS not in catalog.columns:
+    if not session.has_table(RUNS):
         return pl.lit(None, DATETIME)
     found = session.fetch(f"SELECT as_of FROM {_q(RUNS)} WHERE run_id = $1", [run_id])
     if found.height == 0:
@@ -661,7 +591,8 @@ def _run_as_of(session: _Session, catalog: _Catalog, run_id: str) -> pl.Expr:
 
 def _live_run(session: _Session, flow: str, as_of: datetime) -> str | None:
     """Why a run of `flow` at `as_of` cannot start now: one is still 'running' (the caller
-    swept dead runs first, so what is left is alive or not yet known to be dead)."""
+    swept dead runs first, so what is left is alive or not yet known to be dead).
+    """
     live = session.fetch(
         f"SELECT run_id, started_at, host, pid FROM {_q(RUNS)} WHERE flow = $1 AND as_of = $2 "
         "AND status = 'running' ORDER BY started_at LIMIT 1",
@@ -733,7 +664,8 @@ def _sweep(
 @dataclass(frozen=True)
 class RunOwner:
     """The process running a job. `process_start` tells a reused pid from the original
-    process (Linux: start time in clock ticks since boot; None where that is unknown)."""
+    process (Linux: start time in clock ticks since boot; None where that is unknown).
+    """
 
     host: str
     pid: int
@@ -758,11 +690,12 @@ class AbandonedRun:
     reason: str
 
     def describe(self) -> str:
+        """One line: which run was abandoned and why."""
         return f"run {self.run_id} ({self.flow}, as_of {self.as_of.isoformat()}): {self.reason}"
 
 
 def current_owner() -> RunOwner:
-    """This process as the owner of the runs it starts."""
+    """The current process as the owner of the runs it starts."""
     pid = os.getpid()
     stat = _proc_stat(pid)
     return RunOwner(socket.gethostname(), pid, None if stat is None else stat[1])
@@ -816,7 +749,8 @@ def why_dead(
 
 def process_is_gone(pid: int, process_start: str | None) -> bool:
     """True when no live process has `pid`, or the one that has it started at another time
-    than `process_start`. False when this cannot be told (not POSIX, no such info)."""
+    than `process_start`. False when this cannot be told (not POSIX, no such info).
+    """
     if os.name != "posix" or pid <= 0:
         return False  # os.kill(pid, 0) would terminate the process on Windows
     try:
@@ -881,6 +815,13 @@ def _contract() -> ModuleType:
     return contract
 
 
+def _migrations() -> ModuleType:
+    """salesml.migrations, imported on first use (it imports the contract)."""
+    from salesml import migrations
+
+    return migrations
+
+
 def _runs_schema() -> pl.Schema:
     """The `runs` table's columns and dtypes, as the contract declares them."""
     return pl.Schema(_contract().output_dtypes(RUNS))
@@ -888,8 +829,10 @@ def _runs_schema() -> pl.Schema:
 
 def _quarantine_columns() -> tuple[str, ...]:
     """Columns a quarantine frame must carry (table_name, row, check, reason): the contract's
-    required ones (run_id and as_of are stamped here)."""
-    return _contract().required_columns(QUARANTINE)
+    required ones (run_id and as_of are stamped here).
+    """
+    columns: tuple[str, ...] = _contract().required_columns(QUARANTINE)
+    return columns
 
 
 def _declared_dtypes(table: str) -> dict[str, pl.DataType]:
@@ -909,6 +852,14 @@ def _validate_output(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     schema = _contract().OUTPUT_SCHEMAS.get(table)
     if schema is None:
         return frame
+    declared = _declared_dtypes(table)
+    undeclared = [c for c in frame.columns if c not in declared]
+    if undeclared:
+        more = f" (and {len(undeclared) - 1} more)" if len(undeclared) > 1 else ""
+        raise WarehouseError(
+            f"{table}: column {undeclared[0]!r}{more} is not declared in the contract "
+            "(salesml/contract.py); declare it there to store it"
+        )
     non_finite = _contract().non_finite(table, frame)  # names the row by its key
     if non_finite is not None:
         raise WarehouseError(f"{table} does not match its output schema: {non_finite}")
@@ -962,7 +913,8 @@ def _check_key(table: str, frame: pl.DataFrame, key: list[str]) -> None:
 
 def _normalize(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     """Datetimes to UTC microseconds (naive is refused), arrays to lists, all-null columns to
-    their contract dtype (String when undeclared)."""
+    their contract dtype (String when undeclared).
+    """
     declared = _declared_dtypes(table)
     exprs = []
     for name, dtype in frame.schema.items():
@@ -982,16 +934,18 @@ def _normalize(table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _conform(table: str, frame: pl.DataFrame, recorded: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """Cast columns to the dtype the warehouse recorded for them (or fail naming the column),
-    and add the table's columns the frame lacks as nulls, so a write replaces whole rows."""
+    """Cast columns to the dtype of the stored column (or fail naming the column), and add the
+    table's columns the frame lacks as nulls, so a write replaces whole rows.
+    """
     exprs = [
         pl.lit(None, dtype).alias(name)
         for name, dtype in recorded.items()
         if name not in frame.columns
     ]
+    storage = _migrations().storage_dtype
     for name, dtype in frame.schema.items():
         want = recorded.get(name)
-        if want is None or dtype == want:
+        if want is None or storage(dtype) == storage(want):
             continue
         try:
             frame.select(pl.col(name).cast(want, strict=True))
@@ -1003,14 +957,10 @@ def _conform(table: str, frame: pl.DataFrame, recorded: Mapping[str, pl.DataType
     return frame.with_columns(exprs) if exprs else frame
 
 
-def _is_nested(dtype: pl.DataType) -> bool:
-    return isinstance(dtype, pl.List | pl.Array | pl.Struct)
-
-
 def _to_storage(frame: pl.DataFrame) -> pl.DataFrame:
     exprs = []
     for name, dtype in frame.schema.items():
-        if _is_nested(dtype):
+        if _migrations().is_nested(dtype):
             exprs.append(json_text(pl.col(name)).alias(name))
         elif isinstance(dtype, pl.Categorical | pl.Enum):
             exprs.append(pl.col(name).cast(pl.String))
@@ -1029,58 +979,11 @@ def _restore(raw: pl.DataFrame, recorded: Mapping[str, pl.DataType]) -> pl.DataF
             if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
                 col = col.dt.replace_time_zone("UTC")  # a TIMESTAMP column made outside salesml
             exprs.append(col.dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
-        elif want is not None and _is_nested(want):
+        elif want is not None and _migrations().is_nested(want):
             exprs.append(pl.col(name).str.json_decode(want))
         elif want is not None and dtype != want:
             exprs.append(pl.col(name).cast(want))
     return raw.with_columns(exprs) if exprs else raw
-
-
-def _storage_dtype(dtype: pl.DataType) -> pl.DataType:
-    if _is_nested(dtype) or isinstance(dtype, pl.Categorical | pl.Enum):
-        return pl.String()
-    if dtype == pl.UInt64:
-        return pl.Int64()
-    return dtype
-
-
-def _sql_type(table: str, column: str, dtype: pl.DataType) -> str:
-    sql = _SQL_TYPES.get(_storage_dtype(dtype).base_type())
-    if sql is None:
-        raise WarehouseError(
-            f"{table}.{column} has dtype {dtype}, which the warehouse cannot store"
-        )
-    return sql
-
-
-def _dtype_to_spec(dtype: PolarsDataType) -> Any:
-    """A JSON-able description of a polars dtype (recorded so reads restore it exactly)."""
-    if isinstance(dtype, type):
-        dtype = dtype()
-    if isinstance(dtype, pl.Datetime):
-        return {"datetime": dtype.time_unit, "tz": dtype.time_zone}
-    if isinstance(dtype, pl.List | pl.Array):
-        return {"list": _dtype_to_spec(dtype.inner)}
-    if isinstance(dtype, pl.Struct):
-        return {"struct": [[f.name, _dtype_to_spec(f.dtype)] for f in dtype.fields]}
-    if isinstance(dtype, pl.Enum):
-        return {"enum": dtype.categories.to_list()}
-    name = dtype.base_type().__name__
-    if name not in _SIMPLE_DTYPES:
-        raise WarehouseError(f"dtype {dtype} cannot be stored in the warehouse")
-    return name
-
-
-def _dtype_from_spec(spec: Any) -> pl.DataType:
-    if isinstance(spec, str):
-        return _SIMPLE_DTYPES[spec]()
-    if "datetime" in spec:
-        return pl.Datetime(spec["datetime"], spec["tz"])
-    if "list" in spec:
-        return pl.List(_dtype_from_spec(spec["list"]))
-    if "struct" in spec:
-        return pl.Struct([pl.Field(n, _dtype_from_spec(d)) for n, d in spec["struct"]])
-    return pl.Enum(spec["enum"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1153,22 +1056,28 @@ class _DuckDBSession:
 
     def __init__(self, con: Any) -> None:
         self._con = con
+        self._tables: set[str] | None = None  # cached until the next CREATE / DROP
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if sql.lstrip()[:6].upper() in ("CREATE", "DROP T"):
+            self._tables = None
         self._con.execute(sql, list(params))
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-        return self._con.sql(sql, params=list(params) or None).pl()
+        frame: pl.DataFrame = self._con.sql(sql, params=list(params) or None).pl()
+        return frame
 
     def has_table(self, table: str) -> bool:
-        """Probing the table is ~10x cheaper than a catalog query on a fresh connection."""
-        import duckdb
-
-        try:
-            self._con.execute(f"SELECT 1 FROM {_q(table)} LIMIT 0").fetchall()
-        except duckdb.CatalogException:
-            return False
-        return True
+        """From DuckDB's catalog (~7 ms per connection, then cached): probing the table with a
+        failing query would abort the open transaction.
+        """
+        if self._tables is None:
+            found = self._con.sql(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                "current_database() AND schema_name = current_schema()"
+            ).fetchall()
+            self._tables = {str(row[0]) for row in found}
+        return table in self._tables
 
     def stage(self, frame: pl.DataFrame) -> None:
         self._con.register(_STAGED, frame.to_arrow())
@@ -1188,7 +1097,8 @@ class _DuckDBBackend:
     @contextmanager
     def session(self, *, write: bool, timeout: float) -> Iterator[_Session]:
         """One connection; any DuckDB error (a full disk, a file turned unwritable) becomes
-        a one-line WarehouseError naming the file, after the transaction rolled back."""
+        a one-line WarehouseError naming the file, after the transaction rolled back.
+        """
         import duckdb
 
         with _process_lock(str(self.path.resolve())):
@@ -1213,7 +1123,8 @@ class _DuckDBBackend:
 
     def _connect(self, *, read_only: bool, timeout: float) -> Any:
         """Open the file, retrying with backoff while another process holds its lock; a file
-        or folder that cannot be opened is a one-line WarehouseError."""
+        or folder that cannot be opened is a one-line WarehouseError.
+        """
         import duckdb
 
         if not read_only:

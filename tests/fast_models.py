@@ -20,14 +20,16 @@ FAST_MODELS: dict[str, Any] = {
     "deals": {
         "min_won": 30,
         "min_lost": 30,
-        "num_threads": 1,
-        "n_estimators": 60,
-        "learning_rate": 0.15,
-        "num_leaves": 7,
-        "min_child_samples": 20,
-        "early_stopping_rounds": 10,
         "forecast_simulations": 200,
-        "holdout_days": 84,  # small worlds: a holdout wide enough for the skill gate's interval
+        "holdout_days": 84,
+        "model": {
+            "num_threads": 1,
+            "n_estimators": 60,
+            "learning_rate": 0.15,
+            "num_leaves": 7,
+            "min_child_samples": 20,
+            "early_stopping_rounds": 10,
+        },
     },
     "demand": FAST_DEMAND,
 }

@@ -149,7 +149,8 @@ def test_non_finite_output_names_table_column_and_key(tmp_path: Path) -> None:
     frame = pl.DataFrame(
         {
             "period": ["2025-07", "2025-08"],
-            "region": ["all", "all"],
+            "dimension": ["all", "all"],
+            "member": ["all", "all"],
             "expected_revenue": [10.0, 20.0],
             "p10": [1.0, 2.0],
             "p50": [5.0, 6.0],
@@ -158,7 +159,7 @@ def test_non_finite_output_names_table_column_and_key(tmp_path: Path) -> None:
     )
     message = contract.non_finite("pipeline_forecast", frame)
     assert message is not None
-    assert "column 'p90' is inf in the row period=2025-08, region=all" in message
+    assert "column 'p90' is inf in the row period=2025-08, dimension=all, member=all" in message
     assert contract.non_finite("pipeline_forecast", frame.head(1)) is None
     warehouse = Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
     with pytest.raises(WarehouseError, match=r"pipeline_forecast .*'p90' is inf .*period=2025-08"):
@@ -297,7 +298,7 @@ def test_activity_types_differing_in_case_are_one_type() -> None:
     assert clean["activity_type"].to_list() == ["demo", "demo", "demo", "tech_doc_shared"]
     assert clean["contact_role"].to_list() == ["cto", "cto", None, "v_p"]
     tables = {"deals": clean_deals([1.0]), "activities": clean}
-    spec = learn_spec(tables, AS_OF, DealsSettings(min_pair_occurrences=1))
+    spec = learn_spec(tables, AS_OF, DealsSettings(features={"min_pair_occurrences": 1}))
     assert spec.activity_types == ["demo", "tech_doc_shared"]
     at = datetime(2024, 2, 10, tzinfo=UTC)
     snapshots = pl.DataFrame({"deal_id": ["D0"], "snapshot_at": [at]})
@@ -307,7 +308,8 @@ def test_activity_types_differing_in_case_are_one_type() -> None:
 
 def test_config_names_are_read_like_the_data() -> None:
     settings = DealsSettings(
-        stage_order=["Qualification", "Proposal Sent"], role_weights={"CTO": 3.0, "other": 0.5}
+        stage_order=["Qualification", "Proposal Sent"],
+        features={"role_weights": {"CTO": 3.0, "other": 0.5}},
     )
     spec = learn_spec({"deals": deals_frame([1.0])}, AS_OF, settings)
     assert spec.stage_order == ["qualification", "proposal_sent"]
@@ -318,7 +320,7 @@ def test_config_names_are_read_like_the_data() -> None:
             AS_OF,
             DealsSettings(stage_order=["Proposal", "proposal"]),
         )
-    rules = DealsSettings().rules.model_copy(update={"stage_limit_days": {"Proposal": 1}})
+    rules = DealsSettings().health.rules.model_copy(update={"stage_limit_days": {"Proposal": 1}})
     frame = pl.DataFrame(
         {
             "stage": ["proposal"],
@@ -336,8 +338,10 @@ def test_config_names_are_read_like_the_data() -> None:
 @pytest.mark.parametrize("column", ["amount", "closed_at", "outcome", "stage", "_deal"])
 def test_custom_feature_colliding_with_a_built_in_is_refused(column: str) -> None:
     deals = deals_frame([1.0]).with_columns(pl.lit("x").alias("stage"), pl.lit(1.0).alias("_deal"))
-    with pytest.raises(ConfigError, match=f"deals.custom_features: '{column}' is the name of"):
-        learn_spec({"deals": deals}, AS_OF, DealsSettings(custom_features=[column]))
+    with pytest.raises(
+        ConfigError, match=f"deals.features.custom_features: '{column}' is the name of"
+    ):
+        learn_spec({"deals": deals}, AS_OF, DealsSettings(features={"custom_features": [column]}))
 
 
 def test_custom_feature_names_are_made_safe_for_lightgbm() -> None:
@@ -345,7 +349,9 @@ def test_custom_feature_names_are_made_safe_for_lightgbm() -> None:
     import numpy as np
 
     deals = clean_deals([1.0, 2.0]).with_columns(pl.Series("lead:source{x}", ["web", "fair"]))
-    spec = learn_spec({"deals": deals}, AS_OF, DealsSettings(custom_features=["lead:source{x}"]))
+    spec = learn_spec(
+        {"deals": deals}, AS_OF, DealsSettings(features={"custom_features": ["lead:source{x}"]})
+    )
     safe = custom_feature_name("lead:source{x}")
     assert safe == "lead_source_x_" and custom_feature_name("segment") == "segment"
     assert safe in spec.feature_names() and safe in spec.categorical
@@ -360,7 +366,7 @@ def test_custom_feature_names_are_made_safe_for_lightgbm() -> None:
         learn_spec(
             {"deals": clash},
             AS_OF,
-            DealsSettings(custom_features=["lead:source{x}", "lead_source_x_"]),
+            DealsSettings(features={"custom_features": ["lead:source{x}", "lead_source_x_"]}),
         )
 
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from salesml.config import from_dict
-from salesml.jobs import validate_inputs
 from salesml.sample import WORLD_END
+from salesml.validate_job import validate_inputs
 from salesml.validation import DataValidationError
 from salesml.warehouse import Warehouse
 

@@ -16,9 +16,9 @@ from polars.testing import assert_frame_equal
 from salesml import metrics, quality
 from salesml.backtest import run_backtest
 from salesml.config import DemandSettings
-from salesml.deals.evaluation import score_origin, summarize
+from salesml.deals.deal_win_backtest import score_origin, summarize
 from salesml.demand import buckets
-from salesml.demand import evaluate as demand_evaluate
+from salesml.demand import demand_backtest as demand_evaluate
 from salesml.timeutil import DATETIME
 from salesml.warehouse import Warehouse
 
@@ -222,13 +222,13 @@ def _sales() -> pl.DataFrame:
 
 
 def _forecasts(at: datetime) -> pl.DataFrame:
-    first = buckets.origin_bucket(at, TZ, DEMAND.bucket_hours) + 1
-    index = pl.Series("b", range(first, first + DEMAND.horizon_buckets), dtype=pl.Int64)
+    first = buckets.origin_bucket(at, TZ, DEMAND.grid.bucket_hours) + 1
+    index = pl.Series("b", range(first, first + DEMAND.grid.horizon_buckets), dtype=pl.Int64)
     frame = pl.DataFrame({"b": index}).select(
         pl.lit(at, DATETIME).alias("as_of"),
         pl.lit("c1").alias("customer_id"),
         pl.lit("s1").alias("sku"),
-        buckets.bucket_start(pl.col("b"), TZ, DEMAND.bucket_hours).alias("bucket_start"),
+        buckets.bucket_start(pl.col("b"), TZ, DEMAND.grid.bucket_hours).alias("bucket_start"),
         pl.lit(1.0).alias("p10"),
         pl.lit(3.0).alias("p50"),
         pl.lit(6.0).alias("p90"),
@@ -240,7 +240,7 @@ def _forecasts(at: datetime) -> pl.DataFrame:
 def _realised(sales: pl.DataFrame, forecasts: pl.DataFrame) -> pl.DataFrame:
     actuals = quality.demand_actuals(sales, DEMAND, TZ, CHECK_AT)
     return quality.realised_demand_rows(
-        forecasts, actuals, CHECK_AT, timezone=TZ, bucket_hours=DEMAND.bucket_hours, run_id="r"
+        forecasts, actuals, CHECK_AT, timezone=TZ, bucket_hours=DEMAND.grid.bucket_hours, run_id="r"
     )
 
 
@@ -250,7 +250,7 @@ def test_realised_demand_check_matches_the_quantile_report() -> None:
     got = {r["metric"]: r for r in rows.iter_rows(named=True)}
     actuals = quality.demand_actuals(_sales(), DEMAND, TZ, CHECK_AT)
     cells = forecasts.with_columns(
-        bucket=buckets.bucket_index(pl.col("bucket_start"), TZ, DEMAND.bucket_hours)
+        bucket=buckets.bucket_index(pl.col("bucket_start"), TZ, DEMAND.grid.bucket_hours)
     ).join(actuals, on=["customer_id", "sku", "bucket"], how="left")
     y = cells["y"].fill_null(0.0).to_numpy()
     expected = metrics.quantile_report(
@@ -259,7 +259,7 @@ def test_realised_demand_check_matches_the_quantile_report() -> None:
     assert got["wape"]["value"] == pytest.approx(expected["wape"])
     assert got["pinball_p10"]["value"] == pytest.approx(expected["pinball_p10"])
     assert got["coverage_sale"]["value"] == pytest.approx(expected["coverage_sale"])
-    assert got["coverage_ge2"]["rows"] == DEMAND.horizon_buckets
+    assert got["coverage_ge2"]["rows"] == DEMAND.grid.horizon_buckets
     assert got["wape"]["baseline"] in ("zero", "seasonal_naive")
     assert got["wape"]["baseline_value"] <= 1.0  # zero scores exactly 1
     assert set(rows["origin"]) == {FORECAST_AT}
@@ -277,7 +277,7 @@ def test_realised_demand_check_ignores_the_future() -> None:
     assert_frame_equal(before, after)
     # the forecast two days ago counts only its ended buckets
     recent = before.filter(pl.col("origin") == CHECK_AT - timedelta(days=2))
-    assert recent.filter(pl.col("metric") == "wape")["rows"].item() < DEMAND.horizon_buckets
+    assert recent.filter(pl.col("metric") == "wape")["rows"].item() < DEMAND.grid.horizon_buckets
 
 
 # --- the warehouse keeps both models' rows ----------------------------------------------------

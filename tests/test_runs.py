@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from salesml import warehouse as warehouse_module
 from salesml.cli import app
 from salesml.config import Settings, from_dict
-from salesml.jobrun import job_run
+from salesml.job_lifecycle import job_run
 from salesml.warehouse import (
     RunConflictError,
     RunOwner,
@@ -95,7 +95,7 @@ _CHILD = textwrap.dedent(
     import sys, time
     from datetime import datetime
     from salesml.config import from_dict
-    from salesml.jobrun import job_run
+    from salesml.job_lifecycle import job_run
 
     settings = from_dict({"warehouse": {"url": sys.argv[1]}})
     with job_run(settings, "score_deals", datetime.fromisoformat(sys.argv[2])):

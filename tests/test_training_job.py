@@ -14,7 +14,7 @@ import pytest
 
 from salesml import tracking, training_job
 from salesml.config import from_dict
-from salesml.jobrun import JobRun
+from salesml.job_lifecycle import JobRun
 from salesml.warehouse import Warehouse
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

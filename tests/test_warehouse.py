@@ -1,4 +1,4 @@
-"""Warehouse: idempotent batch writes, all-or-nothing failures, schema evolution, locks.
+"""Warehouse: idempotent batch writes, all-or-nothing failures, the contract's layout, locks.
 
 Every behaviour test runs on DuckDB (tmp_path) and, when SALESML_TEST_PG_URL is set, on
 PostgreSQL (a fresh schema per test); the postgres variants are marked `postgres`.
@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -118,43 +118,50 @@ def write_v1(wh: Warehouse) -> str:
 
 
 def test_round_trip_keeps_dtypes_and_instants(wh: Warehouse) -> None:
+    """Reads return the contract's dtypes; instants survive any input time zone; an Enum in
+    the any-dtype `stage` column reads back as its text."""
     berlin = ZoneInfo("Europe/Berlin")
     frame = pl.DataFrame(
         {
-            "deal_id": ["d1", "d2"],
-            "win_probability": [0.25, 0.75],
+            "customer_id": ["c1", "c2"],
+            "sku": ["a", "a"],
             "health": ["red", "green"],
-            "health_reasons": ['["slipped twice"]', None],
-            "top_factors": [None, "[]"],
-            "scored_at": [datetime(2024, 6, 1, 9, 30, 0, 123456, tzinfo=berlin), None],
-            "period_start": [date(2024, 6, 1), date(2024, 7, 1)],
-            "open_days": pl.Series([3, 40], dtype=pl.Int32),
-            "flagged": [True, None],
-            "tags": [["cto", "demo"], []],
-            "drivers": [[{"feature": "cto", "contribution": 0.12}], None],
-            "stage": pl.Series(
-                ["proposal", "negotiation"], dtype=pl.Enum(["proposal", "negotiation"])
-            ),
+            "reasons": ['["stock out in 2 days"]', None],
+            "on_hand": [3.0, None],
+            "projected_stockout_at": [
+                datetime(2024, 6, 1, 9, 30, 0, 123456, tzinfo=berlin),
+                None,
+            ],
         }
     )
-    wh.write_batch({"deal_scores": frame}, as_of=AS_OF.astimezone(berlin), run_id="r1")
+    wh.write_batch({"sku_health": frame}, as_of=AS_OF.astimezone(berlin), run_id="r1")
 
-    out = wh.read("deal_scores", as_of=AS_OF)
+    out = wh.read("sku_health", as_of=AS_OF)
     expected = frame.with_columns(
-        pl.col("scored_at").dt.convert_time_zone("UTC"),
+        pl.col("projected_stockout_at").dt.convert_time_zone("UTC"),
         as_of=pl.lit(AS_OF, DATETIME),
         run_id=pl.lit("r1"),
     )
     assert_frame_equal(out.select(expected.columns), expected)
-    assert out.schema["scored_at"] == DATETIME
-    assert out["scored_at"][0] == datetime(2024, 6, 1, 7, 30, 0, 123456, tzinfo=UTC)
+    assert out["projected_stockout_at"][0] == datetime(2024, 6, 1, 7, 30, 0, 123456, tzinfo=UTC)
     # columns the contract declares but the frame lacked exist (as nulls)
     assert out["model_version"].null_count() == 2
+    from salesml import contract
+
+    assert dict(out.schema) == contract.output_dtypes("sku_health")
+
+    stage = pl.Enum(["proposal", "negotiation"])
+    staged = scores(["d1"], 0.5).with_columns(
+        stage=pl.lit("proposal", stage), raw_score=pl.lit(-1.0)
+    )
+    wh.write_batch({"deal_scores": staged}, as_of=AS_OF, run_id="r2")
+    row = wh.read("deal_scores").row(0, named=True)
+    assert (row["stage"], row["raw_score"]) == ("proposal", -1.0)
 
 
 def test_naive_datetime_is_refused(wh: Warehouse) -> None:
-    frame = scores(["d1"], 0.5).with_columns(scored_at=pl.lit(datetime(2024, 6, 1)))
-    with pytest.raises(WarehouseError, match="naive datetime"):
+    frame = scores(["d1"], 0.5).with_columns(as_of=pl.lit(datetime(2024, 6, 1)))
+    with pytest.raises(WarehouseError, match=r"deal_scores\.as_of is a naive datetime"):
         wh.write_batch({"deal_scores": frame}, as_of=AS_OF, run_id="r1")
     with pytest.raises(WarehouseError, match="tz-aware"):
         wh.write_batch({"deal_scores": scores(["d1"], 0.5)}, as_of=datetime(2024, 6, 1), run_id="r")
@@ -193,11 +200,11 @@ def test_other_as_of_rows_are_kept_and_stale_rows_removed(wh: Warehouse) -> None
 
 
 def test_rewrite_replaces_whole_rows(wh: Warehouse) -> None:
-    with_note = scores(["d1", "d2"], 0.5).with_columns(note=pl.lit("checked"))
+    with_note = scores(["d1", "d2"], 0.5).with_columns(basis_reason=pl.lit("checked"))
     wh.write_batch({"deal_scores": with_note}, as_of=AS_OF, run_id="r1")
     wh.write_batch({"deal_scores": scores(["d1"], 0.7)}, as_of=AS_OF, run_id="r2")
     out = wh.read("deal_scores")
-    assert out.select("deal_id", "win_probability", "note", "run_id").rows() == [
+    assert out.select("deal_id", "win_probability", "basis_reason", "run_id").rows() == [
         ("d1", 0.7, None, "r2")
     ]
 
@@ -295,34 +302,118 @@ def test_invalid_frame_is_refused_before_anything_changes(
     assert wh.read("deal_score_factors")["deal_id"].to_list() == ["d1", "d1"]
 
 
-# --- schema evolution ------------------------------------------------------------------------
+# --- the contract's layout ---------------------------------------------------------------
 
 
-def test_new_column_is_added_to_an_existing_table(wh: Warehouse) -> None:
+def test_an_undeclared_column_is_refused_in_one_line(wh: Warehouse) -> None:
+    """Output schemas are strict: a column the contract does not declare is never stored
+    (no schema-on-write); the message names the table and the column."""
     write_v1(wh)
-    newer = scores(["d5"], 0.8, LATER).with_columns(
-        feature_set=pl.lit("v2"), reasons_list=pl.lit(["a", "b"], pl.List(pl.String))
-    )
-    wh.write_batch({"deal_scores": newer}, as_of=LATER, run_id="r2")
-
-    out = wh.read("deal_scores")
-    assert out.height == 4
-    assert out.schema["reasons_list"] == pl.List(pl.String)
-    assert out.filter(pl.col("as_of") == AS_OF)["feature_set"].null_count() == 3
-    assert out.filter(pl.col("as_of") == LATER).row(0, named=True)["reasons_list"] == ["a", "b"]
+    newer = scores(["d5"], 0.8).with_columns(feature_set=pl.lit("v2"))
+    with pytest.raises(WarehouseError, match=r"^deal_scores: column 'feature_set' is not declared"):
+        wh.write_batch({"deal_scores": newer}, as_of=AS_OF, run_id="r2")
+    assert wh.read("deal_scores")["deal_id"].to_list() == ["d1", "d2", "d3"]
+    assert "feature_set" not in wh.read("deal_scores").columns
 
 
-def test_column_of_an_incompatible_dtype_is_refused(wh: Warehouse) -> None:
-    wh.write_batch(
-        {"deal_scores": scores(["d1"], 0.5).with_columns(note=pl.lit(1))}, as_of=AS_OF, run_id="r"
-    )
-    with pytest.raises(WarehouseError, match=r"deal_scores\.note is .* holds Int32"):
-        wh.write_batch(
-            {"deal_scores": scores(["d1"], 0.6).with_columns(note=pl.lit("x"))},
-            as_of=AS_OF,
-            run_id="r",
-        )
+def test_a_declared_column_of_another_dtype_is_refused(wh: Warehouse) -> None:
+    wh.write_batch({"deal_scores": scores(["d1"], 0.5)}, as_of=AS_OF, run_id="r")
+    wrong = scores(["d1"], 0.6).with_columns(raw_score=pl.lit("x"))
+    with pytest.raises(WarehouseError, match=r"deal_scores does not match.*raw_score"):
+        wh.write_batch({"deal_scores": wrong}, as_of=AS_OF, run_id="r")
     assert wh.read("deal_scores")["win_probability"].to_list() == [0.5]
+
+
+def test_tables_are_created_with_exactly_the_contract_columns_and_key(wh: Warehouse) -> None:
+    from salesml import contract
+
+    write_v1(wh)
+    for table in ("deal_scores", "deal_score_factors", "runs"):
+        assert wh.read(table).columns == list(contract.output_dtypes(table))
+    # the primary key is the contract's key
+    duplicate = "INSERT INTO deal_scores (as_of, deal_id) SELECT as_of, deal_id FROM deal_scores"
+    refused = pytest.raises(Exception, match=r"(?i)duplicate|constraint|unique")
+    with refused, wh._transaction() as session:
+        session.execute(duplicate)
+    assert wh.read("deal_scores").height == 3
+
+
+def test_a_table_the_contract_does_not_declare_keeps_its_first_columns(wh: Warehouse) -> None:
+    first = pl.DataFrame({"n": [1, 2], "label": ["a", "b"]})
+    wh.write_batch({"notebook_table": first}, as_of=AS_OF, run_id="r1")
+    wh.write_batch({"notebook_table": first.head(1).drop("label")}, as_of=LATER, run_id="r2")
+    out = wh.read("notebook_table").sort("as_of", "n")
+    assert out.select("n", "label", "run_id").rows() == [
+        (1, "a", "r1"),
+        (2, "b", "r1"),
+        (1, None, "r2"),
+    ]
+    with pytest.raises(WarehouseError, match="notebook_table has no column 'extra'"):
+        wh.write_batch(
+            {"notebook_table": first.with_columns(extra=pl.lit(1))}, as_of=AS_OF, run_id="r3"
+        )
+
+
+# --- upsert by key: tables whose key lacks as_of ---------------------------------------------
+
+
+@pytest.fixture
+def alerts_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An `alerts` table as slice I declares it in essence (keyed by alert_key, with the
+    as_of / run_id of the run that last wrote a row), independent of its other columns."""
+    from salesml import contract
+    from salesml.contract import ColumnSpec
+
+    string = pl.String()
+    columns = {
+        "as_of": ColumnSpec(DATETIME, nullable=False, required=False),
+        "run_id": ColumnSpec(string, nullable=False, required=False),
+        "alert_key": ColumnSpec(string, nullable=False),
+        "status": ColumnSpec(string, nullable=False),
+        "first_seen_as_of": ColumnSpec(DATETIME, nullable=False),
+    }
+    monkeypatch.setitem(contract._OUTPUTS, "alerts", columns)
+    monkeypatch.setitem(contract.OUTPUT_KEYS, "alerts", ["alert_key"])
+    schema = contract._schema("alerts", columns, strict=True)
+    monkeypatch.setitem(contract.OUTPUT_SCHEMAS, "alerts", schema)
+
+
+@pytest.mark.usefixtures("alerts_contract")
+def test_a_table_keyed_without_as_of_is_upserted_by_key(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alerts (keyed by alert_key): a write replaces the rows with its keys and keeps every
+    other row, whatever their as_of; a failing batch leaves them all."""
+
+    def alerts(keys: list[str], status: str) -> pl.DataFrame:
+        return pl.DataFrame({"alert_key": keys, "status": [status] * len(keys)}).with_columns(
+            first_seen_as_of=pl.lit(AS_OF, DATETIME)
+        )
+
+    wh.write_batch({"alerts": alerts(["a", "b"], "open")}, as_of=AS_OF, run_id="r1")
+    wh.write_batch({"alerts": alerts(["b", "c"], "resolved")}, as_of=LATER, run_id="r2")
+    out = wh.read("alerts").sort("alert_key")
+    assert out.select("alert_key", "status", "as_of", "run_id").rows() == [
+        ("a", "open", AS_OF, "r1"),
+        ("b", "resolved", LATER, "r2"),
+        ("c", "resolved", LATER, "r2"),
+    ]
+    original = Warehouse._replace
+
+    def fail_after_alerts(
+        self: Warehouse, session: Any, table: str, frame: pl.DataFrame, **kw: Any
+    ) -> None:
+        original(self, session, table, frame, **kw)
+        if table == "alerts":
+            raise RuntimeError("injected failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Warehouse, "_replace", fail_after_alerts)
+        with pytest.raises(RuntimeError, match="injected"):
+            wh.write_batch({"alerts": alerts(["a"], "resolved")}, as_of=LATER, run_id="r3")
+    assert_frame_equal(wh.read("alerts").sort("alert_key"), out)
+    wh.write_batch({"alerts": alerts(["a"], "resolved")}, as_of=LATER, run_id="r3")
+    assert wh.read("alerts").sort("alert_key")["status"].to_list() == ["resolved"] * 3
 
 
 # --- runs and quarantine ---------------------------------------------------------------------
@@ -379,7 +470,7 @@ def test_tables_and_reading_an_absent_table(wh: Warehouse) -> None:
     assert wh.tables() == []
     assert wh.latest_as_of("deal_scores") is None
     write_v1(wh)
-    assert wh.tables() == ["deal_score_factors", "deal_scores", "runs"]
+    assert wh.tables() == ["deal_score_factors", "deal_scores", "runs"]  # no bookkeeping
     with pytest.raises(WarehouseError, match="no table 'sku_health'"):
         wh.read("sku_health")
     with pytest.raises(WarehouseError, match="written by start_run"):
@@ -632,53 +723,3 @@ def test_a_scoped_write_replaces_only_its_scope(wh: Warehouse) -> None:
             scopes={"deal_scores": {"score_basis": "model"}},
         )
     assert wh.read("deal_scores").height == 2
-
-
-def test_a_table_written_before_a_key_column_existed_is_rekeyed(
-    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """demand_forecast gained `scenario` in its key: a warehouse written before keeps its rows
-    (backfilled 'baseline'), and scenario rows then sit next to them without overwriting."""
-    from salesml import contract
-
-    def forecast(p50: float, as_of: datetime) -> pl.DataFrame:
-        return pl.DataFrame(
-            {
-                "customer_id": ["c1", "c2"],
-                "sku": ["a", "a"],
-                "bucket_start": [as_of, as_of],
-                "horizon": [1, 1],
-                "p10": [0.0, 0.0],
-                "p50": [p50, p50],
-                "p90": [9.0, 9.0],
-            },
-            schema_overrides={"bucket_start": pl.Datetime("us", "UTC")},
-        )
-
-    old_columns = {k: v for k, v in contract._OUTPUTS["demand_forecast"].items() if k != "scenario"}
-    monkeypatch.setitem(contract._OUTPUTS, "demand_forecast", old_columns)
-    monkeypatch.setitem(
-        contract.OUTPUT_KEYS, "demand_forecast", ["as_of", "customer_id", "sku", "bucket_start"]
-    )
-    wh.write_batch({"demand_forecast": forecast(1.0, AS_OF)}, as_of=AS_OF, run_id="old")
-    wh.write_batch({"demand_forecast": forecast(2.0, LATER)}, as_of=LATER, run_id="old2")
-    monkeypatch.undo()
-
-    scope = {"demand_forecast": {"scenario": "push"}}
-    wh.write_batch({"demand_forecast": forecast(5.0, AS_OF)}, as_of=AS_OF, run_id="s", scopes=scope)
-    rows = wh.read("demand_forecast")
-    by = (
-        rows.group_by("as_of", "scenario")
-        .agg(pl.col("p50").max(), pl.len())
-        .sort("as_of", "scenario")
-    )
-    assert by.select("scenario", "p50", "len").rows() == [
-        ("baseline", 1.0, 2),
-        ("push", 5.0, 2),
-        ("baseline", 2.0, 2),
-    ]
-    base = {"demand_forecast": {"scenario": "baseline"}}
-    wh.write_batch({"demand_forecast": forecast(3.0, AS_OF)}, as_of=AS_OF, run_id="b", scopes=base)
-    now = wh.read("demand_forecast", as_of=AS_OF).sort("scenario")
-    pairs = now.select("scenario", "p50").unique().sort("scenario")
-    assert pairs.rows() == [("baseline", 3.0), ("push", 5.0)]

@@ -31,16 +31,19 @@ class BaseRateBaseline:
     rate_: float = 0.5
 
     def fit(self, y: np.ndarray) -> BaseRateBaseline:
+        """Learn the win rate: the mean of the 0/1 labels `y`."""
         self.rate_ = float(np.mean(y))
         return self
 
     def predict(self, n: int) -> np.ndarray:
+        """The learned win rate, `n` times."""
         return np.full(n, self.rate_)
 
 
 def static_design(frame: pl.DataFrame, amount_fill: float) -> pl.DataFrame:
     """The baseline's inputs: log1p(amount) with a missing amount as `amount_fill` (a log1p
-    value) plus a 0/1 missing flag, and product and region as text (null stays null)."""
+    value) plus a 0/1 missing flag, and product and region as text (null stays null).
+    """
     amount = pl.col("amount").cast(pl.Float64)
     return frame.select(
         amount.fill_null(float(np.expm1(amount_fill))).log1p().alias("log_amount"),
@@ -52,7 +55,8 @@ def static_design(frame: pl.DataFrame, amount_fill: float) -> pl.DataFrame:
 def static_logit_pipeline(levels: dict[str, list[str]]) -> Pipeline:
     """One-hot product and region (first sorted level = reference, unknown levels all zeros)
     next to the amount columns, then an unpenalised logistic regression (C = inf: maximum
-    likelihood, as statsmodels' Logit gave)."""
+    likelihood, as statsmodels' Logit gave).
+    """
     encoder = OneHotEncoder(
         categories=[levels[c] for c in STATIC_CATEGORICAL],
         drop="first",
@@ -78,6 +82,7 @@ class StaticLogitBaseline:
     constant_: float | None = None  # one class in training: the rate alone is the MLE
 
     def fit(self, frame: pl.DataFrame, y: np.ndarray) -> StaticLogitBaseline:
+        """Fit on the training deals (amount fill = training median); one class: its rate alone."""
         amount = frame.get_column("amount").cast(pl.Float64)
         self.amount_fill_ = float(np.log1p(amount.drop_nulls().median() or 0.0))  # type: ignore[arg-type]
         if np.unique(y).size < 2:
@@ -109,7 +114,8 @@ class StaticLogitBaseline:
 @contextmanager
 def _unknown_levels_are_reference() -> Iterator[None]:
     """Silence the encoder's note that unknown (or null) levels become all zeros: that is the
-    intended reading (the reference level), not a problem with the data."""
+    intended reading (the reference level), not a problem with the data.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found unknown categories", category=UserWarning)
         yield

@@ -126,7 +126,8 @@ def _share_sources(
     """(feature, what each term row put into it, which term rows feed it) for every activity
     feature. A row's delta is shared in proportion to the numerators of its term rows (for the
     count, decayed and behaviour features they add up to the feature's value exactly; the
-    engaged-roles, total and rate features are shared by recent activity volume)."""
+    engaged-roles, total and rate features are shared by recent activity volume).
+    """
     types = terms.get_column("activity_type")
     roles = terms.get_column("contact_role")
     every = np.ones(terms.height, dtype=bool)

@@ -1,8 +1,10 @@
 """Red / yellow / green deal health: probability bands plus hygiene rules, each with a reason.
 
-The bands (`HealthBands`) belong to the model that produced the probability (a recalibrated
-model may need other cut-offs), so scoring uses the bands stored with the model; the rules
-(`DealHealthRules`) are sales hygiene and come from the current settings.
+The bands (`HealthBands`) and the rules (`DealHealthRules`) are policy, not model: both come
+from the current settings (`deals.health.bands`, `deals.health.rules`) at scoring time, whatever model
+produced the probability (models no longer carry bands; a model pickled with them loads
+without). The bands a training run was configured with are logged with its run
+(`health_bands` param and artifact).
 
 Rating: the band gives red (p < red_below), yellow, or green (p >= green_at_or_above). Then
 each rule that fires is a reason: one or more rules firing caps the rating at yellow, and
@@ -52,7 +54,8 @@ def rule_reasons(rules: DealHealthRules, activity_log: bool = True) -> list[pl.E
     """One expression per rule: its sentence when it fires, else null.
 
     Without an activity log (`activity_log=False`, a CRM-only export) "no activity for N days"
-    cannot be known, so that rule never fires rather than firing on every deal's age."""
+    cannot be known, so that rule never fires rather than firing on every deal's age.
+    """
     by_stage = {normalise_label(k): v for k, v in rules.stage_limit_days.items()}  # as in data
     limits = pl.DataFrame(
         {

@@ -63,7 +63,8 @@ class LeakageError(ValueError):
 @dataclass(frozen=True)
 class LeakageScreen:
     """What the screen measured (`scores`, one row per feature, schema SCREEN_SCHEMA) and the
-    features at or over the threshold that the config let through (`allowed`: name -> AUC)."""
+    features at or over the threshold that the config let through (`allowed`: name -> AUC).
+    """
 
     scores: pl.DataFrame
     allowed: dict[str, float]
@@ -73,7 +74,8 @@ def separation_auc(score: np.ndarray, y: np.ndarray) -> float:
     """max(AUC, 1 - AUC) of `score` for binary `y` (ties count half); NaN without both classes.
 
     Rank formula (Mann-Whitney U): AUC = (sum of the positives' average ranks - n1(n1+1)/2) /
-    (n1 n0), exact with ties and O(n log n)."""
+    (n1 n0), exact with ties and O(n log n).
+    """
     n1 = int(y.sum())
     n0 = y.size - n1
     if n1 == 0 or n0 == 0:
@@ -88,7 +90,8 @@ def out_of_fold_rate(levels: pl.Series, y: np.ndarray, fold: np.ndarray) -> np.n
     with `_PSEUDO_DEALS` pseudo-rows; a level unseen out of fold gets that base rate.
 
     Counted with `np.bincount` over (level, fold) codes: it runs once per feature per training,
-    so it must cost a fraction of a millisecond per thousand rows."""
+    so it must cost a fraction of a millisecond per thousand rows.
+    """
     codes = levels.cast(pl.String).fill_null("\x00null").rank("dense").cast(pl.Int64).to_numpy() - 1
     folds = int(fold.max()) + 1 if fold.size else 1
     cell = codes * folds + fold
@@ -103,7 +106,8 @@ def out_of_fold_rate(levels: pl.Series, y: np.ndarray, fold: np.ndarray) -> np.n
     prior = (fold_won.sum() - fold_won) / np.maximum(fold_n.sum() - fold_n, 1.0)
     won_out = won_level[codes] - won_cell[cell]
     n_out = n_level[codes] - n_cell[cell]
-    return (won_out + _PSEUDO_DEALS * prior[fold]) / (n_out + _PSEUDO_DEALS)
+    rates: np.ndarray = (won_out + _PSEUDO_DEALS * prior[fold]) / (n_out + _PSEUDO_DEALS)
+    return rates
 
 
 def _quantile_bins(values: pl.Series, bins: int) -> pl.Series:
@@ -126,7 +130,8 @@ def feature_aucs(
     bins: int,
 ) -> pl.DataFrame:
     """Per feature: the values, null-pattern and levels AUCs (NaN where not defined) and the
-    largest of them (`auc`) with which kind it was (`worst`)."""
+    largest of them (`auc`) with which kind it was (`worst`).
+    """
     rows = []
     for name in names:
         column = features.get_column(name)
@@ -163,7 +168,8 @@ def feature_aucs(
 
 def outcome_labels(features: pl.DataFrame, deals: pl.DataFrame, as_of: datetime) -> pl.Series:
     """Per feature row: 1 if its deal was won, 0 if lost, null if not closed by `as_of` (outcomes
-    known at `as_of` only; `deals` with any `lost_after_days` rule already applied)."""
+    known at `as_of` only; `deals` with any `lost_after_days` rule already applied).
+    """
     known = deals_known_at(deals, as_of).select(
         "deal_id",
         pl.when(pl.col("outcome") == "won")
@@ -185,7 +191,8 @@ def screen_training(
     seed: int = 42,
 ) -> LeakageScreen:
     """The screen before training at `as_of`: `features` of the training snapshots against their
-    deals' outcomes known at `as_of` (see `screen_features`)."""
+    deals' outcomes known at `as_of` (see `screen_features`).
+    """
     return screen_features(features, outcome_labels(features, deals, as_of), spec, settings, seed)
 
 
@@ -200,7 +207,8 @@ def screen_features(
     `build_features`, with `deal_id`; `labels` row-aligned, 1 = won, 0 = lost, null = unknown:
     left out). Raises LeakageError naming the feature with the highest AUC among those at or
     over `settings.max_auc` that are not in `settings.allow`; returns the scores and the allowed
-    overrides (each also logged)."""
+    overrides (each also logged).
+    """
     known = pl.Series(labels).cast(pl.Float64).fill_nan(None)
     features = features.filter(known.is_not_null())
     y = np.asarray(known.drop_nulls().to_numpy(), dtype=np.float64)

@@ -23,13 +23,21 @@ LightGBM must never see polars strings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel
 from sklearn.base import BaseEstimator
 
 from salesml.deals.features import FeatureSpec
+from salesml.estimator import params_from_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import lightgbm as lgb
+    import pandas as pd
 
 Calibration = Literal["isotonic", "platt"]
 PROBABILITY_FLOOR = 1e-4
@@ -56,10 +64,11 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
 
     A scikit-learn estimator: every hyper-parameter is an `__init__` argument stored as given
     (so `get_params`, `set_params` and `sklearn.base.clone` work); the defaults equal
-    `DealsSettings`' (a test checks). Learned in `fit`; learned state ends in `_`:
-    `booster_`, `calibrator_`, `feature_names_`, `categorical_features_`, `categories_`,
-    `best_iteration_`, `base_rate_` (event rate of the holdout), `slices_`, `oof_raw_`,
-    `oof_probability_`.
+    `DealsSettings`' (a test checks) and `from_settings` reads them by name. Learned in `fit`
+    only; learned state ends in `_`: `booster_`, `calibrator_`, `feature_names_`,
+    `categorical_features_`, `categories_`, `best_iteration_`, `base_rate_` (event rate of the
+    holdout), `slices_`, `oof_raw_`, `oof_probability_`. Policy is not model: the health bands
+    that rate its probabilities come from the settings at scoring time (`scoring`).
     """
 
     def __init__(
@@ -74,7 +83,6 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         max_bin: int = 63,
         early_stopping_rounds: int = 30,
         calibration: Calibration = "isotonic",
-        health_bands: dict[str, float] | None = None,
         label_horizon_days: int | None = None,
         seed: int = 42,
         num_threads: int = 2,
@@ -89,10 +97,22 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         self.max_bin = max_bin
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
-        self.health_bands = health_bands
         self.label_horizon_days = label_horizon_days
         self.seed = seed
         self.num_threads = num_threads
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also models pickled by older releases: their `health_bands` are dropped
+        (policy, not model: scoring applies the bands of the current settings).
+        """
+        super().__setstate__({k: v for k, v in state.items() if k != "health_bands"})
+
+    @classmethod
+    def from_settings(cls, deals: BaseModel, **given: Any) -> DealWinModel:
+        """An unfitted model configured from the `deals` settings; `given`: what is data, not
+        settings (`feature_spec`, learned at as_of), or overrides.
+        """
+        return cls(**params_from_settings(cls, deals, **given))
 
     # --- configuration --------------------------------------------------------------------
 
@@ -122,7 +142,8 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
 
     def tracking_params(self) -> dict[str, Any]:
         """Hyper-parameters logged with a run: `get_params()` without the feature spec (logged
-        by its parts) and the thread count (no effect on the model)."""
+        by its parts) and the thread count (no effect on the model).
+        """
         return {
             "n_estimators": self.n_estimators,
             "learning_rate": self.learning_rate,
@@ -133,14 +154,19 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
             "max_bin": self.max_bin,
             "early_stopping_rounds": self.early_stopping_rounds,
             "calibration": self.calibration,
-            "health_bands": self.health_bands,
             "label_horizon_days": self.label_horizon_days,
             "seed": self.seed,
         }
 
     # --- learning ----------------------------------------------------------------------------
 
-    def fit(self, X: pl.DataFrame, y: Any, holdout: Any, groups: Any) -> DealWinModel:
+    def fit(
+        self,
+        X: pl.DataFrame,
+        y: pl.Series | np.ndarray,
+        holdout: pl.Series | np.ndarray,
+        groups: pl.Series | np.ndarray,
+    ) -> DealWinModel:
         """Learn from feature rows `X`, labels `y` (1 = the event happened), the `holdout` mask
         (True = early stopping and calibration, never boosted on) and `groups` (deal ids: the
         holdout's cross-fitting folds).
@@ -168,26 +194,7 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         matrix = self.feature_matrix(X)
         self.slice_of_ = in_holdout.astype(np.int8)
         self._check_slices(labels, [~in_holdout, *folds])
-        categorical_idx = [names.index(c) for c in self.categorical_features_]
-        train = lgb.Dataset(
-            matrix[~in_holdout],
-            labels[~in_holdout],
-            feature_name=names,
-            categorical_feature=categorical_idx,
-            free_raw_data=True,
-        )
-        curves: dict[str, dict[str, list[float]]] = {}
-        booster = lgb.train(
-            self.lgb_params() | {"metric": "binary_logloss"},
-            train,
-            num_boost_round=self.n_estimators,
-            valid_sets=[train.create_valid(matrix[f], labels[f]) for f in [in_holdout, *folds]],
-            valid_names=["holdout", "fold_a", "fold_b"],
-            callbacks=[
-                lgb.record_evaluation(curves),
-                _stop_when_stale("holdout", self.early_stopping_rounds),
-            ],
-        )
+        booster, curves = self._boost(matrix, labels, [in_holdout, *folds])
         best = _best_round(curves["holdout"])
         self.best_iteration_ = best
         self._cross_fit(booster, matrix, labels, folds, curves, in_holdout)
@@ -203,9 +210,39 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         )
         return self
 
+    def _boost(
+        self, matrix: np.ndarray, labels: np.ndarray, valid: list[np.ndarray]
+    ) -> tuple[lgb.Booster, dict[str, dict[str, list[float]]]]:
+        """(booster, log-loss curves) trained on the rows outside the holdout (`valid[0]`),
+        recording the curves of the holdout and its two folds; stops when the holdout's stalls
+        for `early_stopping_rounds`.
+        """
+        import lightgbm as lgb
+
+        train = lgb.Dataset(
+            matrix[~valid[0]],
+            labels[~valid[0]],
+            feature_name=self.feature_names_,
+            categorical_feature=[self.feature_names_.index(c) for c in self.categorical_features_],
+            free_raw_data=True,
+        )
+        curves: dict[str, dict[str, list[float]]] = {}
+        booster = lgb.train(
+            self.lgb_params() | {"metric": "binary_logloss"},
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[train.create_valid(matrix[v], labels[v]) for v in valid],
+            valid_names=["holdout", "fold_a", "fold_b"],
+            callbacks=[
+                lgb.record_evaluation(curves),
+                _stop_when_stale("holdout", self.early_stopping_rounds),
+            ],
+        )
+        return booster, curves
+
     def _cross_fit(
         self,
-        booster: Any,
+        booster: lgb.Booster,
         matrix: np.ndarray,
         labels: np.ndarray,
         folds: list[np.ndarray],
@@ -213,7 +250,8 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         in_holdout: np.ndarray,
     ) -> None:
         """Out-of-fold raw score and probability of every holdout row: trees and calibrator
-        chosen on one fold, applied to the other."""
+        chosen on one fold, applied to the other.
+        """
         n = int(in_holdout.sum())
         position = np.cumsum(in_holdout) - 1  # row -> index among holdout rows
         self.oof_raw_ = np.zeros(n)
@@ -246,9 +284,10 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
 
     # --- answering ---------------------------------------------------------------------------
 
-    def feature_matrix(self, X: Any) -> np.ndarray:
+    def feature_matrix(self, X: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """Feature matrix LightGBM sees (float32, columns in `feature_names_` order, categories
-        as codes from the training vocabulary; unknown or null -> NaN), e.g. for SHAP plots."""
+        as codes from the training vocabulary; unknown or null -> NaN), e.g. for SHAP plots.
+        """
         frame = X if isinstance(X, pl.DataFrame) else pl.from_pandas(X)
         missing = [n for n in self.feature_names_ if n not in frame.columns]
         if missing:
@@ -269,7 +308,7 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
                 exprs.append(pl.col(name).cast(pl.Float32).fill_nan(None).alias(name))
         return frame.select(exprs).to_numpy().astype(np.float32, copy=False)
 
-    def predict_raw(self, X: Any) -> np.ndarray:
+    def predict_raw(self, X: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """The booster's raw score (log-odds, before calibration)."""
         return self.predict_raw_matrix(self.feature_matrix(X))
 
@@ -281,17 +320,19 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         """Calibrated win probability for raw scores."""
         return apply_calibrator(self.calibration, self.calibrator_, raw)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """(n, 2) array: P(lost), P(won), calibrated."""
         p = self.calibrate(self.predict_raw(X))
         return np.column_stack([1.0 - p, p])
 
-    def contributions(self, X: Any) -> np.ndarray:
+    def contributions(self, X: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """Exact TreeSHAP (n, f + 1) in raw log-odds; last column = base value."""
         contrib = self.booster_.predict(self.feature_matrix(X), pred_contrib=True)
         return np.asarray(contrib, dtype=np.float64)
 
-    def predict_with_contributions(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_with_contributions(
+        self, X: pl.DataFrame | pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(calibrated probability, raw score, contributions) from one matrix build."""
         matrix = self.feature_matrix(X)
         contrib = np.asarray(self.booster_.predict(matrix, pred_contrib=True), dtype=np.float64)
@@ -309,7 +350,7 @@ class DealWinModel(BaseEstimator):  # type: ignore[misc]
         ).sort("gain", "feature", descending=[True, False])
 
 
-def deal_folds(groups: Any, seed: int) -> np.ndarray:
+def deal_folds(groups: pl.Series | np.ndarray, seed: int) -> np.ndarray:
     """Cross-fitting fold of each row (True = fold B) from a hash of its deal id."""
     hashed = pl.Series(groups).cast(pl.String).hash(seed=seed) % 2 == 1
     return np.asarray(hashed.to_numpy(), dtype=bool)
@@ -320,16 +361,19 @@ def _best_round(curve: dict[str, list[float]]) -> int:
     return int(np.argmin(curve["binary_logloss"])) + 1
 
 
-def _stop_when_stale(dataset: str, rounds: int) -> Any:
+def _stop_when_stale(dataset: str, rounds: int) -> Callable[[lgb.callback.CallbackEnv], None]:
     """Early stopping on one named validation set only (LightGBM's own callback stops when
-    any set stalls, and the cross-fitting folds must not decide for the holdout)."""
+    any set stalls, and the cross-fitting folds must not decide for the holdout).
+    """
     import lightgbm as lgb
 
     best_score = [np.inf]
     best_iteration = [0]
 
-    def callback(env: Any) -> None:
-        for name, _, score, _ in env.evaluation_result_list:
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        assert env.evaluation_result_list is not None  # lgb.train always passes the list
+        for result in env.evaluation_result_list:  # (set name, metric, score, higher better)
+            name, score = result[0], result[2]
             if name != dataset:
                 continue
             if score < best_score[0]:

@@ -27,7 +27,7 @@ from salesml.config import DealHealthRules, DealsSettings, HealthBands
 from salesml.deals.features import FeatureSpec, build_features, feature_labels
 from salesml.deals.health import rate_health
 from salesml.deals.model import DealWinModel
-from salesml.deals.pipeline_forecast import pipeline_forecast
+from salesml.deals.revenue_forecast import pipeline_forecast
 from salesml.deals.snapshots import event_rates, open_deals
 from salesml.jsonutil import json_text
 from salesml.progress import Progress, report
@@ -95,6 +95,7 @@ def score_open_deals(
     *,
     min_open_days: float,
     rules: DealHealthRules,
+    bands: HealthBands | None = None,
     priors: Priors | None = None,
     base_rate_reason: str = "no deal-win model with skill serves this as_of",
     health_spec: FeatureSpec | None = None,
@@ -106,11 +107,14 @@ def score_open_deals(
 ) -> ScoreResult:
     """Score every deal open at `as_of` (see module docstring); `model` None = base rate.
 
+    `rules` and `bands` (default `HealthBands()`): the health policy of the current settings
+    (`deals.health.rules`, `deals.health.bands`), applied to every row whatever model scored it.
     `priors` default: computed from `tables` with the default settings and `min_open_days`.
     `health_spec` (used when `model` is None, e.g. `features.learn_spec` at as_of): the feature
     set whose stage, age, close-date and activity columns feed the health rules of base-rate
     rows, so the rules that need no model still fire; None: those rows get the band only.
-    Deals in `tables` are taken as given (apply `deals.lost_after_days` before calling)."""
+    Deals in `tables` are taken as given (apply `deals.lost_after_days` before calling).
+    """
     report(progress, "open deals", 0.0)
     if priors is None:
         priors = priors_at(tables["deals"], as_of, DealsSettings(min_open_days=min_open_days))
@@ -120,27 +124,61 @@ def score_open_deals(
             raise ValueError("the model has no feature spec; it was not trained by salesml")
         horizon = getattr(model, "label_horizon_days", None) or horizon
     candidates = open_deals(tables["deals"], as_of, min_open_days)
+    to_model, others = _by_basis(model, candidates, priors, min_open_days, base_rate_reason)
+    modelled, factor_rows = _model_scores(model, to_model, tables, top_k, progress)
+    plain = _plain_scores(others, tables, health_spec if model is None else None)
+    scored = pl.concat([modelled, plain], how="diagonal_relaxed")
+    spec = model.feature_spec if model is not None else health_spec
+    activity_log = spec is None or spec.uses_activities
+    rated = rate_health(scored, bands or HealthBands(), rules, activity_log=activity_log)
+    scores = _score_rows(rated, horizon)
+    report(progress, "pipeline forecast", 0.9)
+    forecast = pipeline_forecast(
+        scored.select("deal_id", "win_probability"),
+        tables,
+        as_of,
+        horizon_days=horizon,
+        n_simulations=n_simulations,
+        seed=seed,
+        timezone=timezone,
+    )
+    report(progress, "scored", 1.0)
+    return ScoreResult(scores=scores, factors=factor_rows, forecast=forecast)
+
+
+def _by_basis(
+    model: DealWinModel | None,
+    candidates: pl.DataFrame,
+    priors: Priors,
+    min_open_days: float,
+    base_rate_reason: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(open deals the model scores, the others with score_basis, win_probability and
+    basis_reason): without a model every deal gets the base rate; with one, young deals get
+    the young-deal prior.
+    """
     if model is None:
-        to_model = candidates.clear()
-        others = candidates.with_columns(
+        return candidates.clear(), candidates.with_columns(
             pl.lit("base_rate").alias("score_basis"),
             pl.lit(priors.base_rate).alias("win_probability"),
             pl.lit(base_rate_reason).alias("basis_reason"),
         )
-    else:
-        to_model = candidates.filter(~pl.col("young"))
-        others = candidates.filter(pl.col("young")).with_columns(
-            pl.lit("prior").alias("score_basis"),
-            pl.lit(priors.young_rate).alias("win_probability"),
-            pl.lit(f"open less than {min_open_days:g} days: young-deal prior").alias(
-                "basis_reason"
-            ),
-        )
-    modelled, factor_rows = _model_scores(model, to_model, tables, top_k, progress)
+    return candidates.filter(~pl.col("young")), candidates.filter(pl.col("young")).with_columns(
+        pl.lit("prior").alias("score_basis"),
+        pl.lit(priors.young_rate).alias("win_probability"),
+        pl.lit(f"open less than {min_open_days:g} days: young-deal prior").alias("basis_reason"),
+    )
+
+
+def _plain_scores(
+    others: pl.DataFrame, tables: dict[str, pl.DataFrame], spec: FeatureSpec | None
+) -> pl.DataFrame:
+    """Rows scored without the model: health inputs (`_health_inputs`), the deal attributes
+    the forecast reads, and no raw score or factors.
+    """
     attributes = tables["deals"].select("deal_id", "region", "amount", "expected_close_at")
-    spec = model.feature_spec if model is not None else health_spec
-    plain = (
-        _health_inputs(others, tables, spec if model is None else None)
+    return (
+        _health_inputs(others, tables, spec)
         .join(attributes, on="deal_id", how="left")
         .with_columns(
             pl.lit(None, pl.Float64).alias("raw_score"),
@@ -148,10 +186,11 @@ def score_open_deals(
         )
         .with_columns(pl.col("win_probability").cast(pl.Float64))
     )
-    scored = pl.concat([modelled, plain], how="diagonal_relaxed")
-    bands = HealthBands(**((model.health_bands if model is not None else None) or {}))
-    rated = rate_health(scored, bands, rules, activity_log=spec is None or spec.uses_activities)
-    scores = (
+
+
+def _score_rows(rated: pl.DataFrame, horizon: int) -> pl.DataFrame:
+    """The `deal_scores` rows (SCORE_COLUMNS, by deal_id) of rated scores."""
+    return (
         rated.with_columns(
             pl.col("top_factors").fill_null("[]"),
             pl.lit(CONTRIBUTION_UNIT).alias("contribution_unit"),
@@ -161,23 +200,14 @@ def score_open_deals(
         .select(SCORE_COLUMNS)
         .sort("deal_id")
     )
-    report(progress, "pipeline forecast", 0.9)
-    forecast = pipeline_forecast(
-        scored.select("deal_id", "region", "amount", "expected_close_at", "win_probability"),
-        as_of,
-        n_simulations=n_simulations,
-        seed=seed,
-        timezone=timezone,
-    )
-    report(progress, "scored", 1.0)
-    return ScoreResult(scores=scores, factors=factor_rows, forecast=forecast)
 
 
 def _health_inputs(
     rows: pl.DataFrame, tables: dict[str, pl.DataFrame], spec: FeatureSpec | None
 ) -> pl.DataFrame:
     """`rows` plus the HEALTH_INPUTS columns at their snapshot_at: from `spec`'s features
-    (point in time, as for model rows), or null (no rule fires) without a spec."""
+    (point in time, as for model rows), or null (no rule fires) without a spec.
+    """
     if spec is None or rows.height == 0:
         return rows.with_columns(
             *(pl.lit(None, dtype).alias(name) for name, dtype in HEALTH_INPUTS.items())

@@ -38,7 +38,8 @@ MICROS_PER_DAY = 86_400_000_000
 
 def apply_lost_after(deals: pl.DataFrame, lost_after_days: int | None) -> pl.DataFrame:
     """Deals with the `lost_after_days` rule applied (None: unchanged): a deal not closed by
-    created_at + N is lost at created_at + N. Idempotent; independent of any as_of."""
+    created_at + N is lost at created_at + N. Idempotent; independent of any as_of.
+    """
     if lost_after_days is None:
         return deals
     deadline = pl.col("created_at") + pl.duration(days=lost_after_days)
@@ -53,7 +54,8 @@ def deals_known_at(
     deals: pl.DataFrame, as_of: datetime, lost_after_days: int | None = None
 ) -> pl.DataFrame:
     """Deals as seen at `as_of`: created by then; a close after `as_of` is hidden (still open);
-    with `lost_after_days`, a deal with no outcome N days after creation is lost then."""
+    with `lost_after_days`, a deal with no outcome N days after creation is lost then.
+    """
     deals = apply_lost_after(deals, lost_after_days)
     hidden = pl.col("closed_at") > pl.lit(as_of, DATETIME)
     return deals.filter(pl.col("created_at") <= pl.lit(as_of, DATETIME)).with_columns(
@@ -233,3 +235,52 @@ def open_deals(
         pl.lit(as_of, DATETIME).alias("snapshot_at"),
         (age_days < min_open_days).alias("young"),
     ).sort("deal_id")
+
+
+def expected_close_in_force(
+    frame: pl.DataFrame,
+    history: pl.DataFrame | None,
+    *,
+    time: str,
+    initial: str,
+    alias: str = "expected_close_at",
+    carry: tuple[str, ...] = (),
+) -> pl.DataFrame:
+    """`frame` plus `alias`: each row's expected close in force at its `time` (point in time),
+    the one rule for features, time-to-close states and score changes. The latest
+    `deal_close_date_history` change with changed_at <= time (several at one instant: the
+    latest date), else the deal's initial expected close (`frame[initial]`). `carry`: extra
+    columns of `history` (computed per change, e.g. slip counts) joined from that same change
+    (null when none is in force). Changes after `time` are never joined; row order is kept.
+    """
+    if history is None or history.height == 0:
+        return frame.with_columns(
+            pl.col(initial).alias(alias), *[pl.lit(None).alias(c) for c in carry]
+        )
+    changes = (
+        history.select(
+            "deal_id",
+            pl.col("changed_at").cast(frame.schema[time]),
+            pl.col("expected_close_at").cast(frame.schema[initial]).alias("_in_force"),
+            *carry,
+        )
+        .sort("deal_id", "changed_at", "_in_force", maintain_order=True)
+        .unique(["deal_id", "changed_at"], keep="last", maintain_order=True)
+    )
+    joined = (
+        frame.with_row_index("_order")
+        .sort("deal_id", time)
+        .join_asof(
+            changes,
+            left_on=time,
+            right_on="changed_at",
+            by="deal_id",
+            strategy="backward",
+            check_sortedness=False,
+        )
+    )
+    return (
+        joined.with_columns(pl.coalesce("_in_force", initial).alias(alias))
+        .sort("_order")
+        .drop("_order", "changed_at", "_in_force")
+    )

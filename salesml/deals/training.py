@@ -53,7 +53,8 @@ METRIC_DIRECTION = {"auc": True, "log_loss": False, "brier": False}
 class TrainingResult:
     """A fitted model and what it was fitted and checked on: `snapshots` (training part and
     holdout, with `features` row for row), `in_holdout` marks the holdout rows; `holdout` has
-    their out-of-fold `win_probability`; `metrics` are the holdout's (cross-fitted)."""
+    their out-of-fold `win_probability`; `metrics` are the holdout's (cross-fitted).
+    """
 
     model: DealWinModel
     spec: FeatureSpec
@@ -83,7 +84,8 @@ def check_sufficiency(
     snapshots: pl.DataFrame, as_of: datetime, min_won: int, min_lost: int
 ) -> tuple[int, int]:
     """(deals with the event, deals without) behind the snapshots; refuses when either is
-    below its minimum."""
+    below its minimum.
+    """
     outcomes = snapshots.group_by("deal_id").agg(pl.col("label").max())
     won = int(outcomes.get_column("label").sum()) if outcomes.height else 0
     lost = outcomes.height - won
@@ -98,30 +100,16 @@ def check_sufficiency(
 
 
 def make_model(spec: FeatureSpec, settings: DealsSettings) -> DealWinModel:
-    """An unfitted model configured from settings (bands travel with the model)."""
-    return DealWinModel(
-        feature_spec=spec,
-        n_estimators=settings.n_estimators,
-        learning_rate=settings.learning_rate,
-        num_leaves=settings.num_leaves,
-        max_depth=settings.max_depth,
-        min_child_samples=settings.min_child_samples,
-        subsample=settings.subsample,
-        max_bin=settings.max_bin,
-        early_stopping_rounds=settings.early_stopping_rounds,
-        calibration=settings.calibration,
-        health_bands=settings.bands.model_dump(),
-        label_horizon_days=settings.label_horizon_days,
-        seed=settings.seed,
-        num_threads=settings.num_threads,
-    )
+    """An unfitted model configured from settings, with the feature spec learned at as_of."""
+    return DealWinModel.from_settings(settings, feature_spec=spec)
 
 
 def with_lost_after(
     tables: dict[str, pl.DataFrame], settings: DealsSettings
 ) -> dict[str, pl.DataFrame]:
     """The tables with `deals.lost_after_days` applied to deals (every path sees the same
-    outcomes: labels, features' win rates, open deals)."""
+    outcomes: labels, features' win rates, open deals).
+    """
     if settings.lost_after_days is None:
         return tables
     return {**tables, "deals": apply_lost_after(tables["deals"], settings.lost_after_days)}
@@ -132,7 +120,8 @@ def honest_split(snapshots: pl.DataFrame, holdout_days: int) -> tuple[pl.Series,
 
     Holdout: snapshot_at in the last `holdout_days` of snapshot times. Training: label_at at or
     before the first holdout snapshot. Snapshots in between are in neither (their labels would
-    overlap the holdout's time)."""
+    overlap the holdout's time).
+    """
     times = snapshots.get_column("snapshot_at")
     last = times.max()
     if last is None:
@@ -179,6 +168,35 @@ def fit_deal_win(
     )
     report(progress, "holdout", 0.9)
     holdout = snapshots.filter(is_holdout)
+    scores = holdout_metrics(model, features, snapshots, is_holdout, tables, as_of, settings)
+    report(progress, "trained", 1.0)
+    return TrainingResult(
+        model=model,
+        spec=spec,
+        snapshots=snapshots,
+        features=features,
+        in_holdout=is_holdout,
+        holdout=holdout.with_columns(pl.Series("win_probability", model.oof_probability_)),
+        metrics=scores,
+        won_deals=won,
+        lost_deals=lost,
+        leakage_allowed=dict(screen.allowed),
+    )
+
+
+def holdout_metrics(
+    model: DealWinModel,
+    features: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    is_holdout: pl.Series,
+    tables: dict[str, pl.DataFrame],
+    as_of: datetime,
+    settings: DealsSettings,
+) -> dict[str, float]:
+    """The metrics of the model's out-of-fold holdout probabilities (`oof_probability_`; AUC
+    of its raw scores), its noise at as_of (`open_deal_noise`) and skill (`skill_metrics`).
+    """
+    holdout = snapshots.filter(is_holdout)
     y = holdout.get_column("label").to_numpy()
     p = model.oof_probability_
     scores = classification_metrics(y, p)
@@ -195,19 +213,7 @@ def fit_deal_win(
         holdout,
         settings,
     )
-    report(progress, "trained", 1.0)
-    return TrainingResult(
-        model=model,
-        spec=spec,
-        snapshots=snapshots,
-        features=features,
-        in_holdout=is_holdout,
-        holdout=holdout.with_columns(pl.Series("win_probability", p)),
-        metrics=scores,
-        won_deals=won,
-        lost_deals=lost,
-        leakage_allowed=dict(screen.allowed),
-    )
+    return scores
 
 
 def open_deal_noise(
@@ -219,7 +225,8 @@ def open_deal_noise(
     var(squared error over the holdout rows) / (deals the model scores at as_of), and the
     holdout Brier is an estimate too (its variance clustered by deal, as a deal's weekly
     snapshots share one outcome). The standard error of the difference is the root of the sum.
-    A difference of 0.01 is then expected now and then when this is near 0.005."""
+    A difference of 0.01 is then expected now and then when this is near 0.005.
+    """
     n_open = open_deals(deals, as_of, min_open_days).filter(~pl.col("young")).height
     y = holdout.get_column("label").to_numpy().astype(np.float64)
     error = (p - y) ** 2
@@ -257,7 +264,8 @@ def skill_metrics(
     settings: DealsSettings,
 ) -> dict[str, float]:
     """Brier skill vs the base rate (with its bootstrap interval over deals) and the Brier of
-    the logistic baseline, on the out-of-fold holdout rows (see module docstring)."""
+    the logistic baseline, on the out-of-fold holdout rows (see module docstring).
+    """
     y = holdout.get_column("label").to_numpy().astype(np.float64)
     deal_ids = holdout.get_column("deal_id")
     fold = deal_folds(deal_ids, model.seed)
@@ -265,7 +273,7 @@ def skill_metrics(
     logistic = StaticLogitBaseline().fit(train_features, y_train)
     q = np.clip(logistic.predict(holdout_features), 1e-9, 1 - 1e-9)
     logit = np.log(q) - np.log1p(-q)
-    p_logistic = cross_fit(settings.calibration, logit, y, fold)
+    p_logistic = cross_fit(settings.model.calibration, logit, y, fold)
     skill, low, high = metrics.bootstrap_brier_skill(
         y,
         model.oof_probability_,
@@ -273,7 +281,7 @@ def skill_metrics(
         deal_ids.to_numpy(),
         settings.skill_bootstrap,
         settings.skill_level,
-        settings.seed,
+        settings.model.seed,
     )
     return {
         "base_rate_brier": metrics.brier(y, base),
@@ -289,7 +297,8 @@ def evaluate_model(
     model: DealWinModel, snapshots: pl.DataFrame, tables: dict[str, pl.DataFrame], metric: str
 ) -> float:
     """`metric` of any fitted model (e.g. the champion) on labelled snapshots; NaN if it cannot
-    be computed (a model whose features cannot be built here is no valid comparison)."""
+    be computed (a model whose features cannot be built here is no valid comparison).
+    """
     if model.feature_spec is None:
         return math.nan
     features = build_features(snapshots, tables, model.feature_spec)

@@ -1,0 +1,1 @@
+"""Demand forecasting: buckets, features, LightGBM model, baselines, evaluation and jobs."""

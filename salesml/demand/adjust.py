@@ -32,12 +32,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from salesml.config import DemandSettings
+
+if TYPE_CHECKING:
+    from salesml.demand.features import History
+    from salesml.demand.model import DemandModel
 
 BASELINE = "baseline"
 """The `scenario` of the normal run's demand_forecast rows."""
@@ -84,7 +88,8 @@ class Adjusted:
 
 def scenario(name: str, sets: Sequence[str], demand: DemandSettings) -> Scenario:
     """The scenario `name` with the configured weights overridden by `sets` (`SIGNAL[@REGION]=W`);
-    a ScenarioError names the option that is wrong."""
+    a ScenarioError names the option that is wrong.
+    """
     if name == BASELINE or not _SCENARIO_NAME.fullmatch(name):
         raise ScenarioError(
             f"--scenario {name!r}: use 1-64 letters, digits, '_', '.', '-' (not {BASELINE!r})"
@@ -106,7 +111,8 @@ def from_options(
     name: str | None, sets: Sequence[str] | None, demand: DemandSettings
 ) -> Scenario | None:
     """The what-if the command line or a flow asked for (`--scenario`, `--set`), or None for the
-    baseline run (neither given)."""
+    baseline run (neither given).
+    """
     if name is None:
         if sets:
             raise ScenarioError(
@@ -118,7 +124,8 @@ def from_options(
 
 def parse_set(text: str, known: Sequence[str]) -> tuple[str, str | None, float]:
     """`SIGNAL[@REGION]=WEIGHT` -> (signal, region or None, weight); the signal must be one of
-    `known` (the configured known and observed signals), the weight a finite number >= 0."""
+    `known` (the configured known and observed signals), the weight a finite number >= 0.
+    """
     target, sep, number = text.partition("=")
     signal, at, region = target.strip().partition("@")
     signal, region = signal.strip(), region.strip()
@@ -145,7 +152,7 @@ def signal_column(signal: str, demand: DemandSettings) -> str:
 
 
 def signal_values(
-    history: Any,
+    history: History,
     frame: pl.DataFrame,
     demand: DemandSettings,
     signals: pl.DataFrame | None,
@@ -193,7 +200,8 @@ def cell_factors(
     (LOG_SCHEMA) of what each (signal, region) weight did, per the module's rule.
 
     `cells`: region and the signals' value columns (`signal_values`), one row per cell of
-    `mean` / `closed`. A weighted signal without a value column touches no cell."""
+    `mean` / `closed`. A weighted signal without a value column touches no cell.
+    """
     factor = np.ones(cells.height)
     current = mean.to_numpy().astype(np.float64, copy=True)
     is_open = ~closed.to_numpy().astype(bool)
@@ -218,9 +226,10 @@ def cell_factors(
     return pl.Series("factor", factor), pl.DataFrame(log, schema=LOG_SCHEMA, orient="row")
 
 
-def apply(frame: pl.DataFrame, factor: pl.Series, model: Any) -> pl.DataFrame:
+def apply(frame: pl.DataFrame, factor: pl.Series, model: DemandModel) -> pl.DataFrame:
     """`frame` (mean, var, p10, p50, p90 per cell) with each cell whose `factor` is not 1 moved
-    to `factor` x its expected units (see the module's rule); every other row is unchanged."""
+    to `factor` x its expected units (see the module's rule); every other row is unchanged.
+    """
     touched = (factor != 1.0).to_numpy()
     if not touched.any():
         return frame
@@ -241,11 +250,12 @@ def adjust(
     frame: pl.DataFrame,
     cells: pl.DataFrame,
     weights: Weights,
-    model: Any,
+    model: DemandModel,
     demand: DemandSettings,
 ) -> Adjusted:
     """Apply `weights` to the forecast `frame` (pipeline.Forecast.frame, one row per cell of
-    `cells`, same order) by the module's rule, with the log of what each weight did."""
+    `cells`, same order) by the module's rule, with the log of what each weight did.
+    """
     factor, log = cell_factors(cells, frame["mean"], frame["closed"], weights, demand)
     return Adjusted(apply(frame, factor, model), log)
 

@@ -51,7 +51,8 @@ _LEVEL_KEYS = {
 def region_map(sales: pl.DataFrame, before: datetime) -> pl.DataFrame:
     """customer_id -> region: the last non-null region of the customer's sales before `before`
     (the end of the origin bucket, `buckets.origin_end`; 'unknown' when none). Later rows never
-    move it (time travel)."""
+    move it (time travel).
+    """
     known = sales.lazy().filter(pl.col("ts") < before)
     if "region" not in sales.columns:
         known = known.with_columns(region=pl.lit(None, dtype=pl.String))
@@ -89,7 +90,8 @@ def sum_level(
     bucket_hours: int,
 ) -> pl.DataFrame:
     """Sums of `values` per (key, period) of `level`: level, key, period_start, buckets, ...
-    `frame` needs bucket, customer_id, sku (and region for region_day)."""
+    `frame` needs bucket, customer_id, sku (and region for region_day).
+    """
     key_col, period_col = _LEVEL_KEYS[level]
     key = pl.lit(TOTAL_KEY) if key_col is None else pl.col(key_col).cast(pl.String)
     data = with_periods(frame, bucket_hours) if period_col != "bucket" else frame
@@ -149,7 +151,8 @@ def sum_levels(
 
 def nb_interval(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole-unit (P10, P50, P90) of the negative binomial with this mean and variance (1/size
-    floored at ~Poisson when var <= mean)."""
+    floored at ~Poisson when var <= mean).
+    """
     mean = np.maximum(np.asarray(mean, dtype=np.float64), 0.0)
     safe = np.maximum(mean, 1e-12)
     inv_size = np.maximum((np.asarray(var, dtype=np.float64) - safe) / safe**2, MIN_INV_SIZE)
@@ -177,7 +180,8 @@ def aggregate_forecast(
 ) -> pl.DataFrame:
     """The `demand_forecast_agg` rows (without lineage) of a bottom-level forecast frame
     (customer_id, sku, bucket, mean, var: `pipeline.forecast`). `inflation`: the calibration
-    metrics holding per-level variance factors (`calibrate_inflation`; none: 1.0)."""
+    metrics holding per-level variance factors (`calibrate_inflation`; none: 1.0).
+    """
     sums = sum_levels(frame, regions, ["mean", "var"], timezone, bucket_hours)
     factor = pl.col("level").replace_strict(
         {lvl: inflation_of(inflation, lvl) for lvl in LEVELS}, return_dtype=pl.Float64
@@ -204,7 +208,7 @@ def forecast_agg(
     calibration: Mapping[str, float] | None,
 ) -> pl.DataFrame:
     """`aggregate_forecast` of a forecast at `as_of`, regions as known at its origin."""
-    hours = settings.demand.bucket_hours
+    hours = settings.demand.grid.bucket_hours
     regions = region_map(sales, buckets.origin_end(as_of, settings.timezone, hours))
     return aggregate_forecast(frame, regions, settings.timezone, hours, calibration)
 
@@ -220,7 +224,8 @@ def calibrate_inflation(
     var) summed per origin: `quantile_factor` (Mondrian: one factor per level). Below 1 when
     the cells' negative-binomial variances already over-state the spread of their sum (cells
     moving against each other; over-wide cell intervals), above 1 when cells move together.
-    Keys `agg_inflation_<level>`, ready for `Calibration.metrics`."""
+    Keys `agg_inflation_<level>`, ready for `Calibration.metrics`.
+    """
     out: dict[str, float] = {}
     data = held_out.join(regions, on="customer_id", how="left", maintain_order="left").with_columns(
         pl.col("region").fill_null(UNKNOWN_REGION)
@@ -253,7 +258,8 @@ def held_out_inflation(
     """`calibrate_inflation` on training's held-out rows (`FitResult.calibration`: series_id,
     bucket, h, y, mean; `variance` the model's per-row variance; `series` the history's
     series_id -> customer_id, sku). Whole series are sampled in large worlds, so a level's
-    factor is measured on the sampled series' sums."""
+    factor is measured on the sampled series' sums.
+    """
     rows = calibration.select(
         "series_id",
         "bucket",
@@ -276,7 +282,8 @@ def quantile_factor(mean: np.ndarray, var: np.ndarray, y: np.ndarray, target: fl
     over that of a chi-square with 1 degree of freedom (1.642 for 0.8), clipped to
     [MIN_INFLATION, MAX_INFLATION]. A quantile, so one closed day (Thanksgiving) among a week
     of held-out days does not blow the interval up; and no search over whole-unit coverage,
-    which is not monotone in the factor (a very dispersed negative binomial moves P90 down)."""
+    which is not monotone in the factor (a very dispersed negative binomial moves P90 down).
+    """
     from scipy import stats
 
     keep = var > 0

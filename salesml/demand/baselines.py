@@ -29,7 +29,7 @@ ETS_WEEKS = 8
 
 
 def _lagged(history: History, lag: pl.Expr) -> pl.Expr:
-    """y at row - lag when still inside the series and at or before the origin row, else null."""
+    """Y at row - lag when still inside the series and at or before the origin row, else null."""
     index = pl.col("row") - lag
     valid = pl.when((index >= pl.col("start_row")) & (index <= pl.col("row") - pl.col("h")))
     return history.col("y").gather(valid.then(index))
@@ -42,7 +42,8 @@ def naive_forecasts(
     history: History, rows: pl.DataFrame, weeks: int = 4, median_weeks: int = 8
 ) -> pl.DataFrame:
     """(row, h) -> zero, seasonal_naive, recent_mean, median_8w (0 where no history or in a
-    closed slot)."""
+    closed slot).
+    """
     week = history.week
     first = ((pl.col("h") + week - 1) // week).cast(pl.Int64)  # weeks back to reach the origin
     frame = rows.lazy().with_columns(start_row=start_of_row(history))
@@ -69,7 +70,8 @@ def naive_forecasts(
 
 def seasonal_naive_scale(history: History, origin: int) -> float:
     """In-sample mean |y_t - y_{t-week}| over open buckets up to `origin` (the MASE scale,
-    pooled over series)."""
+    pooled over series).
+    """
     week = history.week
     grid = (
         history.grid.lazy()

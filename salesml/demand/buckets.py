@@ -68,6 +68,7 @@ def slot_of_week(index: pl.Expr, bucket_hours: int) -> pl.Expr:
 
 
 def bucket_of_day(index: pl.Expr, bucket_hours: int) -> pl.Expr:
+    """Position of the bucket within its local day: 0 .. per_day(bucket_hours) - 1."""
     return (index.cast(pl.Int64) % per_day(bucket_hours)).cast(pl.Int8)
 
 
@@ -116,11 +117,11 @@ def bucket_sales(
     positive quantities count. Also carries the bucket's mean positive unit price (null if none)
     and the series' last seen region.
     """
-    hours = demand.bucket_hours
+    hours = demand.grid.bucket_hours
     lf = sales.lazy().with_columns(bucket=bucket_index(pl.col("ts"), timezone, hours))
     lf = lf.filter(pl.col("bucket") <= origin)
     quantity = pl.col("quantity").cast(pl.Float64)
-    if demand.returns == "ignore":
+    if demand.grid.returns == "ignore":
         quantity = pl.when(quantity > 0).then(quantity).otherwise(0.0)
     schema = lf.collect_schema()
     price = (
@@ -154,12 +155,12 @@ def closed_slots(
     zero and left out of training (they carry no signal, only zeros the model would learn as
     noise). Returns (customer_id, slot) for the closed slots.
     """
-    hours = demand.bucket_hours
+    hours = demand.grid.bucket_hours
     n_week = per_week(hours)
     lf = sold.lazy().filter(pl.col("y") > 0)
     first = lf.group_by("customer_id").agg(pl.col("bucket").min().alias("first_bucket"))
     eligible = first.filter(
-        (origin - pl.col("first_bucket") + 1) >= demand.closed_min_weeks * n_week
+        (origin - pl.col("first_bucket") + 1) >= demand.grid.closed_min_weeks * n_week
     ).select("customer_id")
     open_slots = lf.select(
         "customer_id", slot_of_week(pl.col("bucket"), hours).alias("slot")

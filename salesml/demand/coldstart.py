@@ -2,7 +2,7 @@
 
 Which series are cold at as_of (`cold_series`): a (customer_id, sku) with inventory readings at or
 before as_of but no sale in the history window (stock on the shelf, nothing sold yet), and one whose
-first sale is fewer than `demand.cold_start_min_days` days before the origin (too little history
+first sale is fewer than `demand.grid.cold_start_min_days` days before the origin (too little history
 for the model's lags and seasonal features).
 
 The rule (`cold_start_forecast`), per target bucket, from the last `seasonal_lag_weeks` weeks up to
@@ -11,7 +11,7 @@ the origin (known buckets only: closure days and stock-outs are skipped):
    day) over the SKU's established series elsewhere, scaled by the customer's size relative to
    theirs (its mean total per bucket over all its SKUs / the mean of those customers'; 1 when the
    customer has no sale in the window, e.g. a new customer);
-2. else the same category (`demand.category_column` on sales, the SKU's last value): the mean per
+2. else the same category (`demand.grid.category_column` on sales, the SKU's last value): the mean per
    series of that slot over the category's established series, scaled the same way;
 3. else the customer's per-SKU average of that slot over its established series (0 if none).
 Slots in which the customer is always closed are 0. The distribution is Poisson with that mean:
@@ -42,7 +42,7 @@ def sku_categories(sales: pl.DataFrame | pl.LazyFrame, column: str | None) -> pl
         return empty
     lf = sales.lazy()
     if column not in lf.collect_schema().names():
-        raise ValueError(f"sales: demand.category_column {column!r} is not a column of sales")
+        raise ValueError(f"sales: demand.grid.category_column {column!r} is not a column of sales")
     return (
         lf.filter(pl.col(column).is_not_null())
         .sort("ts")
@@ -59,8 +59,9 @@ def cold_series(
     inventory: pl.DataFrame | pl.LazyFrame | None,
 ) -> pl.DataFrame:
     """(customer_id, sku) of the cold series at as_of (see module doc); inventory readings
-    after as_of are not read."""
-    young_from = history.origin - demand.cold_start_min_days * history.day + 1
+    after as_of are not read.
+    """
+    young_from = history.origin - demand.grid.cold_start_min_days * history.day + 1
     young = history.series.filter(pl.col("first_bucket") >= young_from).select(_KEY)
     parts = [young]
     if inventory is not None:
@@ -83,7 +84,8 @@ def cold_start_forecast(
     demand: DemandSettings,
 ) -> pl.DataFrame:
     """Forecast rows of the `cold` series for buckets origin+1 .. origin+horizon: customer_id,
-    sku, bucket, bucket_start, horizon, mean, p10, p50, p90, basis ('cold_start')."""
+    sku, bucket, bucket_start, horizon, mean, p10, p50, p90, basis ('cold_start').
+    """
     schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "customer_id": pl.String,
         "sku": pl.String,
@@ -134,9 +136,10 @@ def cold_start_forecast(
 
 def _slot_profile(history: History, demand: DemandSettings, cold: pl.DataFrame) -> pl.DataFrame:
     """Per established series (not cold) and slot of the week: mean y over the known buckets
-    of the last `seasonal_lag_weeks` weeks up to the origin; with customer_id, sku."""
+    of the last `seasonal_lag_weeks` weeks up to the origin; with customer_id, sku.
+    """
     hours = history.bucket_hours
-    since = history.origin - demand.seasonal_lag_weeks * history.week + 1
+    since = history.origin - demand.features.seasonal_lag_weeks * history.week + 1
     established = history.series.join(cold, on=_KEY, how="anti").select("series_id", *_KEY)
     return (
         history.grid.lazy()
@@ -150,8 +153,9 @@ def _slot_profile(history: History, demand: DemandSettings, cold: pl.DataFrame) 
 
 def _customer_size(history: History, demand: DemandSettings) -> pl.DataFrame:
     """(customer_id, size): mean total units per bucket over the last `seasonal_lag_weeks`
-    weeks up to the origin, all its SKUs (known buckets)."""
-    since = history.origin - demand.seasonal_lag_weeks * history.week + 1
+    weeks up to the origin, all its SKUs (known buckets).
+    """
+    since = history.origin - demand.features.seasonal_lag_weeks * history.week + 1
     return (
         history.grid.lazy()
         .filter(pl.col("bucket").is_between(since, history.origin))
@@ -166,7 +170,8 @@ def _customer_size(history: History, demand: DemandSettings) -> pl.DataFrame:
 
 def _level(rows: pl.DataFrame, profile: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
     """`rows` (with the customer's `size`) plus `mean` by the first rule that has peers (module
-    doc) and `rule` ('sku' | 'category' | 'customer' | 'none')."""
+    doc) and `rule` ('sku' | 'category' | 'customer' | 'none').
+    """
     by_sku = profile.group_by("sku", "slot").agg(
         pl.col("level").mean().alias("sku_level"), pl.col("size").mean().alias("sku_size")
     )

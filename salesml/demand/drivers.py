@@ -41,12 +41,15 @@ FACTOR_COLUMNS = [
 
 @dataclass
 class Drivers:
+    """Top per-row drivers (`factors`, FACTOR_COLUMNS) and what explaining them cost."""
+
     factors: pl.DataFrame
     rows_explained: int
     seconds: float
 
     @property
     def ms_per_row(self) -> float:
+        """Milliseconds of explanation per row explained (0 when none were)."""
         return 1000.0 * self.seconds / self.rows_explained if self.rows_explained else 0.0
 
 
@@ -60,12 +63,13 @@ def rows_to_explain(
     """Boolean mask over forecast rows: within the next explain_hours_ahead, or a series rated
     in explain_health; at most `explain_max_rows` (or `max_rows`) open rows, by priority: red
     series, then the next hours, then other flagged series; earliest buckets first. Closed-slot
-    rows in the selection are always kept (they cost nothing)."""
-    cap = demand.explain_max_rows if max_rows is None else max_rows
-    soon = pl.col("bucket_start") < as_of + timedelta(hours=demand.explain_hours_ahead)
+    rows in the selection are always kept (they cost nothing).
+    """
+    cap = demand.explain.max_rows if max_rows is None else max_rows
+    soon = pl.col("bucket_start") < as_of + timedelta(hours=demand.explain.hours_ahead)
     marked = frame.select("customer_id", "sku", "bucket_start", "closed")
-    if health is not None and health.height and demand.explain_health:
-        flagged = health.filter(pl.col("health").is_in(list(demand.explain_health))).select(
+    if health is not None and health.height and demand.explain.health:
+        flagged = health.filter(pl.col("health").is_in(list(demand.explain.health))).select(
             "customer_id", "sku", pl.col("health").alias("_health")
         )
         marked = marked.join(flagged, on=["customer_id", "sku"], how="left", maintain_order="left")
@@ -108,55 +112,66 @@ def explain_rows(
     keys = frame.select("customer_id", "sku", "bucket_start", "closed")
     chosen = keys.with_columns(features).filter(mask)
     open_rows = chosen.filter(~pl.col("closed"))
+    closed = chosen.filter(pl.col("closed"))
     parts = []
     if open_rows.height:
-        x = open_rows.select(model.feature_names_)
-        contrib = to_unit_contributions(model.contributions(x))
-        labels = feature_labels(demand, model.feature_names_)
-        factors = explain.top_factors(
-            contrib, model.feature_names_, x, labels=labels, k=demand.top_k, unit="units"
-        )
-        ids = open_rows.select("customer_id", "sku", "bucket_start").with_row_index("row_idx")
-        parts.append(
-            factors.join(ids, on="row_idx", how="left").select(
-                "customer_id",
-                "sku",
-                "bucket_start",
-                pl.col("rank").cast(pl.Int64),
-                "feature",
-                "feature_value",
-                "contribution",
-                "text",
-            )
-        )
-    closed = chosen.filter(pl.col("closed"))
+        parts.append(_open_factors(model, open_rows, demand))
     if closed.height:
-        parts.append(
-            closed.select(
-                "customer_id",
-                "sku",
-                "bucket_start",
-                pl.lit(1, dtype=pl.Int64).alias("rank"),
-                pl.lit(CLOSED_FEATURE).alias("feature"),
-                pl.lit("yes").alias("feature_value"),
-                pl.lit(0.0).alias("contribution"),
-                pl.lit(CLOSED_TEXT).alias("text"),
-            )
-        )
+        parts.append(_closed_factors(closed))
     out = (
         pl.concat(parts, how="vertical_relaxed").sort("customer_id", "sku", "bucket_start", "rank")
         if parts
-        else pl.DataFrame(
-            schema={
-                "customer_id": pl.String,
-                "sku": pl.String,
-                "bucket_start": frame.schema["bucket_start"],
-                "rank": pl.Int64,
-                "feature": pl.String,
-                "feature_value": pl.String,
-                "contribution": pl.Float64,
-                "text": pl.String,
-            }
-        )
+        else pl.DataFrame(schema=_factor_schema(frame.schema["bucket_start"]))
     )
     return Drivers(out, open_rows.height, time.perf_counter() - started)
+
+
+def _open_factors(
+    model: DemandModel, open_rows: pl.DataFrame, demand: DemandSettings
+) -> pl.DataFrame:
+    """The top `demand.explain.top_k` SHAP factors of each open row, in expected units per bucket."""
+    x = open_rows.select(model.feature_names_)
+    contrib = to_unit_contributions(model.contributions(x))
+    labels = feature_labels(demand, model.feature_names_)
+    factors = explain.top_factors(
+        contrib, model.feature_names_, x, labels=labels, k=demand.explain.top_k, unit="units"
+    )
+    ids = open_rows.select("customer_id", "sku", "bucket_start").with_row_index("row_idx")
+    return factors.join(ids, on="row_idx", how="left").select(
+        "customer_id",
+        "sku",
+        "bucket_start",
+        pl.col("rank").cast(pl.Int64),
+        "feature",
+        "feature_value",
+        "contribution",
+        "text",
+    )
+
+
+def _closed_factors(closed: pl.DataFrame) -> pl.DataFrame:
+    """One factor per closed-slot row: the slot is closed, so the forecast is 0."""
+    return closed.select(
+        "customer_id",
+        "sku",
+        "bucket_start",
+        pl.lit(1, dtype=pl.Int64).alias("rank"),
+        pl.lit(CLOSED_FEATURE).alias("feature"),
+        pl.lit("yes").alias("feature_value"),
+        pl.lit(0.0).alias("contribution"),
+        pl.lit(CLOSED_TEXT).alias("text"),
+    )
+
+
+def _factor_schema(bucket_start: pl.DataType) -> dict[str, pl.DataType]:
+    """FACTOR_COLUMNS with their types (`bucket_start` typed as the forecast frame's)."""
+    return {
+        "customer_id": pl.String(),
+        "sku": pl.String(),
+        "bucket_start": bucket_start,
+        "rank": pl.Int64(),
+        "feature": pl.String(),
+        "feature_value": pl.String(),
+        "contribution": pl.Float64(),
+        "text": pl.String(),
+    }

@@ -19,11 +19,12 @@ earlier" is "k rows earlier" as long as it stays inside the series (row >= the s
 row). Sums over windows use global cumulative sums (differences inside one series are exact).
 
 Why direct and not recursive: measured on the pizza year and the synthetic world
-(`benchmarks/bench_demand_strategy.py`), see `salesml.demand.pipeline`.
+(`benchmarks/bench_demand_strategy.py`), see `salesml.demand.forecasting`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -65,10 +66,12 @@ class History:
 
     @property
     def week(self) -> int:
+        """Buckets per week."""
         return buckets.per_week(self.bucket_hours)
 
     @property
     def day(self) -> int:
+        """Buckets per local day."""
         return buckets.per_day(self.bucket_hours)
 
     def col(self, name: str) -> pl.Expr:
@@ -101,16 +104,18 @@ def build_history(
     bucket's end are ignored even if given (time travel). With `inventory` (readings <= as_of)
     and `censor_stockouts`, stock-out buckets that sold nothing are missing (`stockout_buckets`).
     """
-    hours = demand.bucket_hours
-    horizon = demand.horizon_buckets if horizon is None else horizon
+    hours = demand.grid.bucket_hours
+    horizon = demand.grid.horizon_buckets if horizon is None else horizon
     origin = buckets.origin_bucket(as_of, timezone, hours)
-    window_start = origin - demand.history_days * buckets.per_day(hours) + 1
+    window_start = origin - demand.grid.history_days * buckets.per_day(hours) + 1
     sold = (
         buckets.bucket_sales(sales, demand, timezone, origin)
         .filter(pl.col("bucket") >= window_start)
         .collect()
     )
-    closed = buckets.closed_slots(sold, demand, origin) if demand.detect_closed else _no_closed()
+    closed = (
+        buckets.closed_slots(sold, demand, origin) if demand.grid.detect_closed else _no_closed()
+    )
     series = (
         _series(sold, demand, origin)
         .with_columns(n_rows=(origin + horizon - pl.col("first_bucket") + 1).cast(pl.Int64))
@@ -120,7 +125,7 @@ def build_history(
     closures = closure_days(sold, demand, origin)
     stockouts = (
         stockout_buckets(inventory, timezone, hours, as_of, origin)
-        if inventory is not None and demand.censor_stockouts
+        if inventory is not None and demand.grid.censor_stockouts
         else None
     )
     grid = _grid(series, sold, closed, origin, hours, closures, stockouts)
@@ -138,9 +143,9 @@ def closure_days(sold: pl.DataFrame, demand: DemandSettings, origin: int) -> pl.
     `day` is the local day number (bucket // buckets per day).
     """
     empty = pl.DataFrame(schema={"customer_id": pl.String, "day": pl.Int64})
-    if demand.closure_min_day_share >= 1.0 or sold.height == 0:
+    if demand.grid.closure_min_day_share >= 1.0 or sold.height == 0:
         return empty
-    n_day = buckets.per_day(demand.bucket_hours)
+    n_day = buckets.per_day(demand.grid.bucket_hours)
     last_day = (origin + 1) // n_day - 1  # the last complete local day at the origin
     daily = (
         sold.lazy()
@@ -153,7 +158,8 @@ def closure_days(sold: pl.DataFrame, demand: DemandSettings, origin: int) -> pl.
         pl.col("day").min().alias("first_day"), pl.len().alias("days_sold")
     )
     busy = span.filter(
-        pl.col("days_sold") >= demand.closure_min_day_share * (last_day - pl.col("first_day") + 1)
+        pl.col("days_sold")
+        >= demand.grid.closure_min_day_share * (last_day - pl.col("first_day") + 1)
     ).with_columns(day=pl.int_ranges(pl.col("first_day"), last_day + 1))
     return (
         busy.explode("day")
@@ -221,7 +227,7 @@ def _no_closed() -> pl.DataFrame:
 
 
 def _series(sold: pl.DataFrame, demand: DemandSettings, origin: int) -> pl.DataFrame:
-    active_from = origin - demand.active_days * buckets.per_day(demand.bucket_hours) + 1
+    active_from = origin - demand.grid.active_days * buckets.per_day(demand.grid.bucket_hours) + 1
     series = (
         sold.lazy()
         .group_by("customer_id", "sku")
@@ -258,46 +264,16 @@ def _grid(
     """Lay the grid out by position (series i owns rows start_row .. end_row, one per bucket)
     and scatter the observed buckets into it: no join over the (large) grid. Buckets of a
     customer's closure days (`closure_days`) and stock-out buckets without a sale
-    (`stockout_buckets`) get y = null (missing)."""
-    n_week = buckets.per_week(hours)
+    (`stockout_buckets`) get y = null (missing).
+    """
     n_rows = series["n_rows"].to_numpy()
     start = series["start_row"].to_numpy()
     first = series["first_bucket"].to_numpy().astype(np.int64)
     total = int(n_rows.sum())
     series_id = np.repeat(series["series_id"].to_numpy(), n_rows)
     bucket = (np.arange(total, dtype=np.int64) - np.repeat(start - first, n_rows)).astype(np.int32)
-    observed = sold.join(
-        series.select("series_id", "customer_id", "sku", "start_row", "first_bucket"),
-        on=["customer_id", "sku"],
-    ).filter(pl.col("bucket") >= pl.col("first_bucket"))  # returns-only buckets before it
-    observed = observed.select(
-        (pl.col("start_row") + pl.col("bucket") - pl.col("first_bucket")).alias("pos"),
-        "y",
-        pl.col("unit_price").fill_null(float("nan")),
-    )
-    position = observed["pos"].to_numpy()
-    y = np.zeros(total, dtype=np.float32)
-    y[position] = observed["y"].to_numpy()
-    price = np.full(total, np.nan, dtype=np.float32)
-    price[position] = observed["unit_price"].to_numpy()
-    out_of_stock = np.zeros(total, dtype=bool)
-    if stockouts is not None and stockouts.height:
-        censored = stockouts.join(
-            series.select("customer_id", "sku", "start_row", "first_bucket"),
-            on=["customer_id", "sku"],
-        ).filter((pl.col("bucket") >= pl.col("first_bucket")) & (pl.col("bucket") <= origin))
-        out_of_stock[
-            (censored["start_row"] + censored["bucket"] - censored["first_bucket"]).to_numpy()
-        ] = True
-
-    closed_idx = closed.join(
-        series.select("customer_id", "customer_idx").unique(), on="customer_id"
-    ).select((pl.col("customer_idx").cast(pl.Int64) * n_week + pl.col("slot")).alias("key"))
-    n_customers = series["customer_idx"].n_unique() if series.height else 0
-    closed_mask = pl.Series("closed", [False] * (n_customers * n_week), dtype=pl.Boolean)
-    if closed_idx.height:
-        closed_mask = closed_mask.scatter(closed_idx["key"], True)
-    customer_of = pl.lit(series["customer_idx"])
+    y, price = _scatter_observed(series, sold, total)
+    out_of_stock = _out_of_stock(series, stockouts, origin, total)
     start_of = pl.lit(series["start_row"]).gather(pl.col("series_id"))
     row = pl.int_range(pl.len(), dtype=pl.Int32)
     price_row = pl.when(pl.col("unit_price").is_not_nan()).then(row).forward_fill()
@@ -320,12 +296,7 @@ def _grid(
                 & ~stocked_out
             ).then(pl.col("y")),
             stockout=stocked_out,
-            closed=pl.lit(closed_mask).gather(
-                customer_of.gather(pl.col("series_id")).cast(pl.Int64) * n_week
-                + buckets.slot_of_week(pl.col("bucket"), hours).cast(pl.Int64)
-            )
-            if n_customers
-            else pl.lit(False),
+            closed=_closed_slot(series, closed, hours),
             # last known price of this series (forward fill that stops at the series' start)
             unit_price=pl.when(price_row >= start_of).then(
                 pl.col("unit_price").gather(price_row.fill_null(0))
@@ -334,6 +305,66 @@ def _grid(
         .drop("out_of_stock" if out_of_stock.any() else ["out_of_stock", "stockout"])
     )
     return with_running_sums(grid).collect()
+
+
+def _scatter_observed(
+    series: pl.DataFrame, sold: pl.DataFrame, total: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, unit_price) per grid row: the observed buckets scattered by position, 0 and NaN
+    elsewhere; returns-only buckets before a series' first sale are left out.
+    """
+    observed = sold.join(
+        series.select("series_id", "customer_id", "sku", "start_row", "first_bucket"),
+        on=["customer_id", "sku"],
+    ).filter(pl.col("bucket") >= pl.col("first_bucket"))  # returns-only buckets before it
+    observed = observed.select(
+        (pl.col("start_row") + pl.col("bucket") - pl.col("first_bucket")).alias("pos"),
+        "y",
+        pl.col("unit_price").fill_null(float("nan")),
+    )
+    position = observed["pos"].to_numpy()
+    y = np.zeros(total, dtype=np.float32)
+    y[position] = observed["y"].to_numpy()
+    price = np.full(total, np.nan, dtype=np.float32)
+    price[position] = observed["unit_price"].to_numpy()
+    return y, price
+
+
+def _out_of_stock(
+    series: pl.DataFrame, stockouts: pl.DataFrame | None, origin: int, total: int
+) -> np.ndarray:
+    """Bool per grid row: a stock-out bucket (`stockout_buckets`) of the row's series."""
+    out_of_stock = np.zeros(total, dtype=bool)
+    if stockouts is not None and stockouts.height:
+        censored = stockouts.join(
+            series.select("customer_id", "sku", "start_row", "first_bucket"),
+            on=["customer_id", "sku"],
+        ).filter((pl.col("bucket") >= pl.col("first_bucket")) & (pl.col("bucket") <= origin))
+        out_of_stock[
+            (censored["start_row"] + censored["bucket"] - censored["first_bucket"]).to_numpy()
+        ] = True
+    return out_of_stock
+
+
+def _closed_slot(series: pl.DataFrame, closed: pl.DataFrame, hours: int) -> pl.Expr:
+    """True on grid rows whose slot of the week is always closed at the row's customer
+    (`closed`: customer_id, slot), looked up in a (customer x slot) mask by position.
+    """
+    n_week = buckets.per_week(hours)
+    closed_idx = closed.join(
+        series.select("customer_id", "customer_idx").unique(), on="customer_id"
+    ).select((pl.col("customer_idx").cast(pl.Int64) * n_week + pl.col("slot")).alias("key"))
+    n_customers = series["customer_idx"].n_unique() if series.height else 0
+    if not n_customers:
+        return pl.lit(False)
+    closed_mask = pl.Series("closed", [False] * (n_customers * n_week), dtype=pl.Boolean)
+    if closed_idx.height:
+        closed_mask = closed_mask.scatter(closed_idx["key"], True)
+    customer_of = pl.lit(series["customer_idx"])
+    return pl.lit(closed_mask).gather(
+        customer_of.gather(pl.col("series_id")).cast(pl.Int64) * n_week
+        + buckets.slot_of_week(pl.col("bucket"), hours).cast(pl.Int64)
+    )
 
 
 def _on_closure_day(series: pl.DataFrame, closures: pl.DataFrame | None, hours: int) -> pl.Expr:
@@ -357,7 +388,8 @@ def with_running_sums(grid: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     Closure days are missing too (no lag, no seasonal lag, no training target) but still count
     as zero in window means, as before: skipping them as well moved the pizza backtest's
     October bias of the mean from +6.5 % to +10.3 % (P50 WAPE 0.892 -> 0.890;
-    `benchmarks/bench_demand_peers.py --no-peers`), so only stock-outs are skipped there."""
+    `benchmarks/bench_demand_peers.py --no-peers`), so only stock-outs are skipped there.
+    """
     row = pl.int_range(pl.len(), dtype=pl.Int32)  # < 2**31 grid rows (memory)
     y0 = pl.col("y").fill_null(0.0).cast(pl.Float64)
     lf = grid.lazy()
@@ -387,17 +419,17 @@ def training_rows(
     `older_rows_share` (recent weeks matter more; fewer rows train faster), then rows are
     subsampled (deterministically, by hash) to at most `max_rows`.
     """
-    max_rows = demand.max_train_rows if max_rows is None else max_rows
+    max_rows = demand.model.max_train_rows if max_rows is None else max_rows
     g = history.grid.lazy().with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     start = pl.lit(history.series["start_row"]).gather(pl.col("series_id"))
     eligible = g.filter(
         (pl.col("bucket") <= min(last_target, history.origin))
         & ~pl.col("closed")
         & pl.col("y").is_not_null()  # closure days are missing, not zero demand
-        & (pl.col("row") - start >= demand.min_history_buckets + 1)
+        & (pl.col("row") - start >= demand.model.min_history_buckets + 1)
     ).select("row")
     samples = pl.LazyFrame(
-        {"sample": list(range(demand.horizon_samples))}, schema={"sample": pl.Int64}
+        {"sample": list(range(demand.model.horizon_samples))}, schema={"sample": pl.Int64}
     )
     rows = eligible.join(samples, how="cross").with_columns(
         h=(
@@ -407,11 +439,11 @@ def training_rows(
     rows = rows.with_columns(
         origin_row=pl.col("row") - pl.col("h"),
         start_row=start_of_row(history),
-    ).filter(pl.col("origin_row") >= pl.col("start_row") + demand.min_history_buckets)
-    recent_from = last_target - demand.recent_train_weeks * history.week
+    ).filter(pl.col("origin_row") >= pl.col("start_row") + demand.model.min_history_buckets)
+    recent_from = last_target - demand.model.recent_train_weeks * history.week
     older = history.col("bucket").gather(pl.col("row")) <= recent_from
     thin = (pl.col("row") * 17 + pl.col("h")).hash(_SAMPLE_SEED + 1) % 1_000_000 >= int(
-        1_000_000 * demand.older_rows_share
+        1_000_000 * demand.model.older_rows_share
     )
     rows = rows.filter(~(older & thin))
     frame = rows.select("row", "h").collect()
@@ -452,37 +484,125 @@ def origin_rows(history: History, origin: int, only_active: bool = True) -> pl.D
 # --- features --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DemandFeature:
+    """One feature declared once: its column, its plain words (drivers' text) and how it is
+    computed, in the spirit of mlforecast's lag transforms.
+
+    `expr(history)` reads the rows being built (row, h, origin_row, start_row, bucket); with
+    `derived` it reads other features instead and runs after them; None: computed by a join
+    (SKU / customer aggregates, signals). `model=False`: computed (an input of another feature)
+    and labelled, but not a model column.
+    """
+
+    name: str
+    label: str
+    expr: Callable[[History], pl.Expr] | None = None
+    model: bool = True
+    derived: bool = False
+
+
 def _name_windows(demand: DemandSettings) -> list[int]:
-    return sorted(set(demand.rolling_windows) | set(demand.spread_windows))
+    return sorted(set(demand.features.rolling_windows) | set(demand.features.spread_windows))
+
+
+def _intermittency_window(demand: DemandSettings) -> int:
+    """The window (buckets) of the intermittency features: the longest mean/spread window."""
+    return max(_name_windows(demand))
+
+
+def declared_features(demand: DemandSettings) -> list[DemandFeature]:
+    """Every feature of the configured set except signals, in model column order."""
+    hours = demand.grid.bucket_hours
+    weeks = demand.features.seasonal_lag_weeks
+    single = min(demand.features.seasonal_lag_features, weeks)
+    windows = _name_windows(demand)
+    longest = _span_text(_intermittency_window(demand), hours)
+    return [
+        DemandFeature("horizon", "buckets ahead", lambda h: pl.col("h")),
+        DemandFeature("bucket_of_day", f"{hours}-hour bucket of the day", _bucket_of_day),
+        DemandFeature("weekday", "weekday (Mon=0)", _weekday),
+        DemandFeature("is_holiday", "holiday", lambda h: _is_holiday(h, demand)),
+        *[
+            DemandFeature(f"lag_{k}", _lag_label(k), _lag(k))
+            for k in range(demand.features.recent_lags)
+        ],
+        *[
+            DemandFeature(f"same_bucket_w{k}", _seasonal_label(k), _seasonal(k), k <= single)
+            for k in range(1, weeks + 1)
+        ],
+        DemandFeature(
+            "same_bucket_mean",
+            f"same-bucket mean of last {weeks} weeks",
+            lambda h: _seasonal_mean(weeks),
+            derived=True,
+        ),
+        DemandFeature(
+            "same_bucket_std",
+            f"same-bucket spread of last {weeks} weeks",
+            lambda h: _seasonal_std(weeks),
+            derived=True,
+        ),
+        *[
+            DemandFeature(
+                f"mean_{w}",
+                f"mean per bucket, last {_span_text(w, hours)}",
+                _window_mean(w),
+                w in demand.features.rolling_windows,
+            )
+            for w in windows
+        ],
+        *[
+            DemandFeature(
+                f"std_{w}",
+                f"spread per bucket, last {_span_text(w, hours)}",
+                _window_std(w),
+                w in demand.features.spread_windows,
+            )
+            for w in windows
+        ],
+        *_series_features(demand, longest),
+    ]
+
+
+def _series_features(demand: DemandSettings, longest: str) -> list[DemandFeature]:
+    """Intermittency, recency, level and price of the series, then SKU / customer context."""
+    w_int = _intermittency_window(demand)
+    return [
+        DemandFeature(
+            "nonzero_share",
+            f"share of buckets with a sale (last {longest})",
+            lambda h: _nonzero_share(h, w_int),
+        ),
+        DemandFeature(
+            "mean_nonzero_size",
+            f"mean size of a non-zero bucket (last {longest})",
+            lambda h: _mean_nonzero_size(h, w_int),
+        ),
+        DemandFeature("buckets_since_sale", "buckets since the last sale", _buckets_since_sale),
+        DemandFeature("history_buckets", "buckets of history", lambda h: _history_len()),
+        DemandFeature("series_mean", "mean per bucket, all history", _series_mean),
+        DemandFeature(
+            "unit_price",
+            "last unit price",
+            lambda h: h.col("unit_price").gather(pl.col("origin_row")),
+        ),
+        DemandFeature("sku_mean_week", "SKU mean per series per bucket, last week"),
+        DemandFeature("sku_same_bucket_w1", "SKU same bucket last week (per series)"),
+        DemandFeature("customer_mean_week", "customer total per bucket, last week"),
+    ]
 
 
 def feature_names(demand: DemandSettings, signal_names: list[str] | None = None) -> list[str]:
     """Model feature columns in order (signals: `signal_<name>` known, `observed_<name>`)."""
-    names = ["horizon", "bucket_of_day", "weekday", "is_holiday"]
-    names += [f"lag_{k}" for k in range(demand.recent_lags)]
-    single = min(demand.seasonal_lag_features, demand.seasonal_lag_weeks)
-    names += [f"same_bucket_w{k}" for k in range(1, single + 1)]
-    names += ["same_bucket_mean", "same_bucket_std"]
-    names += [f"mean_{w}" for w in sorted(set(demand.rolling_windows))]
-    names += [f"std_{w}" for w in sorted(set(demand.spread_windows))]
-    names += [
-        "nonzero_share",
-        "mean_nonzero_size",
-        "buckets_since_sale",
-        "history_buckets",
-        "series_mean",
-        "unit_price",
-        "sku_mean_week",
-        "sku_same_bucket_w1",
-        "customer_mean_week",
-    ]
-    names += signal_names or []
-    return names
+    names = [f.name for f in declared_features(demand) if f.model]
+    return names + (signal_names or [])
 
 
 def redundant_features(history: History) -> set[str]:
     """Aggregates that repeat a series feature in this data (one series per SKU: the SKU-level
-    ones; one series per customer: the customer-level one); left out of a model (cost only)."""
+    ones; one series per customer: the customer-level one); left out of a model (cost only).
+    """
     series = history.series
     out: set[str] = set()
     if series.height == series["sku"].n_unique():
@@ -493,41 +613,24 @@ def redundant_features(history: History) -> set[str]:
 
 
 def feature_labels(demand: DemandSettings, signal_names: list[str] | None = None) -> dict[str, str]:
-    """Plain words for each feature, used in the drivers' text."""
-    hours = demand.bucket_hours
-    labels = {
-        "horizon": "buckets ahead",
-        "bucket_of_day": f"{hours}-hour bucket of the day",
-        "weekday": "weekday (Mon=0)",
-        "is_holiday": "holiday",
-        "same_bucket_mean": f"same-bucket mean of last {demand.seasonal_lag_weeks} weeks",
-        "same_bucket_std": f"same-bucket spread of last {demand.seasonal_lag_weeks} weeks",
-        "nonzero_share": "share of buckets with a sale (last 4 weeks)",
-        "mean_nonzero_size": "mean size of a non-zero bucket (last 4 weeks)",
-        "buckets_since_sale": "buckets since the last sale",
-        "history_buckets": "buckets of history",
-        "series_mean": "mean per bucket, all history",
-        "unit_price": "last unit price",
-        "sku_mean_week": "SKU mean per series per bucket, last week",
-        "sku_same_bucket_w1": "SKU same bucket last week (per series)",
-        "customer_mean_week": "customer total per bucket, last week",
-    }
-    for k in range(demand.recent_lags):
-        labels[f"lag_{k}"] = "last bucket" if k == 0 else f"{k + 1} buckets before now"
-    for k in range(1, demand.seasonal_lag_weeks + 1):
-        labels[f"same_bucket_w{k}"] = (
-            "same bucket last week" if k == 1 else f"same bucket {k} weeks ago"
-        )
-    for w in _name_windows(demand):
-        span = _span_text(w, hours)
-        labels[f"mean_{w}"] = f"mean per bucket, last {span}"
-        labels[f"std_{w}"] = f"spread per bucket, last {span}"
+    """Plain words for each feature, used in the drivers' text (signal names other than
+    `signal_*` / `observed_*` get none).
+    """
+    labels = {f.name: f.label for f in declared_features(demand)}
     for name in signal_names or []:
         if name.startswith("signal_"):
             labels[name] = f"{name.removeprefix('signal_')} planned"
         elif name.startswith("observed_"):
             labels[name] = f"{name.removeprefix('observed_')} (last observed)"
     return labels
+
+
+def _lag_label(k: int) -> str:
+    return "last bucket" if k == 0 else f"{k + 1} buckets before now"
+
+
+def _seasonal_label(k: int) -> str:
+    return "same bucket last week" if k == 1 else f"same bucket {k} weeks ago"
 
 
 def _span_text(buckets_count: int, hours: int) -> str:
@@ -568,16 +671,12 @@ def make_features(
         origin_row=pl.col("row") - pl.col("h"),
     )
     frame = frame.with_columns(origin_bucket=pl.col("bucket") - pl.col("h"))
-    seasonal = [pl.col(f"same_bucket_w{k}") for k in range(1, demand.seasonal_lag_weeks + 1)]
-    count = pl.sum_horizontal([s.is_not_null() for s in seasonal]).cast(pl.Float64)
-    mean = pl.sum_horizontal(seasonal) / count
-    var = (pl.sum_horizontal([s**2 for s in seasonal]) - count * mean**2) / (count - 1)
+    declared = declared_features(demand)
     frame = (
-        frame.with_columns(_base_features(h, demand))
-        .with_columns(
-            same_bucket_mean=pl.when(count > 0).then(mean),
-            same_bucket_std=pl.when(count > 1).then(var.clip(lower_bound=0.0).sqrt()),
+        frame.with_columns(
+            f.expr(h).alias(f.name) for f in declared if f.expr is not None and not f.derived
         )
+        .with_columns(f.expr(h).alias(f.name) for f in declared if f.expr is not None and f.derived)
         .collect()
         .lazy()
     )
@@ -610,7 +709,8 @@ def _at(h: History, column: str, index: pl.Expr) -> pl.Expr:
 
 def _window_sum(h: History, column: str, width: int) -> pl.Expr:
     """Sum of a per-row quantity over the `width` rows ending at the origin row (series-clipped),
-    from the global cumulative column `column`."""
+    from the global cumulative column `column`.
+    """
     lo = pl.max_horizontal(pl.col("origin_row") - width + 1, pl.col("start_row"))
     before = pl.when(lo > 0).then(h.col(column).gather(pl.when(lo > 0).then(lo - 1))).otherwise(0)
     return h.col(column).gather(pl.col("origin_row")) - before.fill_null(0)
@@ -618,7 +718,8 @@ def _window_sum(h: History, column: str, width: int) -> pl.Expr:
 
 def _window_known(h: History, width: int) -> pl.Expr:
     """Rows not censored by a stock-out among the `width` rows ending at the origin row: the
-    denominator of window means (see `with_running_sums`)."""
+    denominator of window means (see `with_running_sums`).
+    """
     if "ck" not in h.grid.columns:  # no stock-out: every row counts
         lo = pl.max_horizontal(pl.col("origin_row") - width + 1, pl.col("start_row"))
         return (pl.col("origin_row") - lo + 1).cast(pl.Float64)
@@ -629,14 +730,15 @@ def holiday_dates(demand: DemandSettings, first_year: int, last_year: int) -> li
     """The explicit `holidays` list union-ed with the public holidays of `holiday_country`
     (and `holiday_subdivision`) in first_year .. last_year, from the `holidays` package: a
     maintained, offline calendar (moving feasts such as Thanksgiving, observed days), better
-    than a hand list that has to be extended every year. Local dates, sorted."""
-    dates = set(demand.holidays)
-    if demand.holiday_country is not None:
+    than a hand list that has to be extended every year. Local dates, sorted.
+    """
+    dates = set(demand.features.holidays)
+    if demand.features.holiday_country is not None:
         import holidays
 
         calendar = holidays.country_holidays(
-            demand.holiday_country,
-            subdiv=demand.holiday_subdivision,
+            demand.features.holiday_country,
+            subdiv=demand.features.holiday_subdivision,
             years=range(first_year, last_year + 1),
         )
         dates |= set(calendar.keys())
@@ -654,52 +756,106 @@ def _year_of(bucket: int, hours: int) -> int:
     return (date(1970, 1, 1) + timedelta(days=bucket // buckets.per_day(hours))).year
 
 
-def _base_features(h: History, demand: DemandSettings) -> list[pl.Expr]:
-    week = h.week
-    hours = h.bucket_hours
-    exprs: list[pl.Expr] = [
-        pl.col("h").alias("horizon"),
-        buckets.bucket_of_day(pl.col("bucket"), hours).alias("bucket_of_day"),
-        buckets.weekday(pl.col("bucket"), hours).alias("weekday"),
-        buckets.local_date(pl.col("bucket"), hours)
-        .is_in(pl.Series(holiday_dates(demand, *_years(h)), dtype=pl.Date).implode())
-        .alias("is_holiday"),
-    ]
-    for k in range(demand.recent_lags):
-        exprs.append(_at(h, "y", pl.col("origin_row") - k).alias(f"lag_{k}"))
-    for k in range(1, demand.seasonal_lag_weeks + 1):
-        exprs.append(_at(h, "y", pl.col("row") - k * week).alias(f"same_bucket_w{k}"))
-    for w in _name_windows(demand):
-        n = _window_known(h, w)
-        total = _window_sum(h, "cs", w)
-        squares = _window_sum(h, "cs2", w)
-        mean = pl.when(n > 0).then(total / n)
-        exprs.append(mean.alias(f"mean_{w}"))
-        exprs.append(((squares / n - mean**2).clip(lower_bound=0.0)).sqrt().alias(f"std_{w}"))
-    w_int = max(_name_windows(demand))
-    n_int = _window_known(h, w_int)
-    nonzero = _window_sum(h, "cnz", w_int).cast(pl.Float64)
-    total_int = _window_sum(h, "cs", w_int)
+def _bucket_of_day(h: History) -> pl.Expr:
+    return buckets.bucket_of_day(pl.col("bucket"), h.bucket_hours)
+
+
+def _weekday(h: History) -> pl.Expr:
+    return buckets.weekday(pl.col("bucket"), h.bucket_hours)
+
+
+def _is_holiday(h: History, demand: DemandSettings) -> pl.Expr:
+    """The target bucket's local date is a holiday (known in advance)."""
+    dates = pl.Series(holiday_dates(demand, *_years(h)), dtype=pl.Date)
+    return buckets.local_date(pl.col("bucket"), h.bucket_hours).is_in(dates.implode())
+
+
+def _lag(k: int) -> Callable[[History], pl.Expr]:
+    """Y k buckets before the origin bucket (k = 0: the origin bucket itself)."""
+    return lambda h: _at(h, "y", pl.col("origin_row") - k)
+
+
+def _seasonal(k: int) -> Callable[[History], pl.Expr]:
+    """Y of the target's bucket k weeks earlier (null when that is after the origin)."""
+    return lambda h: _at(h, "y", pl.col("row") - k * h.week)
+
+
+def _seasonal_moments(weeks: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(count, mean, variance) of the known `same_bucket_w1..weeks` columns."""
+    seasonal = [pl.col(f"same_bucket_w{k}") for k in range(1, weeks + 1)]
+    count = pl.sum_horizontal([s.is_not_null() for s in seasonal]).cast(pl.Float64)
+    mean = pl.sum_horizontal(seasonal) / count
+    var = (pl.sum_horizontal([s**2 for s in seasonal]) - count * mean**2) / (count - 1)
+    return count, mean, var
+
+
+def _seasonal_mean(weeks: int) -> pl.Expr:
+    count, mean, _ = _seasonal_moments(weeks)
+    return pl.when(count > 0).then(mean)
+
+
+def _seasonal_std(weeks: int) -> pl.Expr:
+    count, _, var = _seasonal_moments(weeks)
+    return pl.when(count > 1).then(var.clip(lower_bound=0.0).sqrt())
+
+
+def _window_mean(width: int) -> Callable[[History], pl.Expr]:
+    """Mean per known bucket over the `width` buckets ending at the origin."""
+
+    def expr(h: History) -> pl.Expr:
+        n = _window_known(h, width)
+        return pl.when(n > 0).then(_window_sum(h, "cs", width) / n)
+
+    return expr
+
+
+def _window_std(width: int) -> Callable[[History], pl.Expr]:
+    """Spread (population standard deviation) over the same window as `_window_mean`."""
+
+    def expr(h: History) -> pl.Expr:
+        n = _window_known(h, width)
+        squares = _window_sum(h, "cs2", width)
+        mean = _window_mean(width)(h)
+        return ((squares / n - mean**2).clip(lower_bound=0.0)).sqrt()
+
+    return expr
+
+
+def _nonzero_share(h: History, width: int) -> pl.Expr:
+    n = _window_known(h, width)
+    return pl.when(n > 0).then(_window_sum(h, "cnz", width).cast(pl.Float64) / n)
+
+
+def _mean_nonzero_size(h: History, width: int) -> pl.Expr:
+    nonzero = _window_sum(h, "cnz", width).cast(pl.Float64)
+    return pl.when(nonzero > 0).then(_window_sum(h, "cs", width) / nonzero)
+
+
+def _history_len() -> pl.Expr:
+    """Buckets from the series' first sale to the origin, inclusive."""
+    return (pl.col("origin_row") - pl.col("start_row") + 1).cast(pl.Float64)
+
+
+def _buckets_since_sale(h: History) -> pl.Expr:
+    """Buckets from the last sale to the origin (the history length when none in the series)."""
     last_sale = h.col("last_sale_row").gather(pl.col("origin_row"))
-    history_len = (pl.col("origin_row") - pl.col("start_row") + 1).cast(pl.Float64)
-    known = _window_known(h, 1 << 30)
-    exprs += [
-        pl.when(n_int > 0).then(nonzero / n_int).alias("nonzero_share"),
-        pl.when(nonzero > 0).then(total_int / nonzero).alias("mean_nonzero_size"),
+    return (
         pl.when(last_sale >= pl.col("start_row"))
         .then(pl.col("origin_row") - last_sale)
-        .otherwise(history_len)
-        .alias("buckets_since_sale"),
-        history_len.alias("history_buckets"),
-        pl.when(known > 0).then(_window_sum(h, "cs", 1 << 30) / known).alias("series_mean"),
-        h.col("unit_price").gather(pl.col("origin_row")).alias("unit_price"),
-    ]
-    return exprs
+        .otherwise(_history_len())
+    )
+
+
+def _series_mean(h: History) -> pl.Expr:
+    """Mean per known bucket over the whole history up to the origin."""
+    known = _window_known(h, 1 << 30)
+    return pl.when(known > 0).then(_window_sum(h, "cs", 1 << 30) / known)
 
 
 def _group_rolling(h: History, group: str) -> pl.LazyFrame:
     """Per (group, bucket): mean per series over the last week ending at that bucket, and the
-    bucket's own mean per series (for "same bucket last week" at SKU level)."""
+    bucket's own mean per series (for "same bucket last week" at SKU level).
+    """
     week = h.week
     known = (~pl.col("stockout")).sum() if "stockout" in h.grid.columns else pl.len()
     by_group = (
@@ -722,7 +878,8 @@ def _group_rolling(h: History, group: str) -> pl.LazyFrame:
 
 def _join_aggregates(frame: pl.LazyFrame, h: History, wanted: set[str] | None) -> pl.LazyFrame:
     """SKU-level (across customers) and customer-level (across SKUs) context at the origin;
-    only those in `wanted` (None: all)."""
+    only those in `wanted` (None: all).
+    """
     frame = frame.with_columns(
         sku_idx=pl.lit(h.series["sku_idx"]).gather(pl.col("series_id")),
         customer_idx=pl.lit(h.series["customer_idx"]).gather(pl.col("series_id")),
@@ -792,7 +949,8 @@ def _join_signals(
     """Attach each configured signal's value per row: the most specific scope that matches the
     series wins (a row for this customer+sku beats one for the sku, beats a global one); within
     a scope, the latest value at or before the lookup time. Raw values: `signal_weights` act
-    on the forecast after the model (`salesml.demand.adjust`), not on this input."""
+    on the forecast after the model (`salesml.demand.adjust`), not on this input.
+    """
     names = signal_feature_names(demand, signals)
     if not names:
         return frame, []

@@ -111,12 +111,13 @@ def sku_health(
     as_of: datetime,
 ) -> pl.DataFrame:
     """One row per forecast series with an inventory snapshot: health, reasons (JSON array of
-    plain sentences), on_hand, projected_stockout_at (schema `HEALTH_SCHEMA`)."""
+    plain sentences), on_hand, projected_stockout_at (schema `HEALTH_SCHEMA`).
+    """
     stock = latest_on_hand(inventory, as_of)
     if stock.height == 0 or forecast.height == 0:
         return pl.DataFrame(schema=HEALTH_SCHEMA)
-    bucket = timedelta(hours=demand.bucket_hours)
-    horizon_days = demand.horizon_buckets * demand.bucket_hours / 24.0
+    bucket = timedelta(hours=demand.grid.bucket_hours)
+    horizon_days = demand.grid.horizon_buckets * demand.grid.bucket_hours / 24.0
     rows = (
         forecast.lazy()
         .select("customer_id", "sku", "bucket_start", "horizon", "mean", "var")
@@ -157,74 +158,17 @@ def _fmt(value: pl.Expr, decimals: int = 1) -> pl.Expr:
     return rounded.cast(pl.String)
 
 
+Rule = tuple[str, pl.Expr, pl.Expr]
+"""(colour, condition, reason text): one health rule over the rated rows."""
+
+_BELOW_SAFETY = pl.col("on_hand") < pl.col("safety")
+
+
 def _rate(rated: pl.DataFrame, demand: DemandSettings, as_of: datetime) -> pl.DataFrame:
-    red_until = as_of + timedelta(hours=demand.stockout_red_hours)
-    days = f"{demand.safety_stock_days:g} days"
-    growth_pct = f"{demand.growth_threshold * 100:g}%"
-    below_safety = pl.col("on_hand") < pl.col("safety")
-    growing = pl.col("growth") > demand.growth_threshold
-    when_text = pl.col("stockout_p50").dt.to_string("%Y-%m-%d %H:%M UTC")
-    when_p90 = pl.col("stockout_p90").dt.to_string("%Y-%m-%d %H:%M UTC")
-    growth_text = (
-        pl.when(pl.col("growth").is_infinite())
-        .then(pl.lit("from none"))
-        .otherwise(pl.format("by {}%", _fmt(pl.col("growth") * 100, 0)))
-    )
-    rules: list[tuple[str, pl.Expr, pl.Expr]] = [
-        (
-            "red",
-            (pl.col("on_hand") <= 0) & (pl.col("demand_p50") > 0),
-            pl.format(
-                "out of stock (on hand {}) while {} units are expected over the horizon",
-                _fmt(pl.col("on_hand")),
-                _fmt(pl.col("demand_p50")),
-            ),
-        ),
-        (
-            "red",
-            (pl.col("on_hand") > 0) & (pl.col("stockout_p50") <= red_until),
-            pl.format(
-                "projected to run out within {} h at expected demand (at {})",
-                pl.lit(f"{demand.stockout_red_hours:g}"),
-                when_text,
-            ),
-        ),
-        (
-            "red",
-            below_safety & growing,
-            pl.format(
-                "stock {} below its safety level {} ({} of demand) while 7-day sales grew {} "
-                "(threshold {})",
-                _fmt(pl.col("on_hand")),
-                _fmt(pl.col("safety"), 2),
-                pl.lit(days),
-                growth_text,
-                pl.lit(growth_pct),
-            ),
-        ),
-        (
-            "yellow",
-            (pl.col("on_hand") > 0) & pl.col("stockout_p50").is_not_null(),
-            pl.format("projected to run out at expected demand at {}", when_text),
-        ),
-        (
-            "yellow",
-            (pl.col("on_hand") > 0)
-            & pl.col("stockout_p50").is_null()
-            & pl.col("stockout_p90").is_not_null(),
-            pl.format("could run out by {} if demand is high (P90)", when_p90),
-        ),
-        (
-            "yellow",
-            below_safety & ~growing,
-            pl.format(
-                "stock {} below its safety level {} ({} of demand)",
-                _fmt(pl.col("on_hand")),
-                _fmt(pl.col("safety"), 2),
-                pl.lit(days),
-            ),
-        ),
-    ]
+    """Colour and reasons per series from the rules (the first colour that applies, red before
+    yellow; every rule that applies adds its reason; none: green with its cover reason).
+    """
+    rules = [*_red_rules(demand, as_of), *_yellow_rules(demand)]
     reasons = [pl.when(cond).then(text) for _, cond, text in rules]
     colour = pl.lit("green")
     for level in ("yellow", "red"):
@@ -255,3 +199,79 @@ def _rate(rated: pl.DataFrame, demand: DemandSettings, as_of: datetime) -> pl.Da
         )
         .sort("customer_id", "sku")
     )
+
+
+def _below_safety_text(demand: DemandSettings) -> pl.Expr:
+    return pl.format(
+        "stock {} below its safety level {} ({} of demand)",
+        _fmt(pl.col("on_hand")),
+        _fmt(pl.col("safety"), 2),
+        pl.lit(f"{demand.safety_stock_days:g} days"),
+    )
+
+
+def _red_rules(demand: DemandSettings, as_of: datetime) -> list[Rule]:
+    """Out of stock with demand ahead; a P50 stock-out within `stockout_red_hours`; below the
+    safety level while 7-day sales grew more than `growth_threshold`.
+    """
+    red_until = as_of + timedelta(hours=demand.stockout_red_hours)
+    growing = pl.col("growth") > demand.growth_threshold
+    growth_text = (
+        pl.when(pl.col("growth").is_infinite())
+        .then(pl.lit("from none"))
+        .otherwise(pl.format("by {}%", _fmt(pl.col("growth") * 100, 0)))
+    )
+    return [
+        (
+            "red",
+            (pl.col("on_hand") <= 0) & (pl.col("demand_p50") > 0),
+            pl.format(
+                "out of stock (on hand {}) while {} units are expected over the horizon",
+                _fmt(pl.col("on_hand")),
+                _fmt(pl.col("demand_p50")),
+            ),
+        ),
+        (
+            "red",
+            (pl.col("on_hand") > 0) & (pl.col("stockout_p50") <= red_until),
+            pl.format(
+                "projected to run out within {} h at expected demand (at {})",
+                pl.lit(f"{demand.stockout_red_hours:g}"),
+                _when_text("stockout_p50"),
+            ),
+        ),
+        (
+            "red",
+            _BELOW_SAFETY & growing,
+            pl.format(
+                "{} while 7-day sales grew {} (threshold {})",
+                _below_safety_text(demand),
+                growth_text,
+                pl.lit(f"{demand.growth_threshold * 100:g}%"),
+            ),
+        ),
+    ]
+
+
+def _yellow_rules(demand: DemandSettings) -> list[Rule]:
+    """A P50 or (only) a P90 stock-out within the horizon; below the safety level (not growing)."""
+    growing = pl.col("growth") > demand.growth_threshold
+    return [
+        (
+            "yellow",
+            (pl.col("on_hand") > 0) & pl.col("stockout_p50").is_not_null(),
+            pl.format("projected to run out at expected demand at {}", _when_text("stockout_p50")),
+        ),
+        (
+            "yellow",
+            (pl.col("on_hand") > 0)
+            & pl.col("stockout_p50").is_null()
+            & pl.col("stockout_p90").is_not_null(),
+            pl.format("could run out by {} if demand is high (P90)", _when_text("stockout_p90")),
+        ),
+        ("yellow", _BELOW_SAFETY & ~growing, _below_safety_text(demand)),
+    ]
+
+
+def _when_text(column: str) -> pl.Expr:
+    return pl.col(column).dt.to_string("%Y-%m-%d %H:%M UTC")

@@ -48,13 +48,18 @@ the honest 80 % interval of such a cell, and its mean is still 0.3. The object p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel
 from sklearn.base import BaseEstimator
 
-from salesml.config import DemandSettings
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
+
+from salesml.estimator import params_from_settings
 
 _MIN_INV_SIZE = 1e-3  # NB 1/size floor: ~Poisson, and scipy's NB is far faster than its Poisson
 _CALIBRATION_SAMPLE = 30_000  # rows per stratum used by the level search (+-0.005 coverage)
@@ -92,6 +97,31 @@ class Calibration:
         index = stratum_index(mean, self.edges)
         return np.asarray(self.inv_sizes)[index], np.asarray(self.lower_levels)[index]
 
+    def variance(self, mean: np.ndarray) -> np.ndarray:
+        """Predictive variance per bucket: mean + d * mean^2 with the stratum's dispersion d."""
+        mean = np.asarray(mean, dtype=np.float64)
+        inv_size, _ = self.per_row(mean)
+        variance: np.ndarray = mean + inv_size * mean**2
+        return variance
+
+    def quantiles(
+        self, mean: np.ndarray, median: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Whole-unit (P10, P50, P90) from predicted means and (optionally) a median model's
+        raw output; P10 <= P50 <= P90 and P10 <= mean < P90 + 1 by construction.
+        """
+        mean = np.maximum(np.asarray(mean, dtype=np.float64), 0.0)
+        inv_size, lower = self.per_row(mean)
+        p10 = count_quantile(mean, inv_size, lower)
+        p90 = count_quantile(mean, inv_size, 1.0 - lower)
+        if median is None:
+            p50 = count_quantile(mean, inv_size, np.full(mean.shape, 0.5))
+        else:
+            p50 = np.floor(np.maximum(np.asarray(median, dtype=np.float64), 0.0) + 0.5)
+        p10 = np.minimum(np.minimum(p10, p50), np.floor(mean))
+        p90 = np.maximum(np.maximum(p90, p50), np.floor(mean))
+        return p10, p50, p90
+
 
 def stratum_index(mean: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     """Stratum of each expected value: 0 below edges[0], k for edges[k-1] <= mean < edges[k]."""
@@ -104,8 +134,11 @@ _PICKLE_DEFAULTS: dict[str, Any] = {
     "interval_bins": (),
     "min_stratum_rows": 0,
     "event_ratio": 0.0,
+    "refit_decay": 0.5,
     "median_booster_": None,
 }
+# Settings names of the parameters named otherwise here (`params_from_settings`).
+_SETTINGS_NAMES = {"interval_min_rows": "min_stratum_rows", "interval_event_ratio": "event_ratio"}
 
 
 class DemandModel(BaseEstimator):  # type: ignore[misc]
@@ -113,7 +146,11 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
 
     A scikit-learn estimator: every hyper-parameter is an `__init__` argument stored as given
     (`get_params`, `set_params`, `sklearn.base.clone` work); the defaults equal
-    `DemandSettings`' (a test checks), and `from_settings` maps the settings' names.
+    `DemandSettings`' (a test checks), and `from_settings` reads them from the settings by
+    name. Everything learned is set by `fit` (no method changes a fitted model): the mean
+    booster (`booster_`), the median booster (`median_booster_`, with `median_model`) and the
+    interval calibration it is given (`calibration_`, learned by `learn_calibration` from a
+    model's held-out predictions).
     """
 
     def __init__(
@@ -133,6 +170,7 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
         interval_bins: tuple[float, ...] = DEFAULT_BINS,
         min_stratum_rows: int = DEFAULT_MIN_STRATUM_ROWS,
         event_ratio: float = DEFAULT_EVENT_RATIO,
+        refit_decay: float = 0.5,
     ) -> None:
         self.objective = objective
         self.tweedie_variance_power = tweedie_variance_power
@@ -149,31 +187,16 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
         self.interval_bins = interval_bins
         self.min_stratum_rows = min_stratum_rows
         self.event_ratio = event_ratio
+        self.refit_decay = refit_decay
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also models pickled by older releases (see `_PICKLE_DEFAULTS`)."""
         super().__setstate__(_PICKLE_DEFAULTS | state)
 
     @classmethod
-    def from_settings(cls, demand: DemandSettings) -> DemandModel:
-        """An unfitted model configured from the `demand` settings."""
-        return cls(
-            objective=demand.objective,
-            tweedie_variance_power=demand.tweedie_variance_power,
-            num_leaves=demand.num_leaves,
-            learning_rate=demand.learning_rate,
-            n_estimators=demand.n_estimators,
-            min_data_in_leaf=demand.min_data_in_leaf,
-            feature_fraction=demand.feature_fraction,
-            num_threads=demand.num_threads,
-            seed=demand.seed,
-            interval_coverage=demand.interval_coverage,
-            median_model=demand.median_model,
-            interval_strata=tuple(demand.interval_strata),
-            interval_bins=tuple(demand.interval_bins),
-            min_stratum_rows=demand.interval_min_rows,
-            event_ratio=demand.interval_event_ratio,
-        )
+    def from_settings(cls, demand: BaseModel, **overrides: Any) -> DemandModel:
+        """An unfitted model configured from the `demand` settings (`overrides` win)."""
+        return cls(**params_from_settings(cls, demand, renames=_SETTINGS_NAMES, **overrides))
 
     def calibration_edges(self) -> tuple[float, ...]:
         """Edges of the calibration bins: the reported strata plus the finer `interval_bins`."""
@@ -181,6 +204,7 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
         return tuple(sorted(merged))
 
     def lgb_params(self) -> dict[str, Any]:
+        """The mean model's LightGBM parameters (deterministic, `num_threads` threads)."""
         params: dict[str, Any] = {
             "objective": self.objective,
             "num_leaves": self.num_leaves,
@@ -210,65 +234,52 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
         target: np.ndarray | pl.Series,
         *,
         calibration: Calibration | None = None,
+        trees_from: DemandModel | None = None,
     ) -> DemandModel:
-        """Fit the mean model on `features` (numeric columns only; their order is kept).
+        """Fit on `features` (numeric columns only; their order is kept): the mean model, then
+        the median model (quantile objective at 0.5) on the same rows when `median_model`.
 
         `calibration`: the interval calibration to keep, learned earlier from held-out rows by
-        a model of the same configuration (a refit on all weeks); default: uncalibrated.
+        a model of the same configuration (`learn_calibration`); default: uncalibrated.
+        `trees_from`: a fitted model whose mean trees are kept; their leaf values are
+        re-estimated on these rows, new = `refit_decay` * old + (1 - decay) * fitted
+        (LightGBM `Booster.refit`; decay 1 keeps them as they are). Default: new trees.
         """
         import lightgbm as lgb
 
         self.feature_names_ = list(features.columns)
-        data = lgb.Dataset(
-            features.to_numpy(),
-            label=np.asarray(target, dtype=np.float64),
-            feature_name=self.feature_names_,
-            free_raw_data=True,
-        )
-        self.booster_ = lgb.train(self.lgb_params(), data, num_boost_round=self.n_estimators)
-        self.median_booster_: Any = None
+        matrix = features.to_numpy()
+        label = np.asarray(target, dtype=np.float64)
+        if trees_from is None:
+            data = lgb.Dataset(
+                matrix, label=label, feature_name=self.feature_names_, free_raw_data=True
+            )
+            self.booster_ = lgb.train(self.lgb_params(), data, num_boost_round=self.n_estimators)
+        elif self.refit_decay >= 1.0:
+            self.booster_ = trees_from.booster_
+        else:
+            self.booster_ = trees_from.booster_.refit(matrix, label, decay_rate=self.refit_decay)
+        self.median_booster_: lgb.Booster | None = None
+        if self.median_model:
+            data = lgb.Dataset(
+                matrix, label=label, feature_name=self.feature_names_, free_raw_data=True
+            )
+            self.median_booster_ = lgb.train(
+                self.median_params(), data, num_boost_round=self.n_estimators
+            )
         self.calibration_ = calibration or Calibration(edges=self.calibration_edges())
         self.train_rows_ = features.height
         return self
 
-    def fit_median(self, features: pl.DataFrame, target: np.ndarray | pl.Series) -> DemandModel:
-        """Fit the median model (quantile objective at 0.5) on the mean model's features; a
-        no-op when `median_model` is off. Call after `fit` (it may see newer rows than `fit`)."""
-        import lightgbm as lgb
-
-        if not self.median_model:
-            self.median_booster_ = None
-            return self
-        data = lgb.Dataset(
-            features.select(self.feature_names_).to_numpy(),
-            label=np.asarray(target, dtype=np.float64),
-            feature_name=self.feature_names_,
-            free_raw_data=True,
-        )
-        self.median_booster_ = lgb.train(
-            self.median_params(), data, num_boost_round=self.n_estimators
-        )
-        return self
-
-    def refit_leaves(
-        self, features: pl.DataFrame, target: np.ndarray | pl.Series, decay: float
-    ) -> DemandModel:
-        """Re-estimate every leaf value on (newer) data, keeping the tree structure: new value =
-        decay * old + (1 - decay) * value fitted on `features` (LightGBM `Booster.refit`)."""
-        matrix = features.select(self.feature_names_).to_numpy()
-        self.booster_ = self.booster_.refit(
-            matrix, np.asarray(target, dtype=np.float64), decay_rate=decay
-        )
-        self.train_rows_ = features.height
-        return self
-
-    def calibrate(
+    def learn_calibration(
         self, mean: np.ndarray, actual: np.ndarray, days: np.ndarray | None = None
-    ) -> DemandModel:
-        """Per calibration bin of `mean`: dispersion and interval level from held-out (mean,
-        actual) pairs of open cells (see module doc). `days` (a day key per row, optional):
-        rows of event days (total actual off the total mean by more than `event_ratio` either
-        way) are left out. A bin without rows takes the pooled values."""
+    ) -> Calibration:
+        """The interval calibration (for `fit(calibration=)`) from held-out (mean, actual) pairs
+        of open cells: per calibration bin of `mean`, dispersion and interval level (see module
+        doc). `days` (a day key per row, optional): rows of event days (total actual off the
+        total mean by more than `event_ratio` either way) are left out. A bin without rows
+        takes the pooled values. Reads only hyper-parameters: any unfitted model will do.
+        """
         mean = np.asarray(mean, dtype=np.float64)
         actual = np.asarray(actual, dtype=np.float64)
         if days is not None and mean.size:
@@ -276,38 +287,14 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
             mean, actual = mean[keep], actual[keep]
         edges = self.calibration_edges()
         if mean.size == 0:
-            self.calibration_ = Calibration(edges=edges)
-            return self
-        pooled_inv = _moment_inv_size(mean, actual)
-        index = stratum_index(mean, edges)
-        order = np.argsort(mean, kind="stable")
-        bins = (-np.inf, *edges, np.inf)
-        rng = np.random.default_rng(self.seed)
-        inv_sizes: list[float] = []
-        levels: list[float] = []
-        coverages: list[float] = []
-        counts: list[int] = []
-        for k in range(len(edges) + 1):
-            counts.append(int(np.sum(index == k)))
-            bounds = (bins[k], bins[k + 1])
-            rows = _neighbour_rows(mean, order, bounds, self.min_stratum_rows)
-            if rows.size == 0:
-                inv_sizes.append(pooled_inv)
-                levels.append(0.1)
-                coverages.append(float("nan"))
-                continue
-            if rows.size > _CALIBRATION_SAMPLE:
-                rows = rng.choice(rows, _CALIBRATION_SAMPLE, replace=False)
-            m, y = mean[rows], actual[rows]
-            inv = _moment_inv_size(m, y)
-            level, coverage = _calibrate_level(m, y, inv, self.interval_coverage)
-            inv_sizes.append(inv)
-            levels.append(level)
-            coverages.append(coverage)
+            return Calibration(edges=edges)
+        inv_sizes, levels, coverages, counts = _calibrate_bins(
+            mean, actual, edges, self.min_stratum_rows, self.interval_coverage, self.seed
+        )
         weights = np.asarray(counts, dtype=np.float64)
         filled = weights > 0
-        self.calibration_ = Calibration(
-            inv_size=pooled_inv,
+        return Calibration(
+            inv_size=_moment_inv_size(mean, actual),
             lower_level=float(np.average(np.asarray(levels)[filled], weights=weights[filled])),
             coverage=float(np.average(np.asarray(coverages)[filled], weights=weights[filled])),
             rows=int(mean.size),
@@ -317,23 +304,23 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
             coverages=tuple(coverages),
             stratum_rows=tuple(counts),
         )
-        return self
 
     # --- predicting ------------------------------------------------------------------------
 
-    def feature_matrix(self, features: Any) -> np.ndarray:
+    def feature_matrix(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """The model's feature columns in training order (`feature_names_`) as a numpy matrix;
-        `features` polars (dtypes kept) or pandas (as float64)."""
+        `features` polars (dtypes kept) or pandas (as float64).
+        """
         if isinstance(features, pl.DataFrame):
             return features.select(self.feature_names_).to_numpy()
         return np.asarray(features[self.feature_names_], dtype=np.float64)
 
-    def predict(self, features: Any) -> np.ndarray:
+    def predict(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray:
         """Expected units per bucket (the mean); `features` polars or pandas with the columns."""
         matrix = self.feature_matrix(features)
         return np.asarray(self.booster_.predict(matrix), dtype=np.float64)
 
-    def predict_median(self, features: Any) -> np.ndarray | None:
+    def predict_median(self, features: pl.DataFrame | pd.DataFrame) -> np.ndarray | None:
         """The median model's raw prediction (units), or None without a median model."""
         if self.median_booster_ is None:
             return None
@@ -342,26 +329,15 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
 
     def variance(self, mean: np.ndarray) -> np.ndarray:
         """Predictive variance per bucket: mean + d * mean^2 with the stratum's dispersion d."""
-        mean = np.asarray(mean, dtype=np.float64)
-        inv_size, _ = self.calibration_.per_row(mean)
-        return mean + inv_size * mean**2
+        return self.calibration_.variance(mean)
 
     def predict_quantiles(
         self, mean: np.ndarray, median: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Whole-unit (P10, P50, P90) from predicted means and (optionally) the median model's
-        raw output; P10 <= P50 <= P90 and P10 <= mean < P90 + 1 by construction."""
-        mean = np.maximum(np.asarray(mean, dtype=np.float64), 0.0)
-        inv_size, lower = self.calibration_.per_row(mean)
-        p10 = count_quantile(mean, inv_size, lower)
-        p90 = count_quantile(mean, inv_size, 1.0 - lower)
-        if median is None:
-            p50 = count_quantile(mean, inv_size, np.full(mean.shape, 0.5))
-        else:
-            p50 = np.floor(np.maximum(np.asarray(median, dtype=np.float64), 0.0) + 0.5)
-        p10 = np.minimum(np.minimum(p10, p50), np.floor(mean))
-        p90 = np.maximum(np.maximum(p90, p50), np.floor(mean))
-        return p10, p50, p90
+        raw output (`Calibration.quantiles` of the fitted calibration).
+        """
+        return self.calibration_.quantiles(mean, median)
 
     def contributions(self, features: pl.DataFrame) -> np.ndarray:
         """Exact TreeSHAP (n, f + 1) in log space (log of the mean); last column = base."""
@@ -370,6 +346,7 @@ class DemandModel(BaseEstimator):  # type: ignore[misc]
         return explain.shap_contributions(self.booster_, self.feature_matrix(features))
 
     def feature_importance(self) -> pl.DataFrame:
+        """Total split gain per feature of the mean booster, largest first."""
         gain = self.booster_.feature_importance(importance_type="gain")
         return pl.DataFrame({"feature": self.feature_names_, "gain": gain.astype(np.float64)}).sort(
             "gain", descending=True
@@ -400,7 +377,8 @@ def event_days(mean: np.ndarray, actual: np.ndarray, days: np.ndarray, ratio: fl
     times, the total mean: events the mean model did not see coming (Thanksgiving and the day
     after in pizza's last November week sold 2.0-2.2x the forecast). Calibrating on them would
     widen every interval of the next week (dispersion 0.3-0.5 -> 1.3-2.0 per stratum). All
-    False when that would leave out more than half of the rows."""
+    False when that would leave out more than half of the rows.
+    """
     if ratio <= 1.0 or mean.size == 0:
         return np.zeros(mean.shape, dtype=bool)
     keys, inverse = np.unique(days, return_inverse=True)
@@ -417,7 +395,8 @@ def _neighbour_rows(
 ) -> np.ndarray:
     """Held-out rows of the bin [lo, hi) of `mean`, widened to the `min_rows` rows nearest in
     rank (a window of the sorted means centred on the bin, empty bins included), so a thin
-    bin (e.g. 5 busy cells in a week) is not calibrated on a handful of rows."""
+    bin (e.g. 5 busy cells in a week) is not calibrated on a handful of rows.
+    """
     ordered = mean[order]
     start, stop = np.searchsorted(ordered, bounds, side="left")
     if stop - start >= min_rows or mean.size == 0:
@@ -425,6 +404,46 @@ def _neighbour_rows(
     take = min(min_rows, mean.size)
     first = int(np.clip(round(0.5 * (start + stop) - take / 2), 0, mean.size - take))
     return order[first : first + take]
+
+
+def _calibrate_bins(
+    mean: np.ndarray,
+    actual: np.ndarray,
+    edges: tuple[float, ...],
+    min_rows: int,
+    coverage: float,
+    seed: int,
+) -> tuple[list[float], list[float], list[float], list[int]]:
+    """Per bin of `edges` (open-ended at both ends): (1/size, lower level, coverage, rows in
+    the bin), each bin calibrated on its rows widened to `min_rows` neighbours (sampled down to
+    _CALIBRATION_SAMPLE); a bin with no rows at all takes the pooled 1/size and level 0.1.
+    """
+    pooled_inv = _moment_inv_size(mean, actual)
+    index = stratum_index(mean, edges)
+    order = np.argsort(mean, kind="stable")
+    bins = (-np.inf, *edges, np.inf)
+    rng = np.random.default_rng(seed)
+    inv_sizes: list[float] = []
+    levels: list[float] = []
+    coverages: list[float] = []
+    counts: list[int] = []
+    for k in range(len(edges) + 1):
+        counts.append(int(np.sum(index == k)))
+        rows = _neighbour_rows(mean, order, (bins[k], bins[k + 1]), min_rows)
+        if rows.size == 0:
+            inv_sizes.append(pooled_inv)
+            levels.append(0.1)
+            coverages.append(float("nan"))
+            continue
+        if rows.size > _CALIBRATION_SAMPLE:
+            rows = rng.choice(rows, _CALIBRATION_SAMPLE, replace=False)
+        m, y = mean[rows], actual[rows]
+        inv = _moment_inv_size(m, y)
+        level, covered = _calibrate_level(m, y, inv, coverage)
+        inv_sizes.append(inv)
+        levels.append(level)
+        coverages.append(covered)
+    return inv_sizes, levels, coverages, counts
 
 
 def _moment_inv_size(mean: np.ndarray, actual: np.ndarray) -> float:
@@ -461,20 +480,23 @@ def nb_quantiles(
 
 def count_quantile(mean: np.ndarray, inv_size: np.ndarray, level: np.ndarray) -> np.ndarray:
     """Whole-unit quantile at `level` of the negative binomial (mean, 1/size), per row: the
-    smallest k with P(Y <= k) >= level."""
+    smallest k with P(Y <= k) >= level.
+    """
     from scipy import stats
 
     mean = np.maximum(np.asarray(mean, dtype=np.float64), 1e-12)
     size = 1.0 / np.asarray(inv_size, dtype=np.float64)
     value = stats.nbinom.ppf(level, size, size / (size + mean))
-    return np.maximum(np.nan_to_num(value, nan=0.0), 0.0)
+    quantile: np.ndarray = np.maximum(np.nan_to_num(value, nan=0.0), 0.0)
+    return quantile
 
 
 def _calibrate_level(
     mean: np.ndarray, actual: np.ndarray, inv_size: float, target: float
 ) -> tuple[float, float]:
     """Level a of the pair [a, 1 - a] whose whole-unit interval covers the rows closest to
-    `target` (coverage falls by integer steps as a grows); returns (a, coverage)."""
+    `target` (coverage falls by integer steps as a grows); returns (a, coverage).
+    """
 
     def coverage(a: float) -> float:
         levels = np.full(mean.shape, a)

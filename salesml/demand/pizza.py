@@ -26,6 +26,7 @@ def default_path(repo_root: Path | None = None) -> Path:
 
 
 def available(path: Path | None = None) -> bool:
+    """Whether the dataset's three CSV files are in `path` (default: `default_path()`)."""
     folder = path or default_path()
     return all((folder / name).is_file() for name in FILES)
 

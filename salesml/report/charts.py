@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,9 @@ from salesml.timeutil import DATETIME
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 HEALTH_COLOURS = {"red": "#c0392b", "yellow": "#e0a800", "green": "#2e8b57"}
 UP = "#2e8b57"
@@ -33,7 +35,7 @@ ACTUAL_AFTER = "#9aa5b1"
 NEUTRAL = "#7b8794"
 LABEL_CHARS = 50
 
-RC: Any = {
+RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "salesml-report",
     "font.family": "sans-serif",
@@ -66,7 +68,8 @@ def _figure(
 ) -> Figure:
     """A figure in inches. margins=(left, right, top, bottom) in inches fixes the axes area;
     None uses constrained layout (about twice the drawing time, so the charts drawn many times
-    per report use fixed margins)."""
+    per report use fixed margins).
+    """
     from matplotlib.figure import Figure
 
     if margins is None:
@@ -112,7 +115,7 @@ def to_svg(fig: Figure, chart_id: str) -> str:
     return _SIZE.sub(size, svg, count=1).strip()
 
 
-def _render(build: Any, chart_id: str) -> str:
+def _render(build: Callable[[], Figure], chart_id: str) -> str:
     """Build a figure inside the report's rc context and return its SVG."""
     import matplotlib
 
@@ -328,7 +331,7 @@ def _label_cells(ax: Axes, grid: np.ndarray, occurrences: np.ndarray) -> None:
             )
 
 
-def _diverging_cmap() -> Any:
+def _diverging_cmap() -> LinearSegmentedColormap:
     from matplotlib.colors import LinearSegmentedColormap
 
     return LinearSegmentedColormap.from_list("salesml_diverging", [DOWN, "#f7f7f7", UP], N=256)
@@ -361,6 +364,63 @@ def pipeline_chart(frame: pl.DataFrame, chart_id: str) -> str:
         top = float(max(np.max(p90, initial=0.0), np.max(expected, initial=0.0)))
         ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)
         ax.legend(loc="upper left", ncols=3)
+        return fig
+
+    return _render(build, chart_id)
+
+
+def waterfall_bottoms(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bottoms, running) of a waterfall whose first and last values are totals: the totals
+    stand on 0, step i floats on start + the steps before it; `running` is the level after
+    each bar but the last (where the connector lines are drawn).
+    """
+    n = len(values)
+    running = np.cumsum(values[:-1]) if n > 1 else np.zeros(0)
+    bottoms = np.zeros(n)
+    bottoms[1:-1] = running[:-1]
+    return bottoms, running
+
+
+def waterfall_chart(steps: pl.DataFrame, chart_id: str) -> str:
+    """Expected revenue from the previous run to this one: the first and last bars are the
+    totals (from 0), each middle bar floats from the running total (green adds, red takes
+    away). `steps`: label, value in display order (start, the changes, end).
+    """
+    labels = [plain(label, 16) for label in steps["label"].to_list()]
+    values = steps["value"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    n = len(values)
+    bottoms, running = waterfall_bottoms(values)
+    colours = [
+        "#9fb3c8" if i in (0, n - 1) else UP if v >= 0 else DOWN for i, v in enumerate(values)
+    ]
+
+    def build() -> Figure:
+        from matplotlib.ticker import FuncFormatter
+
+        fig = _figure(6.4, 3.4)
+        ax = fig.add_subplot()
+        x = np.arange(n)
+        ax.bar(x, values, bottom=bottoms, color=colours, width=0.62)
+        ax.hlines(running, x[:-1] + 0.31, x[:-1] + 0.69, color=NEUTRAL, linewidth=0.8)
+        for xi, v, b in zip(x, values, bottoms, strict=True):
+            middle = 0 < xi < n - 1
+            text = ("+" if v >= 0 else "-") + compact(abs(v)) if middle else compact(v)
+            ax.annotate(
+                text,
+                (xi, b + max(v, 0.0)),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+                color="#243b53",
+            )
+        ax.set_xticks(x, labels, rotation=20, ha="right")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
+        ax.set_ylabel("expected revenue")
+        ax.axhline(0, color="#52606d", linewidth=0.8)
+        top = float(np.max(np.concatenate([bottoms + np.maximum(values, 0), [0.0]])))
+        low = float(np.min(np.concatenate([bottoms + np.minimum(values, 0), [0.0]])))
+        ax.set_ylim(low * 1.15, top * 1.18 if top > 0 else 1.0)
         return fig
 
     return _render(build, chart_id)
@@ -518,7 +578,8 @@ def importance_bars(
 
 def quality_trend(points: pl.DataFrame, chart_id: str, label: str, baseline: str) -> str:
     """One model_quality series over its origins: the model's value (solid, dots) and the
-    baseline's on the same rows (dashed). `points`: origin, value, baseline_value."""
+    baseline's on the same rows (dashed). `points`: origin, value, baseline_value.
+    """
     ordered = points.sort("origin")
     when = np.array([_naive(v) for v in ordered["origin"].to_list()], dtype="datetime64[us]")
     value = ordered["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()

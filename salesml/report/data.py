@@ -13,10 +13,20 @@ import polars as pl
 
 DEAL_TABLES = ("deal_scores", "deal_score_factors", "pipeline_forecast")
 DEMAND_TABLES = ("demand_forecast", "demand_forecast_factors", "sku_health")
+DECISION_TABLES = (
+    "deal_actions",
+    "deal_score_changes",
+    "pipeline_changes",
+    "health_overview",
+    "rep_health",
+    "deals_at_risk",
+)
+"""Decision tables written per scoring as_of (alerts are keyed by alert_key: see gather)."""
 OUTPUT_TABLES = (
     *DEAL_TABLES,
     "behavior_value",
     *DEMAND_TABLES,
+    *DECISION_TABLES,
     "quarantine",
     "runs",
 )
@@ -32,6 +42,8 @@ PRODUCING_COMMAND: dict[str, str] = {
     "quarantine": "salesml validate",
     "runs": "salesml validate",
     "model_quality": "salesml backtest deal-win|demand",
+    **dict.fromkeys(DECISION_TABLES, "salesml score deals"),
+    "alerts": "salesml score deals|forecast demand",
 }
 """The command that writes each output table (named in the note of a section without data)."""
 
@@ -61,6 +73,14 @@ class ReportOptions:
     """Equal-width probability bins of the reliability curve."""
     quality_points: int = 4
     """Latest origins summed up in each model-quality sentence ("over the last 4 checks")."""
+    action_deals: int = 20
+    """Deals listed with their next-best actions (largest uplift first)."""
+    movers: int = 15
+    """Deals whose probability moved most since the previous run, with their moved drivers."""
+    rep_rows: int = 30
+    """Reps in the rep health table (weakest health index first)."""
+    alert_rows: int = 50
+    """Alerts listed (open first, then by severity)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,8 @@ class ReportData:
     """Everything `render` needs; frames follow `salesml.contract` output schemas.
 
     tables: output tables read for `as_of` (behavior_value: its latest as_of <= `as_of`).
-        An absent key means the table does not exist in the warehouse.
+        An absent key means the table does not exist in the warehouse. `alerts` (keyed by
+        alert_key) holds the alerts open at as_of or resolved at it, with `status_at`.
     notes: per table (or section key), a sentence saying why data is missing or where it
         comes from; shown in place of / under the section.
     deal_info: deals as known at `as_of` (deal_id, account_id, owner_id, region, product,

@@ -50,24 +50,7 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
     as_of = as_of.astimezone(UTC)
     wh = Warehouse.from_settings(settings)
     present = set(wh.tables())
-    tables: dict[str, pl.DataFrame] = {}
-    notes: dict[str, str] = {}
-    for name in OUTPUT_TABLES:
-        if name not in present:
-            notes[name] = missing_note(name, False, as_of, None)
-            continue
-        frame, note = _read_table(wh, name, as_of)
-        frame = _baseline_only(frame)
-        if note:
-            notes[name] = note
-        if frame.height == 0 and name not in ALWAYS_SHOWN and wh.latest_as_of(name) is None:
-            continue  # never had a row (e.g. behaviour without activities): as if absent
-        tables[name] = frame
-
-    if "quarantine" not in tables and tables.get("runs") is not None and tables["runs"].height:
-        # runs happened but none set a row aside, so the table was never created
-        tables["quarantine"] = empty_frame("quarantine")
-        notes.pop("quarantine", None)
+    tables, notes = _read_outputs(wh, present, as_of)
     deals, deals_problem = _load_input(settings, as_of, "deals")
     deal_info = None
     if deals is not None:
@@ -91,7 +74,7 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
         generated_at=datetime.now(UTC).replace(microsecond=0),
         timezone=settings.timezone,
         warehouse=_display(wh),
-        bucket_hours=settings.demand.bucket_hours,
+        bucket_hours=settings.demand.grid.bucket_hours,
         tables=tables,
         notes=notes,
         deal_info=deal_info,
@@ -106,9 +89,40 @@ def gather(settings: Settings, as_of: datetime, options: ReportOptions | None = 
     )
 
 
+def _read_outputs(
+    wh: Warehouse, present: set[str], as_of: datetime
+) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
+    """The output tables for as_of (an absent table: a note instead) and the alerts of as_of."""
+    tables: dict[str, pl.DataFrame] = {}
+    notes: dict[str, str] = {}
+    for name in OUTPUT_TABLES:
+        if name not in present:
+            notes[name] = missing_note(name, False, as_of, None)
+            continue
+        frame, note = _read_table(wh, name, as_of)
+        frame = _baseline_only(frame)
+        if note:
+            notes[name] = note
+        if frame.height == 0 and name not in ALWAYS_SHOWN and wh.latest_as_of(name) is None:
+            continue  # never had a row (e.g. behaviour without activities): as if absent
+        tables[name] = frame
+
+    alerts = _alerts(wh, present, as_of)
+    if alerts is not None:
+        tables["alerts"] = alerts
+        if alerts.height == 0:
+            notes["alerts"] = f"No alert was open or resolved at as_of {as_of.isoformat()}."
+    if "quarantine" not in tables and tables.get("runs") is not None and tables["runs"].height:
+        # runs happened but none set a row aside, so the table was never created
+        tables["quarantine"] = empty_frame("quarantine")
+        notes.pop("quarantine", None)
+    return tables, notes
+
+
 def _baseline_only(frame: pl.DataFrame, scenario: str = "baseline") -> pl.DataFrame:
     """The rows of one scenario (what-ifs sit next to the baseline in demand_forecast; rows
-    written before scenarios existed have none and count as the baseline)."""
+    written before scenarios existed have none and count as the baseline).
+    """
     if "scenario" not in frame.columns:
         return frame
     wanted = pl.col("scenario") == scenario
@@ -138,6 +152,16 @@ def _model_quality(wh: Warehouse, present: set[str], as_of: datetime) -> pl.Data
     if "model_quality" not in present:
         return None
     return wh.read("model_quality").filter(pl.col("as_of") <= pl.lit(as_of, DATETIME))
+
+
+def _alerts(wh: Warehouse, present: set[str], as_of: datetime) -> pl.DataFrame | None:
+    """The alerts open at `as_of` or resolved at it (`prepare.alerts_at`); the table is keyed
+    by alert_key, not as_of, so it is read whole. None when it is absent or never had a row.
+    """
+    if "alerts" not in present:
+        return None
+    every = wh.read("alerts")
+    return prepare.alerts_at(every, as_of) if every.height else None
 
 
 def _load_input(
@@ -285,7 +309,7 @@ def _actuals(
     """
     if forecast is None or forecast.height == 0:
         return None, None
-    hours = settings.demand.bucket_hours
+    hours = settings.demand.grid.bucket_hours
     last_start = forecast["bucket_start"].max()
     assert isinstance(last_start, datetime)
     end = max(last_start + timedelta(hours=hours), as_of)

@@ -61,7 +61,8 @@ BASE_RATE = "base_rate"
 
 def score_basis_counts(scores: pl.DataFrame) -> dict[str, int]:
     """Deals per `score_basis` (model / prior / base_rate); {} when the column is absent
-    (scores written before it existed)."""
+    (scores written before it existed).
+    """
     if "score_basis" not in scores.columns:
         return {}
     counts = scores.group_by("score_basis").len().drop_nulls("score_basis")
@@ -70,7 +71,8 @@ def score_basis_counts(scores: pl.DataFrame) -> dict[str, int]:
 
 def is_base_rate(scores: pl.DataFrame) -> bool:
     """True when no probability of the as_of comes from a model and some are the base rate:
-    the inputs gave no model with skill, so there are no drivers to show."""
+    the inputs gave no model with skill, so there are no drivers to show.
+    """
     counts = score_basis_counts(scores)
     return counts.get(BASE_RATE, 0) > 0 and counts.get("model", 0) == 0
 
@@ -117,7 +119,8 @@ def calibration_pairs(
 def reliability(pairs: pl.DataFrame, bins: int = 10) -> pl.DataFrame:
     """Equal-width bins of predicted probability: (bin, mean_probability, win_rate, n).
 
-    The bins of `metrics.calibration_bins`, the same ones the stated ECE uses."""
+    The bins of `metrics.calibration_bins`, the same ones the stated ECE uses.
+    """
     from salesml import metrics  # lazy, like render's: scikit-learn loads only when drawing
 
     if pairs.height == 0:
@@ -171,7 +174,7 @@ def bucket_actuals(
     Buckets after as_of are kept only up to the latest sale in `sales` (any series): past
     that, the source has no data yet, and a zero would read as "sold nothing".
     """
-    hours = demand.bucket_hours
+    hours = demand.grid.bucket_hours
     origin = buckets.origin_bucket(as_of, timezone, hours)
     first_bucket = buckets.origin_bucket(first, timezone, hours) + 1
     last_bucket = buckets.origin_bucket(last, timezone, hours)
@@ -279,7 +282,8 @@ BASELINE_LABELS = {
 def quality_points(history: pl.DataFrame) -> pl.DataFrame:
     """The charted model_quality series: one row per (model, kind, metric, origin), the value
     measured at the latest as_of (a later run re-measures an origin with more data), sorted.
-    Rows: model, kind, metric, origin, value, baseline, baseline_value."""
+    Rows: model, kind, metric, origin, value, baseline, baseline_value.
+    """
     shown = pl.any_horizontal(
         (pl.col("model") == model) & pl.col("metric").is_in(list(metrics))
         for model, metrics in QUALITY_SHOWN.items()
@@ -297,7 +301,8 @@ def quality_points(history: pl.DataFrame) -> pl.DataFrame:
 def quality_sentence(points: pl.DataFrame, last: int = 4) -> str | None:
     """'realised Brier 0.118 vs base rate 0.137 over the last 4 checks': the mean value and
     baseline over the latest `last` origins of one (model, kind, metric) series; None when no
-    value is defined."""
+    value is defined.
+    """
     tail = points.sort("origin").tail(last)
     values = tail["value"].drop_nulls()
     if values.len() == 0:
@@ -317,3 +322,152 @@ def quality_sentence(points: pl.DataFrame, last: int = 4) -> str | None:
 
 def _mean(values: pl.Series) -> float:
     return float(values.cast(pl.Float64).mean())  # type: ignore[arg-type]
+
+
+def pipeline_regions(frame: pl.DataFrame) -> pl.DataFrame:
+    """The 'all' and region rows of pipeline_forecast with a `region` column (rows written
+    before the dimension/member key already have one).
+    """
+    if "dimension" not in frame.columns:
+        return frame
+    return frame.filter(pl.col("dimension").is_in(["all", "region"])).rename({"member": "region"})
+
+
+# --- decisions: actions, changes, views, alerts ----------------------------------------------
+
+
+def actions_by_deal(actions: pl.DataFrame, scores: pl.DataFrame | None, n: int) -> pl.DataFrame:
+    """One row per deal: (deal_id, win_probability, health, actions, warnings, best_uplift),
+    its actions in rank order and its rule warnings as lists; deals with the largest uplift
+    first, then those with warnings only. `scores` (deal_scores) supplies the health badge.
+    """
+    kind = pl.col("kind") if "kind" in actions.columns else pl.lit("action")
+    is_action = kind == "action"
+    per_deal = (
+        actions.sort("deal_id", "rank")
+        .group_by("deal_id", maintain_order=True)
+        .agg(
+            pl.col("win_probability").drop_nulls().first().alias("_p"),
+            pl.col("action").filter(is_action).alias("actions"),
+            pl.col("action").filter(~is_action).alias("warnings"),
+            pl.col("uplift").filter(is_action).max().alias("best_uplift"),
+        )
+    )
+    known = pl.DataFrame(
+        schema={"deal_id": pl.String, "win_probability": pl.Float64, "health": pl.String}
+    )
+    if scores is not None and "health" in scores.columns:
+        known = scores.select("deal_id", "win_probability", "health")
+    return (
+        per_deal.join(known, on="deal_id", how="left")
+        .with_columns(pl.coalesce("win_probability", "_p").alias("win_probability"))
+        .sort("best_uplift", "deal_id", descending=[True, False], nulls_last=True)
+        .head(n)
+        .select("deal_id", "win_probability", "health", "actions", "warnings", "best_uplift")
+    )
+
+
+CHANGE_LABELS = {
+    "new": "new",
+    "up": "up",
+    "down": "down",
+    "unchanged": "unchanged",
+    "closed_won": "closed won",
+    "closed_lost": "closed lost",
+    "gone": "gone from the source",
+}
+MOVED_DRIVERS = pl.List(
+    pl.Struct({"feature": pl.String, "before": pl.Float64, "after": pl.Float64})
+)
+"""`deal_score_changes.moved_drivers` decoded: [{feature, before, after}] (log-odds)."""
+
+
+def change_counts(changes: pl.DataFrame) -> list[tuple[str, int]]:
+    """(change kind label, deals) in the contract's order, kinds with deals only."""
+    counts = dict(changes.group_by("change_kind").len().iter_rows())
+    return [(label, int(counts[k])) for k, label in CHANGE_LABELS.items() if counts.get(k)]
+
+
+def biggest_movers(changes: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The `n` deals whose probability moved most (up or down) since the previous run, with
+    `drivers` decoded from moved_drivers (a list of {feature, before, after}).
+    """
+    moved = changes.filter(
+        pl.col("change_kind").is_in(["up", "down"]) & pl.col("delta").is_not_null()
+    )
+    return (
+        moved.sort(pl.col("delta").abs(), "deal_id", descending=[True, False])
+        .head(n)
+        .with_columns(
+            pl.col("moved_drivers").fill_null("[]").str.json_decode(MOVED_DRIVERS).alias("drivers")
+        )
+    )
+
+
+WATERFALL_LABELS = {
+    "start": "previous run",
+    "new": "new deals",
+    "won": "won",
+    "lost": "lost",
+    "slipped_out": "slipped out",
+    "pulled_in": "pulled in",
+    "score_change": "score changes",
+    "end": "this run",
+}
+
+
+def waterfall_steps(changes: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """The steps of one period kind (month / quarter) of `pipeline_changes` in display order,
+    with `label` in words: (period, step, label, value, n_deals, previous_as_of).
+    """
+    return (
+        changes.filter(pl.col("period_kind") == kind)
+        .sort("step_order")
+        .with_columns(
+            pl.col("step")
+            .replace_strict(WATERFALL_LABELS, default=pl.col("step"), return_dtype=pl.String)
+            .alias("label")
+        )
+        .select("period", "step", "label", "value", "n_deals", "previous_as_of")
+    )
+
+
+def overview_rows(overview: pl.DataFrame, dimension: str) -> pl.DataFrame:
+    """health_overview rows of one dimension ('region' with the 'all' total first, or
+    'owner'), largest value at risk first.
+    """
+    wanted = ["all", "region"] if dimension == "region" else [dimension]
+    return overview.filter(pl.col("dimension").is_in(wanted)).sort(
+        pl.col("dimension") != "all", "at_risk_value", "member", descending=[False, True, False]
+    )
+
+
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+def alerts_at(alerts: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """The alerts as they stood at `as_of`: open then (first seen at or before as_of, not
+    resolved by then) or resolved at as_of exactly, with `status_at`. The table keeps one row
+    per alert (upserted), so an alert resolved after as_of reads as open here; an alert first
+    seen after as_of is left out. Open first, then severity, then first seen.
+    """
+    at = pl.lit(as_of, DATETIME)
+    resolved = pl.coalesce(
+        "resolved_at",
+        pl.when(pl.col("status") == "resolved").then(pl.col("last_seen_as_of")),
+    )
+    open_then = (pl.col("first_seen_as_of") <= at) & (resolved.is_null() | (resolved > at))
+    resolved_now = (resolved == at).fill_null(False)
+    return (
+        alerts.filter(open_then | resolved_now)
+        .with_columns(
+            pl.when(open_then).then(pl.lit("open")).otherwise(pl.lit("resolved")).alias("status_at")
+        )
+        .sort(
+            pl.col("status_at") != "open",
+            pl.col("severity").replace_strict(SEVERITY_RANK, default=3, return_dtype=pl.Int8),
+            "first_seen_as_of",
+            "subject_id",
+            "alert_key",
+        )
+    )

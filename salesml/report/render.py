@@ -1,24 +1,30 @@
 """`render(data) -> str`: the analyst report as ONE self-contained HTML page (pure, no IO).
 
-Everything is inline: CSS in a <style> element, charts as SVG written by matplotlib, the
-holdout calibration (if used) as a base64 PNG. No script, no font, no image is fetched, so the
-file opens offline. Every value from the data goes through `salesml.report.html` (escaped).
-A section whose table is missing shows a note naming the command that writes it.
+Python builds a view of each section here (plain values, rows as dicts, charts as SVG) and
+the Jinja2 templates in `salesml/report/templates` lay it out (`html.environment`: autoescape,
+StrictUndefined). Everything is inline: CSS in a <style> element, charts as SVG written by
+matplotlib, the holdout calibration (if used) as a base64 PNG. No script, no font, no image is
+fetched, so the file opens offline. A section whose table is missing shows a note naming the
+command that writes it.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from salesml.report import charts, prepare
 from salesml.report.data import PRODUCING_COMMAND, ReportData
-from salesml.report.html import STYLE, Html, join, table, tag, trusted
+from salesml.report.html import pct, render_page, trusted, when
 from salesml.report.output import MARKER
+from salesml.timeutil import DATETIME
+
+View = dict[str, Any]
+"""What one template part reads: names to plain values, rows (dicts), Markup charts."""
 
 SECTIONS = (
     ("deals", "Deals at risk"),
@@ -30,7 +36,20 @@ SECTIONS = (
 )
 MODEL_QUALITY = ("model_quality", "Model quality over time")
 """Shown only when `model_quality` has rows, between Demand and Data quality."""
-PAGE_SECTIONS = (*SECTIONS[:5], MODEL_QUALITY, SECTIONS[5])
+DECISION_SECTIONS = (
+    ("actions", "Next-best actions"),
+    ("changes", "What changed"),
+    ("views", "Rep and region views"),
+    ("alerts", "Alerts"),
+)
+"""Next-best actions, what changed, rep and region views, alerts: shown (after Deals at risk)
+only when their tables exist in the warehouse; a note stands for a table without rows."""
+PAGE_SECTIONS = (SECTIONS[0], *DECISION_SECTIONS, *SECTIONS[1:5], MODEL_QUALITY, SECTIONS[5])
+
+NOT_CAUSAL = (
+    "Uplift is what the model associates with such actions, not a measured causal effect: "
+    "deals that got such activities in the past may have differed in other ways."
+)
 
 GUIDES = {
     "drivers": (
@@ -53,8 +72,9 @@ GUIDES = {
         "more predictions."
     ),
     "pipeline": (
-        "Bars are the expected won revenue per month of expected close (all regions); the line "
-        "spans the P10–P90 range of simulated outcomes and the tick marks the P50."
+        "Bars are the expected revenue won with a close inside each month and quarter by deals "
+        "open at as_of (all regions); the line spans the P10–P90 range of simulated outcomes "
+        "and the tick marks the P50."
     ),
     "demand": (
         "Dark line: actual units per bucket before as_of; blue line and band: forecast P50 and "
@@ -67,13 +87,41 @@ GUIDES = {
         "strongest trivial baseline on the same rows. Lower is better except AUC and coverage "
         "(coverage should sit at the nominal 0.8)."
     ),
+    "actions": (
+        "Each action adds one activity of that type with that contact role now and re-scores "
+        "the deal through the same features and model; uplift is the change in its win "
+        "probability in percentage points (and over one activity of any kind). " + NOT_CAUSAL
+    ),
+    "movers": (
+        "Change in win probability since the previous run, with the drivers whose SHAP "
+        "contribution (log-odds) moved most: before → now."
+    ),
+    "waterfall": (
+        "Grey: expected revenue (amount × win probability) of the deals expected to close in "
+        "the period, at the previous run and now; green steps added to it, red steps took "
+        "away: new deals, deals won or lost, expected closes slipped out of or pulled into "
+        "the period, and probability changes."
+    ),
+    "overview": (
+        "Open deals by health colour; expected revenue = amount × win probability; at risk = "
+        "the value at risk of the deals below (probability lost since the last run × amount, "
+        "or amount × (1 − probability) without a previous run)."
+    ),
+    "rep_health": (
+        "Health index 0–100 from the drivers: win rate against peers, pipeline coverage of "
+        "the won run-rate, days since the last activity, share of stalled deals. Weakest first."
+    ),
+    "at_risk": "Ordered by value at risk, the money the deal stands to lose.",
+    "alerts": (
+        "Raised by the alert rules in the config; an alert opens once, stays open while its "
+        "condition holds and resolves when it stops. Message and severity as last seen."
+    ),
     "drivers_global": (
         "Longer bars moved the demand forecasts more on average (mean |SHAP| over the explained "
         "forecasts, in the model's raw units); in brackets, how often the feature was among a "
         "forecast's top drivers."
     ),
 }
-
 
 SECTION_TABLES: dict[str, tuple[str, ...]] = {
     "deals": ("deal_scores",),
@@ -84,127 +132,88 @@ SECTION_TABLES: dict[str, tuple[str, ...]] = {
     "quality": ("quarantine", "runs"),
 }
 """The tables that make a section worth showing (see `visible_sections`)."""
+DECISION_TABLES: dict[str, tuple[str, ...]] = {
+    "actions": ("deal_actions",),
+    "changes": ("deal_score_changes", "pipeline_changes"),
+    "views": ("health_overview", "rep_health", "deals_at_risk"),
+    "alerts": ("alerts",),
+}
+"""The decision sections' tables: a section is shown when one of them exists."""
 
 
 def visible_sections(data: ReportData) -> list[str]:
     """The sections shown: those whose tables exist in the warehouse (a demand-only user sees
     no empty deal sections, a CRM-only user no empty demand section). A table that exists
     but has no rows for this as_of keeps its section, with the note naming the command to
-    run. When no model section has a table yet, all are shown, each naming its command."""
+    run. When no model section has a table yet, all are shown, each naming its command
+    (the optional sections, model quality and the decision sections, only with their tables).
+    """
     has = {key: any(name in data.tables for name in names) for key, names in SECTION_TABLES.items()}
     if data.calibration is not None and data.calibration.height:
         has["calibration"] = True
     if not any(v for k, v in has.items() if k != "quality"):
         has = dict.fromkeys(has, True)
     has["model_quality"] = data.model_quality is not None and data.model_quality.height > 0
+    for key, names in DECISION_TABLES.items():
+        has[key] = any(name in data.tables for name in names)
     return [key for key, _ in PAGE_SECTIONS if has[key] or key == "quality"]
 
 
 def render(data: ReportData) -> str:
     """The report page for `data` as a complete HTML document (UTF-8 text)."""
-    fmt = _Formats(data.timezone)
     shown = visible_sections(data)
-    parts = {
-        "deals": lambda: _deals_section(data, fmt),
-        "behaviour": lambda: _behaviour_section(data, fmt),
-        "calibration": lambda: _calibration_section(data, fmt),
-        "pipeline": lambda: _pipeline_section(data),
-        "demand": lambda: _demand_section(data, fmt),
-        "model_quality": lambda: _model_quality_section(data),
-        "quality": lambda: _quality_section(data, fmt),
+    titles = dict(PAGE_SECTIONS)
+    views: dict[str, Callable[[ReportData], View]] = {
+        "deals": _deals_view,
+        "behaviour": _behaviour_view,
+        "calibration": _calibration_view,
+        "pipeline": _pipeline_view,
+        "demand": _demand_view,
+        "model_quality": _model_quality_view,
+        "quality": _quality_view,
+        **_decision_views(),
     }
-    body = join(
-        [
-            _header(data, fmt),
-            _nav(shown),
-            tag("main", _summary(data), *(parts[key]() for key in shown)),
-            tag(
-                "footer",
-                "Generated by salesml · self-contained file: no network access is needed to view it.",
-            ),
-        ]
-    )
-    title = f"salesml report · as of {fmt.when(data.as_of)}"
-    head = join(
-        [
-            Html('<meta charset="utf-8">'),
-            Html(MARKER),
-            Html('<meta name="viewport" content="width=device-width, initial-scale=1">'),
-            tag("title", title),
-            tag("style", trusted(STYLE)),
-        ]
-    )
-    return f'<!DOCTYPE html>\n<html lang="en">\n<head>{head}</head>\n<body>{body}</body>\n</html>\n'
+    context: View = {
+        "title": f"salesml report · as of {when(data.as_of, data.timezone)}",
+        "marker": Markup(MARKER),
+        "meta": _meta(data),
+        "nav": [(key, title) for key, title in PAGE_SECTIONS if key in shown],
+        "cards": _cards(data),
+        "sections": [{"key": key, "title": titles[key], **views[key](data)} for key in shown],
+        "tz": data.timezone,
+        "guides": GUIDES,
+    }
+    return render_page(context)
 
 
-# --- formatting ------------------------------------------------------------------------------
+# --- shared pieces ---------------------------------------------------------------------------
 
 
-class _Formats:
-    def __init__(self, timezone: str) -> None:
-        self.zone = ZoneInfo(timezone)
-
-    def when(self, value: datetime | None) -> str:
-        if value is None:
-            return ""
-        local = value.astimezone(self.zone)
-        return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "")
-
-
-def _pct(value: float | None) -> str:
-    """A probability as a percentage; below 1% with one decimal, so 0.4% does not read 0%."""
-    if value is None:
-        return ""
-    if value >= 0.01:
-        return f"{100 * value:.0f}%"
-    return f"{100 * value:.1f}%" if value >= 0.001 else "<0.1%"
-
-
-def _money(value: float | None) -> str:
-    return "" if value is None else charts.compact(float(value))
-
-
-def _number(value: float | None, decimals: int = 1) -> str:
-    return "" if value is None else f"{value:,.{decimals}f}"
-
-
-def _badge(health: str | None) -> Html:
-    colour = health if health in charts.HEALTH_COLOURS else "other"
-    return tag("span", health or "n/a", class_=f"badge {colour}")
-
-
-def _note(text: str) -> Html:
-    """A note; text in `backticks` is shown as code."""
-    parts = text.split("`")
-    return tag("p", *(tag("code", p) if i % 2 else p for i, p in enumerate(parts)), class_="note")
-
-
-def _missing(data: ReportData, name: str) -> Html:
+def missing(data: ReportData, name: str) -> str:
+    """The note for a table without rows: gather's sentence, else the command that writes it."""
     command = PRODUCING_COMMAND.get(name, "salesml")
-    return _note(data.notes.get(name, f"no data: run `{command}`"))
+    return data.notes.get(name, f"no data: run `{command}`")
 
 
-def _chart(title: str, guide: str, svg: str, name: str, facts: str | None = None) -> Html:
-    """A chart: its title, the one-line reading guide, the SVG, then optional facts."""
-    return tag(
-        "figure",
-        tag("h3", title),
-        tag("p", guide, class_="guide"),
-        trusted(svg),
-        tag("p", facts, class_="small") if facts else None,
-        class_="chart",
-        data_chart=name,
-    )
+def chart(title: str, guide: str, svg: str, name: str, facts: str | None = None) -> View:
+    """A chart for the `chart` macro: title, one-line reading guide, our SVG, optional facts."""
+    return {"title": title, "guide": guide, "svg": trusted(svg), "name": name, "facts": facts}
 
 
-def _section(key: str, title: str, *content: object) -> Html:
-    return tag("section", tag("h2", title), *content, id=key)
+def ensure_columns(frame: pl.DataFrame, dtypes: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` with every column of `dtypes` (null where it lacks one): rows for a template."""
+    absent = [pl.lit(None, dtype).alias(c) for c, dtype in dtypes.items() if c not in frame.columns]
+    return frame.with_columns(absent) if absent else frame
+
+
+def _gate(gate: Mapping[str, str] | None) -> list[list[str]] | None:
+    return [[k, v] for k, v in gate.items()] if gate else None
 
 
 # --- page parts ------------------------------------------------------------------------------
 
 
-def _header(data: ReportData, fmt: _Formats) -> Html:
+def _meta(data: ReportData) -> str:
     versions = []
     for name, label in (("deal_scores", "deal-win model"), ("demand_forecast", "demand model")):
         frame = data.table(name)
@@ -213,26 +222,17 @@ def _header(data: ReportData, fmt: _Formats) -> Html:
             if found:
                 versions.append(f"{label} v{', '.join(found)}")
     meta = [
-        f"as of {fmt.when(data.as_of)}",
-        f"generated {fmt.when(data.generated_at)}",
+        f"as of {when(data.as_of, data.timezone)}",
+        f"generated {when(data.generated_at, data.timezone)}",
         *versions,
     ]
     if data.warehouse:
         meta.append(f"warehouse {data.warehouse}")
-    return tag(
-        "header",
-        tag("h1", "salesml · deals and demand report"),
-        tag("div", " · ".join(meta), class_="meta"),
-    )
+    return " · ".join(meta)
 
 
-def _nav(shown: list[str]) -> Html:
-    return tag(
-        "nav", *(tag("a", title, href=f"#{key}") for key, title in PAGE_SECTIONS if key in shown)
-    )
-
-
-def _summary(data: ReportData) -> Html:
+def _cards(data: ReportData) -> list[tuple[str, str]]:
+    """The summary cards (value, label); none: the page says the warehouse has no output."""
     cards: list[tuple[str, str]] = []
     scores = data.table("deal_scores")
     if scores is not None:
@@ -246,8 +246,11 @@ def _summary(data: ReportData) -> Html:
         )
     pipeline = data.table("pipeline_forecast")
     if pipeline is not None:
-        total = pipeline.filter(pl.col("region") == "all")["expected_revenue"].sum()
-        cards.append((_money(float(total)), "expected won revenue, all periods"))
+        pipeline = prepare.pipeline_regions(pipeline)
+        months = pipeline.filter(~pl.col("period").str.contains("Q"))
+        first = months.filter(pl.col("period") == months["period"].min())
+        total = first.filter(pl.col("region") == "all")["expected_revenue"].sum()
+        cards.append((charts.compact(float(total)), "expected revenue won inside this month"))
     health = data.table("sku_health")
     if health is not None:
         counts = prepare.health_counts(health)
@@ -261,103 +264,97 @@ def _summary(data: ReportData) -> Html:
         succeeded = int((status == "succeeded").sum())
         failed = int(status.is_in(["failed", "abandoned"]).sum())
         cards.append((f"{succeeded} / {failed}", "runs succeeded / failed or abandoned"))
-    if not cards:
-        return _note(
-            "The warehouse has no output for this as_of yet: run `salesml demo` or the jobs."
-        )
-    return tag(
-        "div",
-        *(
-            tag("div", tag("div", v, class_="v"), tag("div", k, class_="k"), class_="kpi")
-            for v, k in cards
-        ),
-        class_="kpis",
-    )
+    return cards
 
 
 # --- deals -----------------------------------------------------------------------------------
 
+NO_SIGNAL = "No reliable signal in these inputs: probabilities are the base rate"
+DEAL_ROW = {"stage": pl.String(), "health": pl.String(), "health_reasons": pl.String()}
 
-def _deals_section(data: ReportData, fmt: _Formats) -> Html:
-    key, title = SECTIONS[0]
+
+def _deals_view(data: ReportData) -> View:
+    view: View = {
+        "missing": None,
+        "base_rate": None,
+        "gate": _gate(data.deal_gate),
+        "rest": [],
+        "lead": "",
+        "guide": GUIDES["drivers"],
+        "factors_missing": None,
+        "cards": [],
+    }
     scores = data.table("deal_scores")
     if scores is None:
-        return _section(key, title, _missing(data, "deal_scores"))
+        return {**view, "missing": missing(data, "deal_scores")}
     ranked = prepare.deals_at_risk(scores)
+    n_cards = data.options.at_risk_cards
     if prepare.is_base_rate(scores):
-        return _section(key, title, *_base_rate_content(data, scores, ranked))
+        shown = ranked.head(n_cards + data.options.at_risk_table)
+        return {**view, "base_rate": _base_rate(scores), "rest": _deal_rows(data, shown)}
     factors = data.table("deal_score_factors")
     if factors is not None:
         factors = prepare.factor_labels(factors)
-    info = _deal_info(data)
-    n_cards = data.options.at_risk_cards
     shown = ranked.head(n_cards)
     span = None
     if factors is not None:
         mine = factors.join(shown.select("deal_id"), on="deal_id", how="semi")
         span = mine["contribution"].abs().max() if mine.height else None
+    info = _deal_info(data, shown)
     cards = [
         _deal_card(row, factors, info.get(str(row["deal_id"])), i, span)  # type: ignore[arg-type]
         for i, row in enumerate(shown.iter_rows(named=True))
     ]
-    content: list[object] = [
-        tag(
-            "p",
-            f"The {min(n_cards, ranked.height)} open deals most at risk: red first, then the "
-            "lowest win probability. Each chart shows the SHAP drivers behind the score.",
-            class_="lead",
-        ),
-        tag("p", GUIDES["drivers"], class_="guide"),
-    ]
-    if factors is None:
-        content.append(_missing(data, "deal_score_factors"))
-    content.extend(cards)
-    rest = ranked.slice(n_cards, data.options.at_risk_table)
-    if rest.height:
-        content.append(tag("h3", "More deals at risk"))
-        content.append(_deals_table(rest, info))
-    if data.deal_gate:
-        content.append(tag("h3", "Skill gate"))
-        content.append(table(["", "value"], [[k, v] for k, v in data.deal_gate.items()]))
-    return _section(key, title, *content)
+    lead = (
+        f"The {min(n_cards, ranked.height)} open deals most at risk: red first, then the "
+        "lowest win probability. Each chart shows the SHAP drivers behind the score."
+    )
+    return {
+        **view,
+        "lead": lead,
+        "factors_missing": None if factors is not None else missing(data, "deal_score_factors"),
+        "cards": cards,
+        "rest": _deal_rows(data, ranked.slice(n_cards, data.options.at_risk_table)),
+    }
 
 
-NO_SIGNAL = "No reliable signal in these inputs: probabilities are the base rate"
-
-
-def _base_rate_content(
-    data: ReportData, scores: pl.DataFrame, ranked: pl.DataFrame
-) -> list[object]:
-    """The deals section when no model had skill: the base rate, the gate's numbers, and the
-    deals by health rules, without driver charts (there are no drivers to show)."""
+def _base_rate(scores: pl.DataFrame) -> View:
+    """The deals section's lead when no model had skill: the base rate and the score bases."""
     rate = float(scores["win_probability"].mean())  # type: ignore[arg-type]
     counts = prepare.score_basis_counts(scores)
     basis = ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items()))
-    content: list[object] = [
-        tag(
-            "p",
-            f"{NO_SIGNAL} ({_pct(rate)} for every open deal, the share of deals won as known "
-            "at as_of). No candidate model beat that constant on the honest holdout, so no "
-            "drivers are shown: health below comes from the rules only.",
-            class_="lead no-signal",
-        ),
-        tag("p", f"Deals by score basis: {basis}.", class_="small"),
-    ]
-    if data.deal_gate:
-        content.append(tag("h3", "Skill gate"))
-        content.append(table(["", "value"], [[k, v] for k, v in data.deal_gate.items()]))
-    info = _deal_info(data)
-    shown = ranked.head(data.options.at_risk_cards + data.options.at_risk_table)
-    if shown.height:
-        content.append(tag("h3", "Deals at risk by health rules"))
-        content.append(_deals_table(shown, info))
-    return content
+    lead = (
+        f"{NO_SIGNAL} ({pct(rate)} for every open deal, the share of deals won as known "
+        "at as_of). No candidate model beat that constant on the honest holdout, so no "
+        "drivers are shown: health below comes from the rules only."
+    )
+    return {"lead": lead, "basis": f"Deals by score basis: {basis}."}
 
 
-def _deal_info(data: ReportData) -> dict[str, dict[str, object]]:
+def _deal_info(data: ReportData, deals: pl.DataFrame) -> dict[str, dict[str, object]]:
+    """deal_id -> the deal's row in `deal_info`, for the deals shown (the last row wins)."""
     if data.deal_info is None:
         return {}
-    return {str(row["deal_id"]): row for row in data.deal_info.iter_rows(named=True)}
+    mine = data.deal_info.join(deals.select("deal_id"), on="deal_id", how="semi")
+    return {str(row["deal_id"]): row for row in mine.iter_rows(named=True)}
+
+
+def _deal_rows(data: ReportData, rows: pl.DataFrame) -> list[View]:
+    """Rows of a deals table: deal_id, win_probability, health, stage, amount, reasons."""
+    amount = pl.lit(None, pl.Float64)
+    info = data.deal_info
+    if info is not None and "amount" in info.columns:
+        known = info.filter(pl.col("amount").is_not_null())
+        amounts = dict(zip(known["deal_id"].cast(pl.String), known["amount"], strict=True))
+        amount = (
+            pl.col("deal_id")
+            .cast(pl.String)
+            .replace_strict(amounts, default=None, return_dtype=pl.Float64)
+        )
+    frame = ensure_columns(rows, DEAL_ROW).select(
+        "deal_id", "win_probability", "health", "stage", amount.alias("amount"), "health_reasons"
+    )
+    return frame.to_dicts()
 
 
 def _deal_facts(row: dict[str, object], info: dict[str, object] | None) -> list[str]:
@@ -370,7 +367,7 @@ def _deal_facts(row: dict[str, object], info: dict[str, object] | None) -> list[
         facts.append(stage)
     if info:
         if info.get("amount") is not None:
-            facts.append(f"amount {_money(float(info['amount']))}")  # type: ignore[arg-type]
+            facts.append(f"amount {charts.compact(float(info['amount']))}")  # type: ignore[arg-type]
         for field in ("account_id", "owner_id", "region", "product"):
             if info.get(field) is not None:
                 facts.append(f"{field.removesuffix('_id')} {info[field]}")
@@ -383,143 +380,96 @@ def _deal_card(
     info: dict[str, object] | None,
     index: int,
     span: float | None,
-) -> Html:
-    reasons = prepare.json_list(row.get("health_reasons"))  # type: ignore[arg-type]
-    left = tag(
-        "div",
-        tag("div", str(row["deal_id"]), " ", _badge(row.get("health")), class_="id"),  # type: ignore[arg-type]
-        tag("div", _pct(row["win_probability"]), class_="prob"),  # type: ignore[arg-type]
-        tag("div", "win probability", class_="small"),
-        tag("div", " · ".join(_deal_facts(row, info)), class_="facts"),
-        tag("ul", *(tag("li", r) for r in reasons)) if reasons else None,
-    )
+) -> View:
     mine = None if factors is None else factors.filter(pl.col("deal_id") == row["deal_id"])
-    if mine is None:
-        right = tag("div")
-    elif mine.height == 0:
-        right = tag("p", "No drivers stored for this deal.", class_="small")
-    else:
+    drivers = "absent" if mine is None else "empty" if mine.height == 0 else "chart"
+    figure = None
+    if mine is not None and mine.height:
+        title = f"Why {row['deal_id']} scores {pct(row['win_probability'])}"  # type: ignore[arg-type]
         svg = charts.driver_bars(mine, f"deal{index}", span)
-        right = tag(
-            "figure",
-            tag("h3", f"Why {row['deal_id']} scores {_pct(row['win_probability'])}"),  # type: ignore[arg-type]
-            tag("p", GUIDES["deal_chart"], class_="guide"),
-            trusted(svg),
-            class_="chart",
-            data_chart=f"deal{index}",
-        )
-    return tag("div", left, right, class_="deal")
+        figure = chart(title, GUIDES["deal_chart"], svg, f"deal{index}")
+    return {
+        "deal_id": row["deal_id"],
+        "health": row.get("health"),
+        "win_probability": row["win_probability"],
+        "facts": " · ".join(_deal_facts(row, info)),
+        "reasons": prepare.json_list(row.get("health_reasons")),  # type: ignore[arg-type]
+        "drivers": drivers,
+        "chart": figure,
+    }
 
 
-def _deals_table(rows: pl.DataFrame, info: dict[str, dict[str, object]]) -> Html:
-    body = []
-    for row in rows.iter_rows(named=True):
-        amount = (info.get(str(row["deal_id"])) or {}).get("amount")
-        body.append(
-            [
-                row["deal_id"],
-                _pct(row["win_probability"]),
-                _badge(row["health"]),
-                row.get("stage") or "",
-                _money(amount) if isinstance(amount, int | float) else "",
-                "; ".join(prepare.json_list(row.get("health_reasons"))),
-            ]
-        )
-    return table(
-        ["deal", "win probability", "health", "stage", "amount", "health reasons"],
-        body,
-        numeric=(1, 4),
-        nowrap=(0,),
-    )
-
-
-def _behaviour_section(data: ReportData, fmt: _Formats) -> Html:
-    key, title = SECTIONS[1]
+def _behaviour_view(data: ReportData) -> View:
     frame = data.table("behavior_value")
     if frame is None:
-        return _section(key, title, _missing(data, "behavior_value"))
-    content: list[object] = []
-    if "behavior_value" in data.notes:
-        content.append(tag("p", data.notes["behavior_value"], class_="lead"))
+        return {"missing": missing(data, "behavior_value"), "lead": None, "chart": None}
     svg = charts.behavior_heatmap(frame, "behaviour")
-    content.append(_chart("Behaviour value map", GUIDES["behaviour"], svg, "behaviour"))
-    return _section(key, title, *content)
+    return {
+        "missing": None,
+        "lead": data.notes.get("behavior_value"),
+        "chart": chart("Behaviour value map", GUIDES["behaviour"], svg, "behaviour"),
+    }
 
 
-def _calibration_section(data: ReportData, fmt: _Formats) -> Html:
-    key, title = SECTIONS[2]
-    content: list[object] = []
+def _calibration_view(data: ReportData) -> View:
+    view: View = {
+        "missing": None,
+        "histogram": None,
+        "reliability": None,
+        "holdout": None,
+        "calibration_note": data.notes.get(
+            "calibration",
+            "no calibration yet: no deal scored at an earlier as_of has closed since, and no "
+            "champion calibration artifact was found",
+        ),
+    }
     scores = data.table("deal_scores")
     if scores is None:
-        content.append(_missing(data, "deal_scores"))
+        view["missing"] = missing(data, "deal_scores")
     else:
         svg = charts.score_histogram(scores, "histogram")
-        content.append(
-            _chart("Score distribution by health", GUIDES["histogram"], svg, "histogram")
+        view["histogram"] = chart(
+            "Score distribution by health", GUIDES["histogram"], svg, "histogram"
         )
-    content.append(_calibration_part(data, fmt))
-    return _section(key, title, tag("div", *content, class_="grid2"))
-
-
-def _calibration_part(data: ReportData, fmt: _Formats) -> Html:
-    from salesml import metrics
-
     pairs = data.calibration
     if pairs is not None and pairs.height:
-        curve = prepare.reliability(pairs, data.options.calibration_bins)
-        y = pairs["won"].cast(pl.Float64).to_numpy()
-        p = pairs["win_probability"].to_numpy()
-        first, last = pairs["scored_as_of"].min(), pairs["scored_as_of"].max()
-        facts = (
-            f"{pairs.height:,} predictions made {fmt.when(first)}"  # type: ignore[arg-type]
-            + (f" to {fmt.when(last)}" if last != first else "")  # type: ignore[arg-type]
-            + f" on {pairs['deal_id'].n_unique():,} deals that have closed since; "
-            f"Brier score {metrics.brier(y, p):.3f}, expected calibration error "
-            f"{metrics.expected_calibration_error(y, p, data.options.calibration_bins):.3f}."
-        )
-        svg = charts.reliability_curve(curve, "reliability")
-        return _chart(
-            "Calibration: past scores against what happened",
-            GUIDES["reliability"],
-            svg,
-            "reliability",
-            facts,
-        )
-    if data.holdout_calibration_png:
-        encoded = base64.b64encode(data.holdout_calibration_png).decode("ascii")
-        label = data.holdout_calibration_label or "the champion model"
-        return tag(
-            "figure",
-            tag("h3", "Calibration on the training holdout"),
-            tag(
-                "p",
-                f"No past score has a closed deal yet, so this is {label}'s calibration on its "
-                "holdout (latest-closing deals). " + GUIDES["reliability"],
-                class_="guide",
-            ),
-            tag("img", src=f"data:image/png;base64,{encoded}", alt="holdout calibration"),
-            class_="chart",
-            data_chart="reliability",
-        )
-    return tag(
-        "div",
-        tag("h3", "Calibration"),
-        _note(
-            data.notes.get(
-                "calibration",
-                "no calibration yet: no deal scored at an earlier as_of has closed since, and no "
-                "champion calibration artifact was found",
-            )
-        ),
+        view["reliability"] = _reliability(data, pairs)
+    elif data.holdout_calibration_png:
+        view["holdout"] = {
+            "label": data.holdout_calibration_label or "the champion model",
+            "guide": GUIDES["reliability"],
+            "png": base64.b64encode(data.holdout_calibration_png).decode("ascii"),
+        }
+    return view
+
+
+def _reliability(data: ReportData, pairs: pl.DataFrame) -> View:
+    """Past scores against what happened: the reliability chart with Brier and ECE."""
+    from salesml import metrics
+
+    bins = data.options.calibration_bins
+    curve = prepare.reliability(pairs, bins)
+    y = pairs["won"].cast(pl.Float64).to_numpy()
+    p = pairs["win_probability"].to_numpy()
+    first, last = pairs["scored_as_of"].min(), pairs["scored_as_of"].max()
+    zone = data.timezone
+    facts = (
+        f"{pairs.height:,} predictions made {when(first, zone)}"  # type: ignore[arg-type]
+        + (f" to {when(last, zone)}" if last != first else "")  # type: ignore[arg-type]
+        + f" on {pairs['deal_id'].n_unique():,} deals that have closed since; "
+        f"Brier score {metrics.brier(y, p):.3f}, expected calibration error "
+        f"{metrics.expected_calibration_error(y, p, bins):.3f}."
     )
+    svg = charts.reliability_curve(curve, "reliability")
+    title = "Calibration: past scores against what happened"
+    return chart(title, GUIDES["reliability"], svg, "reliability", facts)
 
 
-def _pipeline_section(data: ReportData) -> Html:
-    key, title = SECTIONS[3]
+def _pipeline_view(data: ReportData) -> View:
     frame = data.table("pipeline_forecast")
     if frame is None:
-        return _section(key, title, _missing(data, "pipeline_forecast"))
-    frame = frame.sort("period", pl.col("region") != "all", "region")
+        return {"missing": missing(data, "pipeline_forecast")}
+    frame = prepare.pipeline_regions(frame).sort("period", pl.col("region") != "all", "region")
     total = frame.filter(pl.col("region") == "all")
     if total.height == 0:
         total = (
@@ -534,72 +484,51 @@ def _pipeline_section(data: ReportData) -> Html:
         )
     svg = charts.pipeline_chart(total, "pipeline")
     has_deals = "n_deals" in frame.columns
-    rows = [
-        [
-            r["period"],
-            tag("b", r["region"]) if r["region"] == "all" else r["region"],
-            _money(r["expected_revenue"]),
-            _money(r["p10"]),
-            _money(r["p50"]),
-            _money(r["p90"]),
-            *([f"{r['n_deals']:,}" if r["n_deals"] is not None else ""] if has_deals else []),
-        ]
-        for r in frame.iter_rows(named=True)
-    ]
     headers = ["period", "region", "expected", "P10", "P50", "P90"]
     if has_deals:
         headers.append("deals")
-    by_region = tag(
-        "div",
-        tag("h3", "By period and region"),
-        tag(
-            "p",
-            "Regions are simulated together, so a period's 'all' range is not the sum of the "
-            "regional ranges.",
-            class_="guide",
-        ),
-        table(headers, rows, numeric=range(2, len(headers))),
-    )
-    chart = _chart("Pipeline revenue forecast", GUIDES["pipeline"], svg, "pipeline")
-    return _section(key, title, tag("div", chart, by_region, class_="grid2"))
+    return {
+        "missing": None,
+        "chart": chart("Pipeline revenue forecast", GUIDES["pipeline"], svg, "pipeline"),
+        "headers": headers,
+        "has_deals": has_deals,
+        "rows": frame.to_dicts(),
+    }
 
 
 # --- demand ----------------------------------------------------------------------------------
 
 
-def _demand_section(data: ReportData, fmt: _Formats) -> Html:
-    key, title = SECTIONS[4]
-    content: list[object] = []
+def _demand_view(data: ReportData) -> View:
+    view: View = {
+        "missing": None,
+        "chart": None,
+        "notes": [],
+        "drivers_missing": None,
+        "drivers": None,
+        "gate": _gate(data.demand_gate),
+        **_sku_health(data),
+    }
     forecast = data.table("demand_forecast")
     if forecast is None:
-        content.append(_missing(data, "demand_forecast"))
+        view["missing"] = missing(data, "demand_forecast")
     else:
         series = prepare.top_series(forecast, data.options.demand_series)
         svg = charts.demand_panels(
             forecast, data.actuals, series, data.as_of, data.timezone, "demand"
         )
-        guide = GUIDES["demand"]
-        content.append(
-            _chart(
-                f"Forecast vs actuals: the {series.height} largest customer × SKU series",
-                guide,
-                svg,
-                "demand",
-            )
-        )
+        title = f"Forecast vs actuals: the {series.height} largest customer × SKU series"
+        view["chart"] = chart(title, GUIDES["demand"], svg, "demand")
         if data.actuals is not None and data.actuals["after_as_of"].any():
-            content.append(
-                _note(
-                    "Actual sales after as_of were read from the source for display only: this "
-                    "as_of is in the past. The forecast did not see them."
-                )
+            view["notes"].append(
+                "Actual sales after as_of were read from the source for display only: this "
+                "as_of is in the past. The forecast did not see them."
             )
         if "actuals" in data.notes:
-            content.append(_note(data.notes["actuals"]))
+            view["notes"].append(data.notes["actuals"])
     factors = data.table("demand_forecast_factors")
     if factors is None:
-        content.append(tag("h3", "Global demand drivers"))
-        content.append(_missing(data, "demand_forecast_factors"))
+        view["drivers_missing"] = missing(data, "demand_forecast_factors")
     else:
         drivers = prepare.global_drivers(factors, data.options.global_drivers)
         svg = charts.importance_bars(
@@ -610,49 +539,22 @@ def _demand_section(data: ReportData, fmt: _Formats) -> Html:
             "mean |SHAP contribution| (model units)",
             top_k=int(factors["rank"].max() or 5),  # type: ignore[arg-type]
         )
-        content.append(_chart("Global demand drivers", GUIDES["drivers_global"], svg, "drivers"))
-    content.append(_sku_health(data, fmt))
-    if data.demand_gate:
-        content.append(tag("h3", "Promotion gate"))
-        content.append(table(["", "value"], [[k, v] for k, v in data.demand_gate.items()]))
-    return _section(key, title, *content)
+        view["drivers"] = chart("Global demand drivers", GUIDES["drivers_global"], svg, "drivers")
+    return view
 
 
-def _sku_health(data: ReportData, fmt: _Formats) -> Html:
+def _sku_health(data: ReportData) -> View:
     frame = data.table("sku_health")
-    heading = tag("h3", "SKU health")
     if frame is None:
-        return join([heading, _missing(data, "sku_health")])
+        return {"health_missing": missing(data, "sku_health"), "health_lead": "", "health_rows": []}
     counts = prepare.health_counts(frame)
     shown = prepare.sku_health_order(frame).head(data.options.sku_health_rows)
-    rows = [
-        [
-            r["customer_id"],
-            r["sku"],
-            _badge(r["health"]),
-            _number(r["on_hand"], 0),
-            fmt.when(r["projected_stockout_at"]),
-            "; ".join(prepare.json_list(r["reasons"])),
-        ]
-        for r in shown.iter_rows(named=True)
-    ]
     lead = (
         f"{counts['red']:,} red, {counts['yellow']:,} yellow, {counts['green']:,} green series. "
         f"Showing {shown.height:,} of {frame.height:,}: red first, then the soonest projected "
         "stock-out."
     )
-    return join(
-        [
-            heading,
-            tag("p", lead, class_="guide"),
-            table(
-                ["customer", "SKU", "health", "on hand", "projected stock-out", "reasons"],
-                rows,
-                numeric=(3,),
-                nowrap=(0, 1, 4),
-            ),
-        ]
-    )
+    return {"health_missing": None, "health_lead": lead, "health_rows": shown.to_dicts()}
 
 
 # --- model quality ---------------------------------------------------------------------------
@@ -660,9 +562,8 @@ def _sku_health(data: ReportData, fmt: _Formats) -> Html:
 MODEL_LABELS = {"deal_win": "Deal-win", "demand": "Demand"}
 
 
-def _model_quality_section(data: ReportData) -> Html:
+def _model_quality_view(data: ReportData) -> View:
     """Per model, kind and metric: the trend over origins (value vs baseline) and a sentence."""
-    key, title = MODEL_QUALITY
     history = data.model_quality
     assert history is not None  # the section is shown only with rows
     points = prepare.quality_points(history)
@@ -677,94 +578,170 @@ def _model_quality_section(data: ReportData) -> Html:
         svg = charts.quality_trend(series, chart_id, label, baseline)
         sentence = prepare.quality_sentence(series, data.options.quality_points)
         heading = f"{MODEL_LABELS.get(str(model), str(model))}: {kind} {label}"
-        figures.append(_chart(heading, GUIDES["model_quality"], svg, chart_id, sentence))
-    if not figures:
-        return _section(key, title, _note("No charted metric in `model_quality` yet."))
-    return _section(key, title, tag("div", *figures, class_="grid2"))
+        figures.append(chart(heading, GUIDES["model_quality"], svg, chart_id, sentence))
+    return {"figures": figures}
 
 
 # --- data quality ----------------------------------------------------------------------------
 
+RUN_COLOURS = {"succeeded": "green", "failed": "red", "abandoned": "red", "running": "yellow"}
+RUN_ROW = {
+    "flow": pl.String(),
+    "status": pl.String(),
+    "started_at": DATETIME,
+    "finished_at": DATETIME,
+    "model_version": pl.String(),
+    "row_counts": pl.String(),
+    "message": pl.String(),
+}
 
-def _quality_section(data: ReportData, fmt: _Formats) -> Html:
-    key, title = SECTIONS[5]
-    content: list[object] = [tag("h3", "Quarantined rows")]
+
+def _quality_view(data: ReportData) -> View:
+    view: View = {"quarantine_missing": None, "quarantine": [], "quarantined": 0}
     quarantine = data.tables.get("quarantine")
     if quarantine is None:
-        content.append(_missing(data, "quarantine"))
-    elif quarantine.height == 0:
-        content.append(tag("p", "No row was quarantined for this as_of.", class_="lead"))
-    else:
+        view["quarantine_missing"] = missing(data, "quarantine")
+    elif quarantine.height:
         summary = prepare.quarantine_summary(quarantine, data.options.quarantine_examples)
-        content.append(
-            tag(
-                "p",
-                f"{quarantine.height:,} input rows failed validation and were set aside "
-                "(the runs went on with the rest).",
-                class_="guide",
-            )
-        )
-        content.append(
-            table(
-                ["table", "check", "rows", "example reason"],
-                [
-                    [r["table_name"], r["check"], f"{r['rows']:,}", r["example"]]
-                    for r in summary.iter_rows(named=True)
-                ],
-                numeric=(2,),
-            )
-        )
-    content.append(tag("h3", "Runs for this as_of"))
+        view["quarantined"] = quarantine.height
+        view["quarantine"] = [
+            [r["table_name"], r["check"], f"{r['rows']:,}", r["example"]]
+            for r in summary.iter_rows(named=True)
+        ]
     runs = data.table("runs")
     if runs is None:
-        content.append(_missing(data, "runs"))
-    else:
-        content.append(_runs_table(runs.sort("started_at"), fmt))
-    return _section(key, title, *content)
-
-
-def _runs_table(runs: pl.DataFrame, fmt: _Formats) -> Html:
-    rows = []
-    for r in runs.iter_rows(named=True):
-        started, finished = r.get("started_at"), r.get("finished_at")
-        duration = (
-            f"{(finished - started).total_seconds():,.0f} s"
-            if isinstance(started, datetime) and isinstance(finished, datetime)
-            else ""
-        )
-        status = r.get("status")
-        colour = {
-            "succeeded": "green",
-            "failed": "red",
-            "abandoned": "red",
-            "running": "yellow",
-        }.get(str(status))
-        rows.append(
-            [
-                r.get("flow"),
-                tag("span", status, class_=f"badge {colour or 'other'}"),
-                fmt.when(started),
-                duration,
-                r.get("model_version") or "",
-                _row_counts(r.get("row_counts")),
-                r.get("message") or "",
-            ]
-        )
-    return table(
-        ["flow", "status", "started", "took", "model", "rows written", "message"],
-        rows,
-        numeric=(3,),
-        nowrap=(0, 2),
+        return {**view, "runs_missing": missing(data, "runs"), "runs": []}
+    rows = ensure_columns(runs, RUN_ROW).sort("started_at")
+    seconds = (pl.col("finished_at") - pl.col("started_at")).dt.total_microseconds() / 1e6
+    rows = rows.with_columns(
+        pl.col("status")
+        .replace_strict(RUN_COLOURS, default="other", return_dtype=pl.String)
+        .fill_null("other")
+        .alias("colour"),
+        seconds.alias("took"),
     )
+    return {**view, "runs_missing": None, "runs": rows.to_dicts()}
 
 
-def _row_counts(text: object) -> str:
-    if not isinstance(text, str) or not text:
-        return ""
-    try:
-        counts = json.loads(text)
-    except ValueError:
-        return text
-    if not isinstance(counts, dict):
-        return text
-    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in counts.items())
+# --- decisions: actions, changes, rep and region views, alerts -------------------------------
+
+
+def _decision_views() -> dict[str, Callable[[ReportData], View]]:
+    return {
+        "actions": _actions_view,
+        "changes": _changes_view,
+        "views": _rep_region_view,
+        "alerts": _alerts_view,
+    }
+
+
+def _actions_view(data: ReportData) -> View:
+    """Per deal, the actions with the largest expected uplift and the rule warnings."""
+    actions = data.table("deal_actions")
+    if actions is None:
+        return {"missing": missing(data, "deal_actions")}
+    rows = prepare.actions_by_deal(actions, data.table("deal_scores"), data.options.action_deals)
+    kind = actions["kind"] if "kind" in actions.columns else pl.Series(["action"] * actions.height)
+    with_action = actions.filter(kind == "action")["deal_id"].n_unique()
+    warned = actions.filter(kind == "warning")["deal_id"].n_unique()
+    lead = (
+        f"{with_action:,} open deals have an action with a positive expected uplift, "
+        f"{warned:,} carry a warning. Showing {rows.height:,} of "
+        f"{actions['deal_id'].n_unique():,} deals, the largest uplift first."
+    )
+    return {"missing": None, "lead": lead, "guide": GUIDES["actions"], "rows": rows.to_dicts()}
+
+
+def _changes_view(data: ReportData) -> View:
+    """Deals that moved most since the previous run, and the pipeline waterfalls."""
+    view: View = {"deals_missing": None, "counts": "", "since": "", "movers": []}
+    changes = data.table("deal_score_changes")
+    if changes is None:
+        view["deals_missing"] = missing(data, "deal_score_changes")
+    else:
+        previous = changes["previous_as_of"].drop_nulls()
+        view["since"] = (
+            f"since the run of {when(previous.max(), data.timezone)}"  # type: ignore[arg-type]
+            if previous.len()
+            else "(no previous run with scores)"
+        )
+        view["counts"] = ", ".join(f"{n:,} {label}" for label, n in prepare.change_counts(changes))
+        view["movers"] = prepare.biggest_movers(changes, data.options.movers).to_dicts()
+    view["labels"] = _feature_labels(data)
+    return {**view, **_waterfalls(data)}
+
+
+def _feature_labels(data: ReportData) -> dict[str, str]:
+    """Feature -> its label in the factor texts ('days in current stage'), else the name with
+    spaces: how moved drivers are named.
+    """
+    factors = data.table("deal_score_factors")
+    if factors is None:
+        return {}
+    labels = prepare.factor_labels(factors).unique("feature", keep="first", maintain_order=True)
+    return dict(zip(labels["feature"].to_list(), labels["label"].to_list(), strict=True))
+
+
+def _waterfalls(data: ReportData) -> View:
+    changes = data.table("pipeline_changes")
+    if changes is None:
+        return {"waterfall_missing": missing(data, "pipeline_changes"), "waterfalls": []}
+    waterfalls = []
+    for kind in ("month", "quarter"):
+        steps = prepare.waterfall_steps(changes, kind)
+        if steps.height == 0:
+            continue
+        period = str(steps["period"][0])
+        previous = steps["previous_as_of"].drop_nulls()
+        since = when(previous.max(), data.timezone) if previous.len() else "the previous run"  # type: ignore[arg-type]
+        svg = charts.waterfall_chart(steps, f"waterfall-{kind}")
+        title = f"Expected revenue closing in {period}: from {since} to this run"
+        figure = chart(title, GUIDES["waterfall"], svg, f"waterfall-{kind}")
+        waterfalls.append({"chart": figure, "rows": steps.to_dicts()})
+    return {"waterfall_missing": None, "waterfalls": waterfalls}
+
+
+def _rep_region_view(data: ReportData) -> View:
+    """Health overview by region and owner, the rep health index, deals by value at risk."""
+    overview = data.table("health_overview")
+    reps = data.table("rep_health")
+    at_risk = data.table("deals_at_risk")
+    view: View = {
+        "overview_missing": None if overview is not None else missing(data, "health_overview"),
+        "regions": [],
+        "owners": [],
+        "reps_missing": None if reps is not None else missing(data, "rep_health"),
+        "reps": [],
+        "at_risk_missing": None if at_risk is not None else missing(data, "deals_at_risk"),
+        "at_risk": [],
+    }
+    if overview is not None:
+        view["regions"] = prepare.overview_rows(overview, "region").to_dicts()
+        view["owners"] = prepare.overview_rows(overview, "owner").to_dicts()
+    if reps is not None:
+        order = reps.sort("health_index", "owner_id")
+        view["reps"] = order.head(data.options.rep_rows).to_dicts()
+    if at_risk is not None:
+        view["at_risk"] = at_risk.sort("rank").head(data.options.at_risk_table).to_dicts()
+    return view
+
+
+SEVERITY_COLOURS = {"high": "red", "medium": "yellow", "low": "other"}
+
+
+def _alerts_view(data: ReportData) -> View:
+    """The alerts at as_of: open first (by severity, then first seen), then those resolved."""
+    alerts = data.table("alerts")
+    if alerts is None:
+        return {"missing": missing(data, "alerts")}
+    open_now = int((alerts["status_at"] == "open").sum())
+    shown = alerts.head(data.options.alert_rows).with_columns(
+        pl.col("severity")
+        .replace_strict(SEVERITY_COLOURS, default="other", return_dtype=pl.String)
+        .alias("colour")
+    )
+    lead = (
+        f"{open_now:,} open at as_of, {alerts.height - open_now:,} resolved at as_of. "
+        f"Showing {shown.height:,}: open first, the most severe first."
+    )
+    return {"missing": None, "lead": lead, "guide": GUIDES["alerts"], "rows": shown.to_dicts()}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console entry: write the sample tables to `--out`; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m salesml.sample", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder to write Parquet files to")
     parser.add_argument("--deals", type=int, default=5000, help="number of deals (0 = none)")

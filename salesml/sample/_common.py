@@ -85,7 +85,8 @@ def draw_categorical(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray
     uniform = rng.random(logits.shape, dtype=np.float32)
     np.clip(uniform, np.float32(1e-12), np.float32(1.0), out=uniform)
     gumbel = -np.log(-np.log(uniform))
-    return np.argmax(logits + gumbel, axis=1).astype(np.int8)
+    draws: np.ndarray = np.argmax(logits + gumbel, axis=1).astype(np.int8)
+    return draws
 
 
 def draw_from_weights(

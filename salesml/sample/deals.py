@@ -299,7 +299,8 @@ def _created_offsets(rng: np.random.Generator, n: int, days: int) -> np.ndarray:
     """Creation times in days after the window start, with a rate growing exponentially."""
     growth = np.log1p(PIPELINE_GROWTH_PER_YEAR) / 365.0
     u = rng.random(n)
-    return np.log1p(u * np.expm1(growth * days)) / growth
+    offsets: np.ndarray = np.log1p(u * np.expm1(growth * days)) / growth
+    return offsets
 
 
 def _slips(
@@ -393,23 +394,29 @@ def _account_activities(
     return account, occurred, activity_type, role
 
 
-def _deal_chunk(
-    population: _Population,
-    *,
-    chunk: int,
-    first: int,
-    n: int,
-    days: int,
-    end: datetime,
-    seed: int,
-    signal: bool,
-    first_activity: int,
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Deals number first+1 .. first+n of one world, as canonical tables plus their truth."""
-    rng = rng_for(seed, STREAM_DEAL_CHUNK, chunk)
-    start_us = epoch_us(window_start(end, days))
-    horizon = float(days)  # the world's end as a day offset
+@dataclass(frozen=True)
+class _Deals:
+    """One chunk's deals as drawn: attributes, latent interest and the path through the stages.
 
+    Times are day offsets from the window start; `entered` and `reached` are stages x deals
+    (`entered` is inf for a stage never reached); `close` is when the deal leaves its last stage.
+    """
+
+    account: np.ndarray
+    owner: np.ndarray
+    product: np.ndarray
+    amount: np.ndarray
+    interest: np.ndarray
+    created: np.ndarray
+    last_stage: np.ndarray
+    reached: np.ndarray
+    entered: np.ndarray
+    close: np.ndarray
+    excess_days: np.ndarray  # days spent beyond the stage medians, summed over stages
+
+
+def _draw_deals(rng: np.random.Generator, population: _Population, n: int, days: int) -> _Deals:
+    """Attributes, interest and stage path of `n` deals (the chunk stream's first draws)."""
     account = rng.choice(len(population.account_p), n, p=population.account_p)
     owner = rng.choice(len(population.rep_p), n, p=population.rep_p)
     product = draw_from_weights(rng, PRODUCT_WEIGHTS, n)
@@ -418,7 +425,29 @@ def _deal_chunk(
     amount = np.maximum(np.round(amount, -1), 10.0)
     interest = rng.normal(0.0, 1.0, n)
     created = _created_offsets(rng, n, days)
+    last_stage, reached, entered, close, excess_days = _stage_path(rng, interest, created)
+    return _Deals(
+        account=account,
+        owner=owner,
+        product=product,
+        amount=amount,
+        interest=interest,
+        created=created,
+        last_stage=last_stage,
+        reached=reached,
+        entered=entered,
+        close=close,
+        excess_days=excess_days,
+    )
 
+
+def _stage_path(
+    rng: np.random.Generator, interest: np.ndarray, created: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(last stage, reached, entered, close, excess days): log-normal dwells around the stage
+    medians, advancing with a chance that grows with interest (see the module docstring).
+    """
+    n = len(created)
     medians = np.array([STAGE_MEDIAN_DAYS[s] for s in STAGES])[:, None]
     dwell = medians * np.minimum(
         np.exp(DWELL_INTEREST_SLOPE * interest + DWELL_LOG_SD * rng.normal(size=(len(STAGES), n))),
@@ -436,127 +465,235 @@ def _deal_chunk(
     entered = np.where(reached, created + elapsed[:-1], np.inf)
     close = created + elapsed[-1]
     excess_days = np.where(reached, np.maximum(dwell - medians, 0.0), 0.0).sum(axis=0)
+    return last_stage, reached, entered, close, excess_days
 
-    expected = created + PLANNED_CLOSE_DAYS * np.exp(rng.normal(0.0, 0.3, n))
-    n_slips, slip_deal, slip_changed, slip_new = _slips(rng, created, expected, close)
 
-    acts = _deal_activities(rng, interest, created, close, entered)
+def _behaviour_at_close(acts: _Activities, close: np.ndarray, n: int) -> np.ndarray:
+    """The planted behaviour score of each deal at its close (72 h half-life decay)."""
     half_life_days = BEHAVIOR_HALF_LIFE_HOURS / 24.0
     decay = np.exp2(-(close[acts.deal] - acts.occurred) / half_life_days)
     weight = effect_matrix()[acts.activity_type, acts.role]
-    behaviour = np.bincount(acts.deal, weights=weight * decay, minlength=n)
+    return np.bincount(acts.deal, weights=weight * decay, minlength=n)
 
-    industry = population.industry[account]
-    dwell_penalty = -DWELL_PENALTY_PER_WEEK * excess_days / 7.0
+
+def _win_log_odds(
+    population: _Population, deals: _Deals, behaviour: np.ndarray, n_slips: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log-odds of a win at close, dwell penalty): the formula of the module docstring."""
+    industry = population.industry[deals.account]
+    dwell_penalty = -DWELL_PENALTY_PER_WEEK * deals.excess_days / 7.0
     log_odds = (
         BASE_LOG_ODDS
-        + np.array([STAGE_EFFECTS[s] for s in STAGES])[last_stage]
-        + LATENT_INTEREST_EFFECT * interest
+        + np.array([STAGE_EFFECTS[s] for s in STAGES])[deals.last_stage]
+        + LATENT_INTEREST_EFFECT * deals.interest
         + behaviour
         + dwell_penalty
         + SLIP_EFFECT * n_slips
-        + population.rep_skill[owner]
+        + population.rep_skill[deals.owner]
         + np.array([INDUSTRY_EFFECTS[i] for i in INDUSTRIES])[industry]
-        + AMOUNT_EFFECT_PER_LOG * np.log(amount / AMOUNT_REFERENCE)
+        + AMOUNT_EFFECT_PER_LOG * np.log(deals.amount / AMOUNT_REFERENCE)
     )
+    return log_odds, dwell_penalty
+
+
+@dataclass(frozen=True)
+class _Outcomes:
+    """How each deal ends: the planted causes at close and the drawn win."""
+
+    behaviour: np.ndarray
+    log_odds: np.ndarray  # nan in a world without signal
+    win_probability: np.ndarray
+    dwell_penalty: np.ndarray
+    won: np.ndarray
+
+
+def _outcomes(
+    rng: np.random.Generator,
+    population: _Population,
+    deals: _Deals,
+    acts: _Activities,
+    n_slips: np.ndarray,
+    signal: bool,
+) -> _Outcomes:
+    """Win probability at close (NULL_WORLD_WIN_RATE without signal) and the drawn outcome."""
+    n = len(deals.created)
+    behaviour = _behaviour_at_close(acts, deals.close, n)
+    log_odds, dwell_penalty = _win_log_odds(population, deals, behaviour, n_slips)
     win_probability = sigmoid(log_odds) if signal else np.full(n, NULL_WORLD_WIN_RATE)
     won = rng.random(n) < win_probability
-    is_open = close > horizon
+    shown = log_odds if signal else np.full(n, np.nan)
+    return _Outcomes(behaviour, shown, win_probability, dwell_penalty, won)
 
+
+def _deal_chunk(
+    population: _Population,
+    *,
+    chunk: int,
+    first: int,
+    n: int,
+    days: int,
+    end: datetime,
+    seed: int,
+    signal: bool,
+    first_activity: int,
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Deals number first+1 .. first+n of one world, as canonical tables plus their truth.
+
+    The draws from the chunk's stream keep one order (deals, expected close, slips,
+    activities, outcomes, account activities, nulls): changing it changes every sample world.
+    """
+    rng = rng_for(seed, STREAM_DEAL_CHUNK, chunk)
+    start_us = epoch_us(window_start(end, days))
+    horizon = float(days)  # the world's end as a day offset
+    deals = _draw_deals(rng, population, n, days)
+    expected = deals.created + PLANNED_CLOSE_DAYS * np.exp(rng.normal(0.0, 0.3, n))
+    n_slips, slip_deal, slip_changed, slip_new = _slips(rng, deals.created, expected, deals.close)
+    acts = _deal_activities(rng, deals.interest, deals.created, deals.close, deals.entered)
+    outcomes = _outcomes(rng, population, deals, acts, n_slips, signal)
+    is_open = deals.close > horizon
     n_account_acts = int(rng.poisson(ACCOUNT_ACTIVITY_SHARE * len(acts.deal)))
-    acc_account, acc_time, acc_type, acc_role = _account_activities(
-        rng, population, n_account_acts, days
-    )
-    region = population.region[account].astype(np.int64)
-    region[rng.random(n) < NULL_REGION_SHARE] = -1
-    product_code = product.astype(np.int64)
-    product_code[rng.random(n) < NULL_PRODUCT_SHARE] = -1
-    amount_shown = np.where(rng.random(n) < NULL_AMOUNT_SHARE, np.nan, amount)
-
+    account_acts = _account_activities(rng, population, n_account_acts, days)
     deal_ids = make_ids("D", first + np.arange(1, n + 1), 8, "deal_id")
-    account_ids = population.accounts.get_column("account_id")
-    outcome_code = np.where(is_open, -1, np.where(won, 0, 1))
-    deals = pl.DataFrame(
+    outcome_code = np.where(is_open, -1, np.where(outcomes.won, 0, 1))
+    tables = {
+        "deals": _deals_frame(
+            rng, population, deals, deal_ids, expected, outcome_code, start_us=start_us
+        ),
+        "deal_stage_history": _stage_history_frame(deals, deal_ids, horizon, start_us),
+        "deal_close_date_history": _close_date_frame(
+            deal_ids, slip_deal, slip_changed, slip_new, horizon=horizon, start_us=start_us
+        ),
+        "activities": _activity_frame(
+            acts,
+            account_acts,
+            deal_ids=deal_ids,
+            deal_account=deals.account,
+            account_ids=population.accounts.get_column("account_id"),
+            horizon=horizon,
+            start_us=start_us,
+            first_activity=first_activity,
+        ),
+    }
+    truth = _deal_truth(
+        population,
+        deals,
+        deal_ids,
+        outcomes,
+        n_slips=n_slips,
+        n_activities=np.bincount(acts.deal, minlength=n),
+        is_open=is_open,
+        start_us=start_us,
+    )
+    return tables, truth
+
+
+def _deal_truth(
+    population: _Population,
+    deals: _Deals,
+    deal_ids: pl.Series,
+    outcomes: _Outcomes,
+    *,
+    n_slips: np.ndarray,
+    n_activities: np.ndarray,
+    is_open: np.ndarray,
+    start_us: int,
+) -> pl.DataFrame:
+    """The per-deal truth: hidden causes, the true win probability, the eventual outcome."""
+    return pl.DataFrame(
         [
             deal_ids,
-            account_ids.gather(account).alias("account_id"),
-            make_ids("REP", owner + 1, 5, "owner_id"),
+            pl.Series("latent_interest", deals.interest),
+            pl.Series("true_behavior_score", outcomes.behaviour),
+            pl.Series("true_log_odds", outcomes.log_odds),
+            pl.Series("true_win_probability", outcomes.win_probability),
+            pl.Series("rep_skill", population.rep_skill[deals.owner]),
+            pl.Series("dwell_penalty", outcomes.dwell_penalty),
+            pl.Series("n_slips", n_slips),
+            labels(deals.last_stage, STAGES, "stage_at_close"),
+            pl.Series("n_activities", n_activities),
+            day_offsets_to_datetime(start_us, deals.close, "final_closed_at"),
+            labels(np.where(outcomes.won, 0, 1), ("won", "lost"), "final_outcome"),
+            pl.Series("open_at_end", is_open),
+        ]
+    )
+
+
+def _deals_frame(
+    rng: np.random.Generator,
+    population: _Population,
+    deals: _Deals,
+    deal_ids: pl.Series,
+    expected: np.ndarray,
+    outcome_code: np.ndarray,
+    *,
+    start_us: int,
+) -> pl.DataFrame:
+    """The `deals` table, with some region, product and amount values hidden (null), drawn in
+    that order; closed_at and outcome are null for deals still open (`outcome_code` -1).
+    """
+    n = len(deal_ids)
+    region = population.region[deals.account].astype(np.int64)
+    region[rng.random(n) < NULL_REGION_SHARE] = -1
+    product_code = deals.product.astype(np.int64)
+    product_code[rng.random(n) < NULL_PRODUCT_SHARE] = -1
+    amount_shown = np.where(rng.random(n) < NULL_AMOUNT_SHARE, np.nan, deals.amount)
+    account_ids = population.accounts.get_column("account_id")
+    closed = np.where(outcome_code < 0, np.nan, deals.close)
+    return pl.DataFrame(
+        [
+            deal_ids,
+            account_ids.gather(deals.account).alias("account_id"),
+            make_ids("REP", deals.owner + 1, 5, "owner_id"),
             labels(region, REGIONS, "region"),
             labels(product_code, PRODUCTS, "product"),
             pl.Series("amount", amount_shown).fill_nan(None),
-            day_offsets_to_datetime(start_us, created, "created_at"),
+            day_offsets_to_datetime(start_us, deals.created, "created_at"),
             day_offsets_to_datetime(start_us, expected, "expected_close_at"),
-            day_offsets_to_datetime(start_us, np.where(is_open, np.nan, close), "closed_at"),
+            day_offsets_to_datetime(start_us, closed, "closed_at"),
             labels(outcome_code, ("won", "lost"), "outcome"),
         ]
     )
 
-    stage_deal, stage_code = np.nonzero((reached & (entered <= horizon)).T)
-    stage_history = pl.DataFrame(
+
+def _stage_history_frame(
+    deals: _Deals, deal_ids: pl.Series, horizon: float, start_us: int
+) -> pl.DataFrame:
+    """One row per stage a deal entered by the world's end (`horizon` days)."""
+    stage_deal, stage_code = np.nonzero((deals.reached & (deals.entered <= horizon)).T)
+    return pl.DataFrame(
         [
             deal_ids.gather(stage_deal),
             labels(stage_code, STAGES, "stage"),
-            day_offsets_to_datetime(start_us, entered[stage_code, stage_deal], "entered_at"),
+            day_offsets_to_datetime(start_us, deals.entered[stage_code, stage_deal], "entered_at"),
         ]
     )
 
-    visible_slip = slip_changed <= horizon
-    order = np.lexsort((slip_changed[visible_slip], slip_deal[visible_slip]))
-    close_dates = pl.DataFrame(
+
+def _close_date_frame(
+    deal_ids: pl.Series,
+    slip_deal: np.ndarray,
+    slip_changed: np.ndarray,
+    slip_new: np.ndarray,
+    *,
+    horizon: float,
+    start_us: int,
+) -> pl.DataFrame:
+    """The slips recorded by the world's end, ordered by deal then change time."""
+    visible = slip_changed <= horizon
+    order = np.lexsort((slip_changed[visible], slip_deal[visible]))
+    return pl.DataFrame(
         [
-            deal_ids.gather(slip_deal[visible_slip][order]),
-            day_offsets_to_datetime(start_us, slip_changed[visible_slip][order], "changed_at"),
-            day_offsets_to_datetime(start_us, slip_new[visible_slip][order], "expected_close_at"),
+            deal_ids.gather(slip_deal[visible][order]),
+            day_offsets_to_datetime(start_us, slip_changed[visible][order], "changed_at"),
+            day_offsets_to_datetime(start_us, slip_new[visible][order], "expected_close_at"),
         ]
     )
-
-    activities = _activity_frame(
-        acts,
-        acc_account=acc_account,
-        acc_time=acc_time,
-        acc_type=acc_type,
-        acc_role=acc_role,
-        deal_ids=deal_ids,
-        deal_account=account,
-        account_ids=account_ids,
-        horizon=horizon,
-        start_us=start_us,
-        first_activity=first_activity,
-    )
-
-    truth = pl.DataFrame(
-        [
-            deal_ids,
-            pl.Series("latent_interest", interest),
-            pl.Series("true_behavior_score", behaviour),
-            pl.Series("true_log_odds", log_odds if signal else np.full(n, np.nan)),
-            pl.Series("true_win_probability", win_probability),
-            pl.Series("rep_skill", population.rep_skill[owner]),
-            pl.Series("dwell_penalty", dwell_penalty),
-            pl.Series("n_slips", n_slips),
-            labels(last_stage, STAGES, "stage_at_close"),
-            pl.Series("n_activities", np.bincount(acts.deal, minlength=n)),
-            day_offsets_to_datetime(start_us, close, "final_closed_at"),
-            labels(np.where(won, 0, 1), ("won", "lost"), "final_outcome"),
-            pl.Series("open_at_end", is_open),
-        ]
-    )
-    tables = {
-        "deals": deals,
-        "deal_stage_history": stage_history,
-        "deal_close_date_history": close_dates,
-        "activities": activities,
-    }
-    return tables, truth
 
 
 def _activity_frame(
     acts: _Activities,
+    account_acts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     *,
-    acc_account: np.ndarray,
-    acc_time: np.ndarray,
-    acc_type: np.ndarray,
-    acc_role: np.ndarray,
     deal_ids: pl.Series,
     deal_account: np.ndarray,
     account_ids: pl.Series,
@@ -564,7 +701,11 @@ def _activity_frame(
     start_us: int,
     first_activity: int,
 ) -> pl.DataFrame:
-    """Visible activities (occurred by the world's end), deal ones first, ordered in time."""
+    """Visible activities (occurred by the world's end), deal ones first, ordered in time.
+
+    `account_acts` = (account, occurred, type, role) of the account-level activities.
+    """
+    acc_account, acc_time, acc_type, acc_role = account_acts
     visible = acts.occurred <= horizon
     n_deals = len(deal_ids)
     deal = np.concatenate([acts.deal[visible], np.full(len(acc_account), n_deals)])

@@ -171,7 +171,8 @@ def hour_weights(store_type: str) -> np.ndarray:
     shape = np.where((hours >= opens) & (hours < closes), shape, 0.0)
     if store_type == "always_open":
         shape = np.where((hours < 6) | (hours >= 22), shape * NIGHT_FACTOR, shape)
-    return shape / shape.sum()
+    profile: np.ndarray = shape / shape.sum()
+    return profile
 
 
 def closed_buckets(store_type: str) -> list[int]:
@@ -430,10 +431,23 @@ def _serve_from_stock(
     return kept, on_hand
 
 
-def _demand_chunk(
-    population: _Population, grid: _Grid, *, chunk: int, series_index: np.ndarray, seed: int
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    rng = rng_for(seed, STREAM_DEMAND_CHUNK, chunk)
+@dataclass(frozen=True)
+class _SeriesDraw:
+    """Per-series parameters of one chunk, drawn in a fixed order from the chunk's stream."""
+
+    customer: np.ndarray
+    sku: np.ndarray
+    base_rate: np.ndarray  # purchases per day before weekday, trend, promotion and price
+    mean_quantity: np.ndarray
+    trend: np.ndarray  # log change per 30 days
+    promo_lift: np.ndarray
+    own_promo: np.ndarray  # series x plan days, bool: the series' own promotions
+    promo: np.ndarray  # own or SKU-wide promotion
+
+
+def _draw_series(
+    rng: np.random.Generator, population: _Population, grid: _Grid, series_index: np.ndarray
+) -> _SeriesDraw:
     n = len(series_index)
     customer = population.series_customer[series_index]
     sku = population.series_sku[series_index]
@@ -444,25 +458,49 @@ def _demand_chunk(
     trend = rng.normal(0.0, TREND_SD_PER_30_DAYS, n)
     promo_lift = PROMO_LIFT_MEDIAN * np.exp(rng.normal(0.0, 0.2, n))
     own_promo = _promo_windows(rng, n, grid.n_plan, PROMO_SERIES_SHARE, PROMOS_PER_90_DAYS)
-    promo = own_promo | population.sku_promo[sku]
+    return _SeriesDraw(
+        customer=customer,
+        sku=sku,
+        base_rate=base_rate,
+        mean_quantity=mean_quantity,
+        trend=trend,
+        promo_lift=promo_lift,
+        own_promo=own_promo,
+        promo=own_promo | population.sku_promo[sku],
+    )
 
+
+def _daily_demand(population: _Population, grid: _Grid, draw: _SeriesDraw) -> np.ndarray:
+    """Expected purchases per series x history day (0 on a store's closed Sundays)."""
     days = np.arange(grid.n_days)
     weekday = grid.weekday[: grid.n_days]
+    customer, sku = draw.customer, draw.sku
     open_day = ~(population.sunday_closed[customer][:, None] & (weekday == 6)[None, :])
     price_ratio = population.price[sku, : grid.n_days] / population.base_price[sku][:, None]
-    demand = (
-        base_rate[:, None]
-        * np.exp(trend[:, None] * (days - grid.n_days / 2)[None, :] / 30.0)
+    demand: np.ndarray = (
+        draw.base_rate[:, None]
+        * np.exp(draw.trend[:, None] * (days - grid.n_days / 2)[None, :] / 30.0)
         * np.asarray(WEEKDAY_FACTORS)[weekday][None, :]
         * open_day
         * grid.holiday[: grid.n_days][None, :]
-        * np.where(promo[:, : grid.n_days], promo_lift[:, None], 1.0)
+        * np.where(draw.promo[:, : grid.n_days], draw.promo_lift[:, None], 1.0)
         * price_ratio ** population.elasticity[sku][:, None]
     )
-    tx = _transactions(rng, population, customer, demand, mean_quantity, grid)
+    return demand
+
+
+def _demand_chunk(
+    population: _Population, grid: _Grid, *, chunk: int, series_index: np.ndarray, seed: int
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    rng = rng_for(seed, STREAM_DEMAND_CHUNK, chunk)
+    n = len(series_index)
+    draw = _draw_series(rng, population, grid, series_index)
+    customer, sku = draw.customer, draw.sku
+    demand = _daily_demand(population, grid, draw)
+    tx = _transactions(rng, population, customer, demand, draw.mean_quantity, grid)
 
     cover_weeks = rng.uniform(*COVER_WEEKS_RANGE, n)
-    order_up_to = np.maximum(2.0, np.ceil(cover_weeks * 7 * base_rate * mean_quantity))
+    order_up_to = np.maximum(2.0, np.ceil(cover_weeks * 7 * draw.base_rate * draw.mean_quantity))
     delivery_weekday = population.delivery_weekday[customer]
     kept, on_hand = _serve_from_stock(rng, tx, n, delivery_weekday, order_up_to, grid)
     kept &= tx.ts_us < grid.end_us
@@ -473,11 +511,28 @@ def _demand_chunk(
     customer_ids = population.customer_ids.gather(customer)
     sku_ids = population.sku_ids.gather(sku)
     sales = _sales_frame(rng, population, tx, kept, customer, sku, customer_ids, sku_ids)
+    inventory = _inventory_frame(grid, on_hand, customer_ids, sku_ids)
+    signals = _promotion_signals(grid, draw.own_promo, customer_ids, sku_ids)
+    truth = _demand_truth(population, draw, customer_ids, sku_ids).with_columns(
+        pl.Series("delivery_weekday", delivery_weekday),
+        pl.Series("order_up_to", order_up_to),
+        pl.Series("stockout_days", (on_hand == 0).sum(axis=1)),
+        pl.Series("demand_units", demand_units),
+        pl.Series("sold_units", sold_units),
+        pl.Series("censored_units", demand_units - sold_units),
+    )
+    return {"sales": sales, "signals": signals, "inventory": inventory}, truth
 
+
+def _inventory_frame(
+    grid: _Grid, on_hand: np.ndarray, customer_ids: pl.Series, sku_ids: pl.Series
+) -> pl.DataFrame:
+    """One on-hand snapshot per series at 00:00 of every history day up to the world's end."""
+    days = np.arange(grid.n_days)
     snapshot_days = np.flatnonzero(grid.day0_us + days * US_PER_DAY <= grid.end_us)
-    inv_series = np.repeat(np.arange(n), len(snapshot_days))
-    inv_day = np.tile(snapshot_days, n)
-    inventory = pl.DataFrame(
+    inv_series = np.repeat(np.arange(len(on_hand)), len(snapshot_days))
+    inv_day = np.tile(snapshot_days, len(on_hand))
+    return pl.DataFrame(
         [
             us_to_datetime(grid.day0_us + inv_day * US_PER_DAY, "ts"),
             customer_ids.gather(inv_series),
@@ -486,10 +541,15 @@ def _demand_chunk(
         ]
     )
 
+
+def _promotion_signals(
+    grid: _Grid, own_promo: np.ndarray, customer_ids: pl.Series, sku_ids: pl.Series
+) -> pl.DataFrame:
+    """The series' own promotion plans as `promotion` signal rows (only series with one)."""
     promo_row, promo_day = _step_rows(own_promo)
     keep = np.asarray(own_promo.any(axis=1))[promo_row]
     promo_row, promo_day = promo_row[keep], promo_day[keep]
-    signals = _signal_frame(
+    return _signal_frame(
         grid,
         "promotion",
         promo_day,
@@ -498,20 +558,26 @@ def _demand_chunk(
         customer_ids.gather(promo_row),
     )
 
+
+def _demand_truth(
+    population: _Population, draw: _SeriesDraw, customer_ids: pl.Series, sku_ids: pl.Series
+) -> pl.DataFrame:
+    """The per-series truth known before serving from stock (stock columns are added after)."""
+    customer, sku = draw.customer, draw.sku
     store_type = population.store_type[customer]
-    truth = pl.DataFrame(
+    return pl.DataFrame(
         [
             customer_ids,
             sku_ids,
             labels(store_type, STORE_TYPES, "store_type"),
             labels(population.store_region[customer], REGIONS, "region"),
-            pl.Series("base_rate_per_day", base_rate),
-            pl.Series("mean_quantity", mean_quantity),
-            pl.Series("base_units_per_day", base_rate * mean_quantity),
+            pl.Series("base_rate_per_day", draw.base_rate),
+            pl.Series("mean_quantity", draw.mean_quantity),
+            pl.Series("base_units_per_day", draw.base_rate * draw.mean_quantity),
             pl.Series("elasticity", population.elasticity[sku]),
             pl.Series("base_price", population.base_price[sku]),
-            pl.Series("trend_per_30_days", trend),
-            pl.Series("promo_lift", promo_lift),
+            pl.Series("trend_per_30_days", draw.trend),
+            pl.Series("promo_lift", draw.promo_lift),
             pl.Series("long_tail", population.long_tail[sku]),
             pl.Series(
                 "closed_buckets",
@@ -521,15 +587,8 @@ def _demand_chunk(
             pl.Series("closed_weekdays", [[], [6]], dtype=pl.List(pl.Int64)).gather(
                 population.sunday_closed[customer].astype(np.int64)
             ),
-            pl.Series("delivery_weekday", delivery_weekday),
-            pl.Series("order_up_to", order_up_to),
-            pl.Series("stockout_days", (on_hand == 0).sum(axis=1)),
-            pl.Series("demand_units", demand_units),
-            pl.Series("sold_units", sold_units),
-            pl.Series("censored_units", demand_units - sold_units),
         ]
     )
-    return {"sales": sales, "signals": signals, "inventory": inventory}, truth
 
 
 def _sales_frame(

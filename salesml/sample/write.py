@@ -180,6 +180,22 @@ def write_sample(
     )
     check_out_folder(out, planned, force)
     out.mkdir(parents=True, exist_ok=True)
+    paths = _write_worlds(out, deals, series, days, seed, deal_days, end, progress)
+    paths[f"{TRUTH_DIR}/world"] = _write_manifest(out, deals, series, days, seed, deal_days, end)
+    return paths
+
+
+def _write_worlds(
+    out: Path,
+    deals: int,
+    series: int,
+    days: int,
+    seed: int,
+    deal_days: int,
+    end: datetime,
+    progress: Progress | None,
+) -> dict[str, Path]:
+    """Stream both worlds' chunks into Parquet; progress split by estimated work (rows)."""
     deal_work = 10.0 * deals
     demand_work = 2.5 * series * days
     split = deal_work / max(deal_work + demand_work, 1.0)
@@ -200,8 +216,13 @@ def write_sample(
     except BaseException:
         sink.abort()
         raise
-    paths = sink.close()
+    return sink.close()
 
+
+def _write_manifest(
+    out: Path, deals: int, series: int, days: int, seed: int, deal_days: int, end: datetime
+) -> Path:
+    """truth/world.json: the generator's arguments and every planted effect."""
     manifest = out / TRUTH_DIR / WORLD_FILE
     manifest.parent.mkdir(parents=True, exist_ok=True)
     world = {
@@ -212,5 +233,4 @@ def write_sample(
         "planted": planted_effects(),
     }
     manifest.write_text(json.dumps(world, indent=2) + "\n")
-    paths[f"{TRUTH_DIR}/world"] = manifest
-    return paths
+    return manifest

@@ -28,7 +28,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def behavior() -> pl.DataFrame:
     tables, _ = deals_world(n_deals=5000, days=365, seed=0)
-    settings = DealsSettings(num_threads=1, min_won=100, min_lost=100)
+    settings = DealsSettings(min_won=100, min_lost=100, model={"num_threads": 1})
     trained = fit_deal_win(tables, WORLD_END, settings)
     return explain_behavior(trained.model, trained.features, tables, WORLD_END, max_rows=8000)
 

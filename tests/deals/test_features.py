@@ -20,6 +20,7 @@ from salesml.deals.features import (
     feature_labels,
     learn_spec,
     pair_column,
+    window_count,
 )
 from salesml.deals.snapshots import open_deals, training_snapshots
 from salesml.sample import WORLD_END, deals_world
@@ -152,7 +153,7 @@ def test_activity_windows_decay_and_recency(tiny: dict[str, pl.DataFrame]) -> No
     assert row["days_since_last_activity"] == pytest.approx(0.5)
     assert row["activities_total"] == 3
     assert row["account_activities_30d"] == 1  # the call without a deal
-    weights = DealsSettings().role_weights
+    weights = DealsSettings().features.role_weights
     expected = weights["cto"] * (0.5 + 0.5**13) + weights["other"] * 0.5**0.5
     assert row["behavior_score"] == pytest.approx(expected)
 
@@ -271,9 +272,9 @@ def test_time_travel_property_any_as_of(
 ) -> None:
     """For any as_of, the full tables and the tables cut at as_of give identical features."""
     as_of = WORLD_END - timedelta(days=days_back, hours=hours)
-    spec = learn_spec(small_world, as_of, DealsSettings(min_pair_occurrences=5))
+    spec = learn_spec(small_world, as_of, DealsSettings(features={"min_pair_occurrences": 5}))
     cut = cut_at(small_world, as_of)
-    assert spec == learn_spec(cut, as_of, DealsSettings(min_pair_occurrences=5))
+    assert spec == learn_spec(cut, as_of, DealsSettings(features={"min_pair_occurrences": 5}))
     snaps = training_snapshots(small_world["deals"], as_of, 7, 2.0)
     open_now = open_deals(small_world["deals"], as_of, 2.0).select("deal_id", "snapshot_at")
     rows = pl.concat([snaps.select("deal_id", "snapshot_at"), open_now])
@@ -370,3 +371,58 @@ def test_custom_deal_columns_become_features(tiny: dict[str, pl.DataFrame]) -> N
     assert (row["seats"], row["channel"]) == (20.0, "partner")
     with pytest.raises(ValueError, match="not a column of deals"):
         _spec(tables, custom_features=["nope"])
+
+
+def test_names_labels_and_kinds_derive_from_one_declaration(
+    tiny: dict[str, pl.DataFrame],
+) -> None:
+    tables = {**tiny, "deals": tiny["deals"].with_columns(amount_band=pl.lit("small"))}
+    spec = _spec(tables, activity_windows_days=[7, 30], custom_features=["amount_band"])
+    declared = spec.features()
+    names = [f.name for f in declared]
+    assert names == spec.feature_names() and len(set(names)) == len(names)
+    labels = feature_labels(spec)
+    assert all(labels[f.name] == f.label for f in declared)
+    assert spec.categorical == ["product", "region", "account_industry", "amount_band"]
+    # every activity aggregate carries its computation; nothing else does
+    aggregates = {f.name for f in declared if f.agg is not None}
+    assert aggregates == {f.name for f in spec.activity_aggregates()}
+    assert {"activities_7d", "n_meeting_30d", "n_with_cto_7d", "behavior_score"} <= aggregates
+
+
+def test_plain_words_of_the_features_are_unchanged(tiny: dict[str, pl.DataFrame]) -> None:
+    """The texts of deal_score_factors read these labels: pinned so a refactor cannot move them."""
+    spec = _spec(tiny, activity_windows_days=[7, 30], decay_hours=72.0)
+    labels = feature_labels(spec)
+    assert labels["activities_7d"] == "activities, last 7 days"
+    assert labels["n_meeting_30d"] == "meetings, last 30 days"
+    assert labels["n_with_cto_7d"] == "activities with CTO, last 7 days"
+    assert labels["n_with_unknown_30d"] == "activities with unknown role, last 30 days"
+    assert labels[pair_column("meeting", "cto")] == "meetings with CTO, recent (72h half-life)"
+    assert labels["behavior_score"] == "behaviour score (role-weighted, 72h half-life)"
+    assert labels["stage_velocity"] == "stages advanced per 30 days"
+    assert labels["rep_win_rate_vs_all"] == "rep's win rate minus all deals' (smoothed)"
+
+
+def test_a_window_count_is_named_labelled_and_computed_from_its_parameters() -> None:
+    feature = window_count(7, contact_role="vp")
+    assert (feature.name, feature.label) == ("n_with_vp_7d", "activities with VP, last 7 days")
+    pairs = pl.DataFrame(
+        {
+            "_age": [0.5, 6.9, 7.0, 1.0],
+            "activity_type": ["call", "call", "call", "email"],
+            "contact_role": ["vp", "vp", "vp", "cto"],
+        }
+    )
+    assert feature.agg is not None
+    assert pairs.select(feature.agg).item() == 2  # age 7.0 is outside (t - 7, t]
+    by_type = window_count(30, activity_type="call")
+    assert by_type.agg is not None and pairs.select(by_type.agg).item() == 3
+
+
+def test_labels_cover_the_features_of_unused_tables(tiny: dict[str, pl.DataFrame]) -> None:
+    """Health context (days in stage, slips, last activity) is labelled without its table."""
+    spec = _spec({"deals": tiny["deals"]})
+    assert not spec.uses_stage_history and "days_in_stage" not in spec.feature_names()
+    labels = feature_labels(spec)
+    assert {"days_in_stage", "close_date_slips", "days_since_last_activity"} <= set(labels)

@@ -9,6 +9,9 @@ import pytest
 
 from salesml.config import DealHealthRules, HealthBands
 from salesml.deals.health import rate_health
+from salesml.deals.scoring import score_open_deals
+from salesml.deals.training import TrainingResult
+from tests.deals.conftest import AS_OF
 
 QUIET = {
     "stage": "discovery",
@@ -106,3 +109,25 @@ def test_without_an_activity_log_no_activity_never_fires() -> None:
     assert "no activity for" in with_log
     assert "no activity for" not in without
     assert "in proposal" in without
+
+
+def test_scoring_applies_the_bands_of_the_settings_not_of_the_model(
+    small_world: dict[str, pl.DataFrame], trained: TrainingResult
+) -> None:
+    """Bands are policy: the same model rates its deals by whatever bands scoring is given."""
+    no_red_rule = DealHealthRules(red_at_rules=99)
+    strict = HealthBands(red_below=0.999, green_at_or_above=0.9995)
+    lenient = HealthBands(red_below=0.0, green_at_or_above=0.001)
+    rated = {}
+    for name, bands in (("strict", strict), ("lenient", lenient), ("default", None)):
+        scores = score_open_deals(
+            trained.model, small_world, AS_OF, min_open_days=5.0, rules=no_red_rule, bands=bands
+        ).scores
+        rated[name] = scores.filter(pl.col("score_basis") == "model")
+    assert rated["strict"].height > 0
+    assert (rated["strict"]["health"] == "red").all()
+    # no rule is red on its own here: only the bands decide between red and the rest
+    assert (rated["lenient"]["health"] != "red").all()
+    default = HealthBands()
+    p = rated["default"]["win_probability"]
+    assert ((rated["default"]["health"] == "red") == (p < default.red_below)).all()

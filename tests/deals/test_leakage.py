@@ -39,7 +39,7 @@ def _training(
     """Training snapshots' features at AS_OF, with extra deal columns used as custom features."""
     tables = dict(tables)
     tables["deals"] = tables["deals"].with_columns(**columns)
-    settings = DealsSettings(custom_features=list(columns))
+    settings = DealsSettings(features={"custom_features": list(columns)})
     snaps = training_snapshots(tables["deals"], AS_OF, 7, 2.0)
     spec = learn_spec(tables, AS_OF, settings)
     return build_features(snaps, tables, spec), snaps["label"], spec
@@ -145,8 +145,8 @@ def test_training_refuses_a_planted_post_outcome_column(
     tables["deals"] = small_world["deals"].with_columns(
         pl.when(WON).then(pl.col("amount")).otherwise(0.0).alias("close_value")
     )
+    settings = fast_deal_settings(custom_features=["close_value"], min_won=1, min_lost=1)
     with pytest.raises(LeakageError, match="feature 'close_value' alone separates won from lost"):
-        settings = fast_deal_settings(custom_features=["close_value"], min_won=1, min_lost=1)
         fit_deal_win(tables, AS_OF, settings)
 
 

@@ -142,7 +142,7 @@ def test_model_and_scores_do_not_move_when_the_future_changes(
     assert_frame_equal(other.features, trained.features)
     sample = trained.features.head(400)
     assert np.array_equal(other.model.predict_proba(sample), trained.model.predict_proba(sample))
-    kwargs = {"min_open_days": fast_settings.min_open_days, "rules": fast_settings.rules}
+    kwargs = {"min_open_days": fast_settings.min_open_days, "rules": fast_settings.health.rules}
     before = score_open_deals(trained.model, small_world, AS_OF, **kwargs)  # type: ignore[arg-type]
     after = score_open_deals(other.model, changed, AS_OF, **kwargs)  # type: ignore[arg-type]
     assert before.scores.height > 0
@@ -164,7 +164,8 @@ def test_clone_round_trip_keeps_every_hyper_parameter(trained: TrainingResult) -
     assert type(copy) is DealWinModel and not hasattr(copy, "booster_")
     assert copy.get_params() == model.get_params()
     assert copy.feature_spec == model.feature_spec and copy.feature_spec is not model.feature_spec
-    assert set(model.get_params()) >= {"feature_spec", "num_threads", "health_bands"}
+    assert set(model.get_params()) >= {"feature_spec", "num_threads", "label_horizon_days"}
+    assert "health_bands" not in model.get_params()  # policy, not model (scoring applies it)
     tuned = clone(model).set_params(num_leaves=4, calibration="platt")
     assert (tuned.num_leaves, tuned.calibration) == (4, "platt")
     assert model.num_leaves != 4  # the original is untouched
@@ -178,20 +179,42 @@ def test_defaults_equal_the_config_defaults(trained: TrainingResult) -> None:
     every hyper-parameter the settings decide."""
     from_config = make_model(trained.spec, DealsSettings()).get_params()
     defaults = DealWinModel().get_params()
-    own = ("feature_spec", "health_bands", "label_horizon_days")  # data, not defaults
+    own = ("feature_spec", "label_horizon_days")  # data, not defaults
     assert {k: v for k, v in defaults.items() if k not in own} == {
         k: v for k, v in from_config.items() if k not in own
     }
 
 
-def test_models_pickled_before_base_estimator_still_load(trained: TrainingResult) -> None:
+@pytest.mark.parametrize("with_bands", [False, True])
+def test_models_pickled_by_older_releases_still_load(
+    trained: TrainingResult, with_bands: bool
+) -> None:
+    """Before BaseEstimator, and (with_bands) when the health bands travelled with the model:
+    it loads, predicts alike, and the bands are dropped (scoring takes them from settings)."""
     state = {k: v for k, v in vars(trained.model).items() if k != "_sklearn_version"}
+    if with_bands:
+        state["health_bands"] = {"red_below": 0.9, "green_at_or_above": 0.95}
     old = pickle.loads(pickle.dumps(PickledByOlderRelease(DealWinModel, state)))
-    assert type(old) is DealWinModel
+    assert type(old) is DealWinModel and not hasattr(old, "health_bands")
     sample = trained.features.head(200)
     assert np.array_equal(old.predict_proba(sample), trained.model.predict_proba(sample))
     assert old.get_params() == trained.model.get_params()
     assert clone(old).get_params() == trained.model.get_params()
+
+
+def test_from_settings_reads_every_hyper_parameter_from_the_settings(
+    trained: TrainingResult,
+) -> None:
+    settings = DealsSettings(
+        label_horizon_days=30, model={"num_leaves": 7, "calibration": "platt", "seed": 5}
+    )
+    model = DealWinModel.from_settings(settings, feature_spec=trained.spec)
+    params = model.get_params()
+    assert params["feature_spec"] is trained.spec
+    assert all(params[k] == getattr(settings, k) for k in params if k != "feature_spec")
+    assert (model.num_leaves, model.calibration, model.label_horizon_days) == (7, "platt", 30)
+    with pytest.raises(ValueError, match="feature_spec"):  # data, not settings: must be given
+        DealWinModel.from_settings(settings)
 
 
 def test_static_logit_baseline_is_unpenalised_and_unseen_levels_are_reference() -> None:

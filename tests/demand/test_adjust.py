@@ -121,7 +121,7 @@ def test_signal_values_are_raw_point_in_time_with_the_region() -> None:
     sales = daily_pattern_sales(START, 35, customers=("c1", "c2")).with_columns(
         region=pl.when(pl.col("customer_id") == "c1").then(pl.lit("north")).otherwise(None)
     )
-    demand = DemandSettings(detect_closed=False, known_signals=["promotion"])
+    demand = DemandSettings(known_signals=["promotion"], grid={"detect_closed": False})
     history = build_history(sales, demand, "UTC", AS_OF)
     rows = origin_rows(history, history.origin)
     frame = rows.select(

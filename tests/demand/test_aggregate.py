@@ -12,7 +12,7 @@ import pytest
 
 from salesml import contract
 from salesml.config import Settings, SourcesSettings
-from salesml.demand import aggregate, evaluate, jobs, pipeline
+from salesml.demand import aggregate, demand_backtest, demand_jobs, forecasting
 from salesml.sample import WORLD_END, demand_world
 from salesml.warehouse import Warehouse
 from tests.demand.conftest import sales_frame, tiny_demand
@@ -151,14 +151,14 @@ def test_forecast_job_writes_coherent_aggregates_unmoved_by_the_future(
 
     local, tables = _world(settings, tmp_path / "src")
     as_of = WORLD_END - timedelta(days=2)
-    fitted = pipeline.fit(tables["sales"], local, as_of)
+    fitted = forecasting.fit(tables["sales"], local, as_of)
     levels = {k for k in fitted.model.calibration_.metrics if k.startswith("agg_inflation_")}
     assert levels == {f"agg_inflation_{lvl}" for lvl in aggregate.LEVELS}
     served = tracking.LoadedModel(model=fitted.model, version="7", run_id="r7")
     monkeypatch.setattr(tracking, "configure", lambda _settings: None)
     monkeypatch.setattr(tracking, "load_for", lambda _name, _as_of: served)
 
-    report = jobs.forecast(local, as_of)
+    report = demand_jobs.forecast(local, as_of)
     wh = Warehouse.from_settings(local)
     agg = wh.read("demand_forecast_agg", as_of=as_of)
     cells = wh.read("demand_forecast", as_of=as_of)
@@ -178,8 +178,8 @@ def test_forecast_job_writes_coherent_aggregates_unmoved_by_the_future(
         quantity=pl.col("quantity") * 50,
         region=pl.lit("x"),
     )
-    result = pipeline.forecast(fitted.model, sales, local, as_of)
-    moved = pipeline.forecast(fitted.model, pl.concat([sales, future]), local, as_of)
+    result = forecasting.forecast(fitted.model, sales, local, as_of)
+    moved = forecasting.forecast(fitted.model, pl.concat([sales, future]), local, as_of)
     metrics = fitted.model.calibration_.metrics
     one = aggregate.forecast_agg(result.frame, sales, local, as_of, metrics)
     two = aggregate.forecast_agg(moved.frame, pl.concat([sales, future]), local, as_of, metrics)
@@ -191,8 +191,8 @@ def test_backtest_reports_each_level_next_to_its_baselines(
 ) -> None:
     local, tables = _world(settings, tmp_path / "src")
     as_of = WORLD_END - timedelta(days=2)
-    result = evaluate.backtest(tables["sales"], local, as_of, n_origins=1, with_ets=False)
-    summary = evaluate.summary(result)
+    result = demand_backtest.backtest(tables["sales"], local, as_of, n_origins=1, with_ets=False)
+    summary = demand_backtest.summary(result)
     levels = summary["levels"]
     assert isinstance(levels, dict) and set(levels) == set(aggregate.LEVELS)
     for values in levels.values():

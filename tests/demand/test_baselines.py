@@ -9,7 +9,7 @@ import polars as pl
 
 from salesml import metrics
 from salesml.config import DemandSettings
-from salesml.demand import baselines, evaluate
+from salesml.demand import baselines, demand_backtest
 from salesml.demand.features import build_history, origin_rows
 from tests.demand.conftest import sales_frame
 
@@ -21,7 +21,7 @@ def test_zero_median_and_mean_baselines_read_the_same_bucket_of_past_weeks() -> 
     rows = [(START + timedelta(weeks=w, hours=8), "c", "a", float(w + 1)) for w in range(9)]
     sales = sales_frame(rows)
     as_of = START + timedelta(weeks=9)  # the next Monday, 00:00
-    demand = DemandSettings(detect_closed=False)
+    demand = DemandSettings(grid={"detect_closed": False})
     history = build_history(sales, demand, "UTC", as_of)
     ahead = origin_rows(history, history.origin)
     naive = baselines.naive_forecasts(history, ahead).sort("h")
@@ -55,7 +55,7 @@ def test_backtest_score_uses_the_shared_quantile_report() -> None:
             **{name: np.zeros(n) for name in baselines.NAIVE_BASELINES},
         }
     )
-    scored = evaluate.score(frame)
+    scored = demand_backtest.score(frame)
     report = metrics.quantile_report(y, mean, p10, p50, p90)
     for key, value in report.items():
         assert scored[key] == value, key

@@ -108,7 +108,7 @@ def test_grid_zero_fills_between_sales_and_starts_at_first_sale() -> None:
         ]
     )
     history = build_history(
-        sales, DemandSettings(detect_closed=False), "UTC", utc(2024, 5, 2), horizon=2
+        sales, DemandSettings(grid={"detect_closed": False}), "UTC", utc(2024, 5, 2), horizon=2
     )
     grid = history.grid.join(history.series.select("series_id", "sku"), on="series_id")
     a = grid.filter(pl.col("sku") == "a").sort("bucket")
@@ -129,7 +129,7 @@ def test_returns_net_or_ignored(mode: str, expected: list[float]) -> None:
             (utc(2024, 5, 1, 6), "c", "a", -5.0),  # more returned than sold: demand 0, not -3
         ]
     )
-    demand = DemandSettings(returns=mode)  # type: ignore[arg-type]
+    demand = DemandSettings(grid={"returns": mode})  # type: ignore[arg-type]
     sold = buckets.bucket_sales(sales, demand, "UTC", origin=10**9).collect()
     assert sold.sort("bucket")["y"].to_list() == expected
 
@@ -144,7 +144,7 @@ def test_always_closed_slots_are_detected_per_customer() -> None:
             rows.append((day.replace(hour=14), "shop", "a", 1.0))  # 12-16, not on Sundays
         rows.append((day.replace(hour=2), "late", "a", 1.0))  # a night shop
     sales = sales_frame(rows)
-    demand = DemandSettings(closed_min_weeks=4)
+    demand = DemandSettings(grid={"closed_min_weeks": 4})
     origin = buckets.origin_bucket(start + timedelta(days=42), "UTC", 4)
     closed = buckets.closed_slots(
         buckets.bucket_sales(sales, demand, "UTC", origin), demand, origin
@@ -159,7 +159,7 @@ def test_always_closed_slots_are_detected_per_customer() -> None:
 def test_short_history_has_no_closed_slots() -> None:
     start = utc(2024, 4, 1)
     sales = sales_frame([(start + timedelta(days=d, hours=10), "c", "a", 1.0) for d in range(14)])
-    demand = DemandSettings(closed_min_weeks=4)
+    demand = DemandSettings(grid={"closed_min_weeks": 4})
     origin = buckets.origin_bucket(start + timedelta(days=14), "UTC", 4)
     sold = buckets.bucket_sales(sales, demand, "UTC", origin)
     assert buckets.closed_slots(sold, demand, origin).height == 0

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from salesml.config import Settings
-from salesml.demand import coldstart, pipeline
+from salesml.demand import coldstart, forecasting
 from salesml.demand.features import build_history
 from salesml.timeutil import DATETIME
 from tests.demand.conftest import tiny_demand
@@ -79,8 +79,8 @@ def cold_rows() -> pl.DataFrame:
         },
         schema_overrides={"bucket_start": DATETIME},
     )
-    rows = pipeline.cold_start_rows(history, sales, settings, AS_OF, inventory)
-    return pipeline.with_cold_start(model_rows, rows)
+    rows = forecasting.cold_start_rows(history, sales, settings, AS_OF, inventory)
+    return forecasting.with_cold_start(model_rows, rows)
 
 
 def _daily(rows: pl.DataFrame, customer: str, sku: str) -> float:
@@ -150,7 +150,7 @@ def test_aggregates_sum_the_cold_start_rows_demand_forecast_holds() -> None:
         demand=tiny_demand(detect_closed=False, category_column="category", cold_start_min_days=7)
     )
     history = build_history(sales, settings.demand, "UTC", AS_OF, inventory=inventory)
-    rows = pipeline.cold_start_rows(history, sales, settings, AS_OF, inventory)
+    rows = forecasting.cold_start_rows(history, sales, settings, AS_OF, inventory)
     assert rows is not None
     model_cells = pl.DataFrame(
         {
@@ -162,8 +162,8 @@ def test_aggregates_sum_the_cold_start_rows_demand_forecast_holds() -> None:
         },
         schema_overrides={"bucket": rows.schema["bucket"]},
     )
-    cells = pipeline.with_cold_cells(model_cells, rows)
+    cells = forecasting.with_cold_cells(model_cells, rows)
     assert cells["mean"].sum() == pytest.approx(1.5 + rows["mean"].sum())
     stocked = cells.filter((pl.col("customer_id") == "c1") & (pl.col("sku") == "z"))
     assert stocked.height == 42 and (stocked["var"] == stocked["mean"]).all()
-    assert pipeline.with_cold_cells(model_cells, None).equals(model_cells)
+    assert forecasting.with_cold_cells(model_cells, None).equals(model_cells)

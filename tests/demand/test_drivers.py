@@ -59,7 +59,7 @@ def test_default_selection_is_next_day_plus_flagged_series() -> None:
 
 def test_cap_keeps_red_first_then_the_next_hours() -> None:
     frame = _frame()
-    demand = DemandSettings(explain_max_rows=40)
+    demand = DemandSettings(explain={"max_rows": 40})
     mask = rows_to_explain(frame, demand, AS_OF, HEALTH)
     chosen = frame.filter(mask & ~frame["closed"])
     assert chosen.height == 40
@@ -78,7 +78,7 @@ def test_closed_rows_get_one_plain_factor_and_open_rows_add_up_in_units() -> Non
     frame = _frame()
     x = features.head(frame.height)
     drivers = explain_rows(
-        model, frame, x, DemandSettings(top_k=2), pl.Series([True] * frame.height)
+        model, frame, x, DemandSettings(explain={"top_k": 2}), pl.Series([True] * frame.height)
     )
     factors = drivers.factors
     closed = factors.filter(pl.col("feature") == CLOSED_FEATURE)

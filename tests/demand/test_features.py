@@ -10,7 +10,15 @@ import pytest
 
 from salesml.config import DemandSettings
 from salesml.demand import buckets
-from salesml.demand.features import build_history, make_features, origin_rows, training_rows
+from salesml.demand.features import (
+    build_history,
+    declared_features,
+    feature_labels,
+    feature_names,
+    make_features,
+    origin_rows,
+    training_rows,
+)
 from salesml.timeutil import DATETIME
 from tests.demand.conftest import daily_pattern_sales
 
@@ -20,7 +28,7 @@ AS_OF = START + timedelta(days=35)
 
 @pytest.fixture(scope="module")
 def history_and_rows() -> tuple[object, pl.DataFrame, DemandSettings]:
-    demand = DemandSettings(detect_closed=False)
+    demand = DemandSettings(grid={"detect_closed": False})
     sales = daily_pattern_sales(START, 35, skus=("a", "b"))
     history = build_history(sales, demand, "UTC", AS_OF)
     rows = origin_rows(history, history.origin)
@@ -69,7 +77,7 @@ def test_recent_lags_do_not_cross_into_another_series(
 
 
 def test_seasonal_lags_are_null_beyond_the_origin() -> None:
-    demand = DemandSettings(detect_closed=False, horizon_buckets=60)
+    demand = DemandSettings(grid={"detect_closed": False, "horizon_buckets": 60})
     history = build_history(daily_pattern_sales(START, 35), demand, "UTC", AS_OF)
     frame = make_features(history, origin_rows(history, history.origin), demand)
     beyond = frame.filter(pl.col("h") > 42)
@@ -78,7 +86,7 @@ def test_seasonal_lags_are_null_beyond_the_origin() -> None:
 
 
 def test_training_rows_cover_all_horizons_and_only_known_targets() -> None:
-    demand = DemandSettings(detect_closed=True, horizon_samples=2)
+    demand = DemandSettings(grid={"detect_closed": True}, model={"horizon_samples": 2})
     sales = daily_pattern_sales(START, 35, customers=("c1", "c2"), skus=("a", "b", "c", "d"))
     history = build_history(sales, demand, "UTC", AS_OF)
     rows = training_rows(history, history.origin - 42, demand)
@@ -107,7 +115,7 @@ def _signals(
 
 
 def test_signals_most_specific_scope_wins_and_known_ones_use_future_values() -> None:
-    demand = DemandSettings(detect_closed=False, observed_signals=["footfall"])
+    demand = DemandSettings(observed_signals=["footfall"], grid={"detect_closed": False})
     sales = daily_pattern_sales(START, 35, customers=("c1", "c2"), skus=("a",))
     history = build_history(sales, demand, "UTC", AS_OF)
     plan_change = AS_OF + timedelta(days=2)  # planned promotion, after as_of
@@ -136,7 +144,9 @@ def test_signals_most_specific_scope_wins_and_known_ones_use_future_values() -> 
 def test_signal_weights_leave_the_feature_raw() -> None:
     """Weights act after the model (salesml.demand.adjust), not on its input."""
     demand = DemandSettings(
-        detect_closed=False, known_signals=["event"], signal_weights={"event": {"north": 2.5}}
+        known_signals=["event"],
+        signal_weights={"event": {"north": 2.5}},
+        grid={"detect_closed": False},
     )
     sales = daily_pattern_sales(START, 35, customers=("c1", "c2")).with_columns(
         region=pl.when(pl.col("customer_id") == "c1")
@@ -173,10 +183,10 @@ def test_a_closure_day_of_a_daily_shop_is_missing_not_zero_demand() -> None:
         on_day = grid.filter(buckets.local_date(pl.col("bucket"), 4) == day)
         return on_day["y"].to_list()
 
-    demand = DemandSettings(detect_closed=False)
+    demand = DemandSettings(grid={"detect_closed": False})
     assert day_y(demand, "c1", closed_day) == [None] * 6
     assert day_y(demand, "c2", (START + timedelta(days=1)).date()) == [0.0] * 6
-    off = DemandSettings(detect_closed=False, closure_min_day_share=1.0)
+    off = DemandSettings(grid={"detect_closed": False, "closure_min_day_share": 1.0})
     assert day_y(off, "c1", closed_day) == [0.0] * 6
     # training never uses a missing target
     history = build_history(sales, demand, "UTC", AS_OF)
@@ -190,7 +200,7 @@ def test_holiday_country_flags_us_thanksgiving_union_with_the_explicit_list() ->
     from salesml.config import ConfigError, from_dict
     from salesml.demand.features import holiday_dates
 
-    demand = DemandSettings(holiday_country="US", holidays=[date(2024, 11, 29)])
+    demand = DemandSettings(features={"holiday_country": "US", "holidays": [date(2024, 11, 29)]})
     dates = holiday_dates(demand, 2024, 2025)
     assert date(2024, 11, 28) in dates and date(2025, 11, 27) in dates  # Thanksgiving
     assert date(2024, 11, 29) in dates  # the explicit list is kept
@@ -199,11 +209,53 @@ def test_holiday_country_flags_us_thanksgiving_union_with_the_explicit_list() ->
     # the feature: Thanksgiving 2024 buckets are flagged, the day before is not
     start = datetime(2024, 10, 1, tzinfo=UTC)
     as_of = datetime(2024, 11, 25, tzinfo=UTC)
-    settings = DemandSettings(detect_closed=False, holiday_country="US")
+    settings = DemandSettings(grid={"detect_closed": False}, features={"holiday_country": "US"})
     history = build_history(daily_pattern_sales(start, 55), settings, "UTC", as_of)
     frame = make_features(history, origin_rows(history, history.origin), settings)
     day = buckets.local_date(pl.col("bucket"), history.bucket_hours)
     flagged = frame.filter(pl.col("is_holiday") == 1).select(day.unique())
     assert flagged.to_series().to_list() == [date(2024, 11, 28)]
-    with pytest.raises(ConfigError, match=r"demand\.holiday_country"):
-        from_dict({"demand": {"holiday_country": "XX"}})
+    with pytest.raises(ConfigError, match=r"demand\.features\.holiday_country"):
+        from_dict({"demand": {"features": {"holiday_country": "XX"}}})
+
+
+def test_feature_names_and_labels_derive_from_one_declaration() -> None:
+    demand = DemandSettings()
+    declared = declared_features(demand)
+    labels = feature_labels(demand, ["signal_price", "observed_stock"])
+    assert feature_names(demand) == [f.name for f in declared if f.model]
+    assert all(labels[f.name] == f.label for f in declared)
+    assert labels["signal_price"] == "price planned"
+    assert labels["observed_stock"] == "stock (last observed)"
+    # a model column without a computation is one a join adds (aggregates)
+    joined = {f.name for f in declared if f.expr is None}
+    assert joined == {"sku_mean_week", "sku_same_bucket_w1", "customer_mean_week"}
+
+
+def test_intermittency_labels_follow_the_configured_windows() -> None:
+    """The words say the window the features read (the longest mean / spread window)."""
+    default = feature_labels(DemandSettings())
+    assert default["nonzero_share"] == "share of buckets with a sale (last 4 weeks)"
+    assert default["mean_nonzero_size"] == "mean size of a non-zero bucket (last 4 weeks)"
+    assert default["mean_6"] == "mean per bucket, last day"
+    short = feature_labels(
+        DemandSettings(features={"rolling_windows": [6, 42], "spread_windows": [42]})
+    )
+    assert short["nonzero_share"] == "share of buckets with a sale (last week)"
+    hourly = feature_labels(
+        DemandSettings(grid={"bucket_hours": 1}, features={"rolling_windows": [24, 168]})
+    )
+    assert hourly["nonzero_share"] == "share of buckets with a sale (last week)"
+    assert hourly["bucket_of_day"] == "1-hour bucket of the day"
+
+
+def test_intermittency_features_read_the_labelled_window() -> None:
+    demand = DemandSettings(
+        grid={"detect_closed": False}, features={"rolling_windows": [6, 42], "spread_windows": [42]}
+    )
+    sales = daily_pattern_sales(START, 35, skus=("a",))
+    history = build_history(sales, demand, "UTC", AS_OF)
+    first = make_features(history, origin_rows(history, history.origin), demand).row(0, named=True)
+    y = _y(history, "a")
+    assert first["nonzero_share"] == pytest.approx((y[-42:] > 0).mean())
+    assert first["mean_nonzero_size"] == pytest.approx(y[-42:].sum() / (y[-42:] > 0).sum())

@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from salesml.config import Settings
-from salesml.demand import health, pipeline
+from salesml.demand import forecasting, health
 from salesml.sample import WORLD_END, demand_world
 from tests.demand.conftest import tiny_demand
 
@@ -43,8 +43,8 @@ def settings() -> Settings:
 
 
 def _run(tables: dict[str, pl.DataFrame], settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    fitted = pipeline.fit(tables["sales"], settings, AS_OF, tables["signals"])
-    result = pipeline.forecast(fitted.model, tables["sales"], settings, AS_OF, tables["signals"])
+    fitted = forecasting.fit(tables["sales"], settings, AS_OF, tables["signals"])
+    result = forecasting.forecast(fitted.model, tables["sales"], settings, AS_OF, tables["signals"])
     rated = health.sku_health(
         result.frame, tables["inventory"], tables["sales"], settings.demand, AS_OF
     )
@@ -106,9 +106,9 @@ def test_known_in_advance_signals_can_change_the_forecast(
         )
     )
     boosted = pl.concat([world["signals"], plan], how="diagonal_relaxed")
-    fitted = pipeline.fit(world["sales"], settings, AS_OF, world["signals"])
-    base = pipeline.forecast(fitted.model, world["sales"], settings, AS_OF, world["signals"])
-    planned_run = pipeline.forecast(fitted.model, world["sales"], settings, AS_OF, boosted)
+    fitted = forecasting.fit(world["sales"], settings, AS_OF, world["signals"])
+    base = forecasting.forecast(fitted.model, world["sales"], settings, AS_OF, world["signals"])
+    planned_run = forecasting.forecast(fitted.model, world["sales"], settings, AS_OF, boosted)
     assert "signal_promotion" in fitted.model.feature_names_
     assert_frame_equal(base.frame.select(QUANTILES).sort(QUANTILES[:3]), forecast)
     before = base.features["signal_promotion"].fill_null(-1.0)

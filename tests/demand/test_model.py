@@ -43,10 +43,10 @@ def test_calibration_reaches_the_target_coverage_on_held_out_counts() -> None:
     size = 2.0  # true 1/size = 0.5
     actual = rng.negative_binomial(size, size / (size + mean)).astype(float)
     model = DemandModel(interval_coverage=0.8, interval_bins=())  # the reported strata only
-    model.calibrate(mean, actual)
-    assert model.calibration_.inv_size == pytest.approx(0.5, abs=0.1)
+    calibration = model.learn_calibration(mean, actual)
+    assert calibration.inv_size == pytest.approx(0.5, abs=0.1)
     fresh = rng.negative_binomial(size, size / (size + mean)).astype(float)
-    p10, _, p90 = model.predict_quantiles(mean)
+    p10, _, p90 = calibration.quantiles(mean)
     coverage = float(np.mean((fresh >= p10) & (fresh <= p90)))
     assert 0.77 <= coverage <= 0.83
 
@@ -109,11 +109,10 @@ def test_mondrian_calibration_covers_every_stratum() -> None:
         return rng.negative_binomial(size, size / (size + mean)).astype(float)
 
     mean = np.concatenate([rng.uniform(0.02, 0.5, 20_000), rng.uniform(0.5, 8.0, 20_000)])
-    model = DemandModel(interval_coverage=0.8).calibrate(mean, draw(mean))
-    cal = model.calibration_
+    cal = DemandModel(interval_coverage=0.8).learn_calibration(mean, draw(mean))
     assert cal.inv_sizes[-1] > 5 * cal.inv_sizes[0]  # dispersion learned per stratum
     fresh = draw(mean)
-    p10, p50, p90 = model.predict_quantiles(mean)
+    p10, p50, p90 = cal.quantiles(mean)
     report = metrics.quantile_report(fresh, mean, p10, p50, p90)
     assert 0.75 <= report["coverage_p10_p90"] <= 0.85
     for label in ("lt0.5", "0.5to2", "ge2"):
@@ -124,31 +123,34 @@ def test_median_model_gives_whole_unit_p50_near_the_median() -> None:
     rng = np.random.default_rng(4)
     x = pl.DataFrame({"a": rng.uniform(0, 3, 4000)})
     y = rng.poisson(np.exp(x["a"].to_numpy()))
-    model = DemandModel(n_estimators=40, num_leaves=7, num_threads=1).fit(x, y)
-    model.fit_median(x, y).calibrate(model.predict(x), y)
+    plain = DemandModel(n_estimators=40, num_leaves=7, num_threads=1)
+    calibration = plain.learn_calibration(clone(plain).fit(x, y).predict(x), y)
+    model = plain.fit(x, y, calibration=calibration)  # the median model is a step of fit
     mean = model.predict(x)
     _, p50, _ = model.predict_quantiles(mean, model.predict_median(x))
     assert np.array_equal(p50, np.round(p50))
     # absolute error of the median model is no worse than rounding the mean
     assert np.abs(y - p50).mean() <= np.abs(y - np.round(mean)).mean() + 0.01
-    off = DemandModel(n_estimators=5, median_model=False).fit(x, y).fit_median(x, y)
-    assert off.predict_median(x) is None
+    off = DemandModel(n_estimators=5, median_model=False).fit(x, y)
+    assert off.predict_median(x) is None and off.median_booster_ is None
 
 
 def test_forecast_rows_are_whole_units_ordered_and_consistent_with_expected() -> None:
     from datetime import UTC, datetime, timedelta
 
     from salesml.config import Settings
-    from salesml.demand import pipeline
+    from salesml.demand import forecasting
     from tests.demand.conftest import daily_pattern_sales, tiny_demand
 
     start = datetime(2024, 4, 1, tzinfo=UTC)
     sales = daily_pattern_sales(start, 70, customers=("c1", "c2"), skus=("a", "b", "c"))
     settings = Settings(demand=tiny_demand())
     as_of = start + timedelta(days=70)
-    fitted = pipeline.fit(sales, settings, as_of)
+    fitted = forecasting.fit(sales, settings, as_of)
     assert fitted.model.median_booster_ is not None
-    rows = pipeline.forecast_table(pipeline.forecast(fitted.model, sales, settings, as_of), "1")
+    rows = forecasting.forecast_table(
+        forecasting.forecast(fitted.model, sales, settings, as_of), "1"
+    )
     p10, p50, p90, expected = (rows[c].to_numpy() for c in ("p10", "p50", "p90", "expected"))
     for q in (p10, p50, p90):
         assert np.array_equal(q, np.round(q))
@@ -166,12 +168,12 @@ def test_event_days_are_left_out_of_the_calibration() -> None:
     actual = rng.poisson(mean).astype(float)
     actual[days == 3] = rng.poisson(3.0 * mean[days == 3])
     model = DemandModel(interval_bins=())
-    with_days = model.calibrate(mean, actual, days).calibration_
+    with_days = model.learn_calibration(mean, actual, days)
     normal = days != 3
-    clean = DemandModel(interval_bins=()).calibrate(mean[normal], actual[normal]).calibration_
+    clean = model.learn_calibration(mean[normal], actual[normal])
     assert with_days.inv_sizes == clean.inv_sizes
     assert with_days.lower_levels == clean.lower_levels
-    pooled = DemandModel(interval_bins=()).calibrate(mean, actual).calibration_
+    pooled = model.learn_calibration(mean, actual)
     assert pooled.inv_sizes[2] > 5 * with_days.inv_sizes[2]  # the spike inflates dispersion
     # a half-week of "events" is the new normal, not an event: nothing is left out
     halves = np.where(days < 4, 0, 1)
@@ -190,19 +192,18 @@ def test_thin_and_empty_bins_borrow_the_nearest_rows() -> None:
     rng = np.random.default_rng(6)
     mean = np.concatenate([rng.uniform(0.5, 1.99, 3000), rng.uniform(2.0, 2.2, 5)])
     actual = rng.poisson(mean).astype(float)
-    model = DemandModel(interval_bins=(), min_stratum_rows=300).calibrate(mean, actual)
-    cal = model.calibration_
+    cal = DemandModel(interval_bins=(), min_stratum_rows=300).learn_calibration(mean, actual)
     assert cal.stratum_rows == (0, 3000, 5)  # counted in the bin, calibrated on neighbours
     assert all(np.isfinite(cal.coverages))
     assert all(abs(c - 0.8) < 0.06 for c in cal.coverages)
     busy = rng.uniform(1.5, 2.5, 20_000)
-    p10, _, p90 = model.predict_quantiles(busy)
+    p10, _, p90 = cal.quantiles(busy)
     fresh = rng.poisson(busy)
     report = metrics.quantile_report(fresh, busy, p10, np.round(busy), p90)
     assert 0.70 <= report["coverage_ge2"] <= 0.90
     # below every held-out mean: an empty bin borrows the lowest rows
-    low = DemandModel(interval_bins=(0.3,), min_stratum_rows=300).calibrate(mean, actual)
-    assert low.calibration_.stratum_rows[0] == 0 and np.isfinite(low.calibration_.coverages[0])
+    low = DemandModel(interval_bins=(0.3,), min_stratum_rows=300).learn_calibration(mean, actual)
+    assert low.stratum_rows[0] == 0 and np.isfinite(low.coverages[0])
 
 
 def test_finer_bins_cover_sale_cells_of_sparse_cells_without_over_covering() -> None:
@@ -211,12 +212,14 @@ def test_finer_bins_cover_sale_cells_of_sparse_cells_without_over_covering() -> 
     rng = np.random.default_rng(7)
     mean = np.concatenate([rng.uniform(0.02, 0.35, 20_000), rng.uniform(0.35, 0.6, 10_000)])
     fresh = rng.poisson(mean).astype(float)
-    coarse = DemandModel(interval_bins=()).calibrate(mean, rng.poisson(mean).astype(float))
-    fine = DemandModel(interval_bins=(0.35,)).calibrate(mean, rng.poisson(mean).astype(float))
-    assert fine.calibration_.edges == (0.35, 0.5, 2.0)
+    coarse = DemandModel(interval_bins=()).learn_calibration(mean, rng.poisson(mean).astype(float))
+    fine = DemandModel(interval_bins=(0.35,)).learn_calibration(
+        mean, rng.poisson(mean).astype(float)
+    )
+    assert fine.edges == (0.35, 0.5, 2.0)
     reports = []
-    for model in (coarse, fine):
-        p10, _, p90 = model.predict_quantiles(mean)
+    for calibration in (coarse, fine):
+        p10, _, p90 = calibration.quantiles(mean)
         reports.append(metrics.quantile_report(fresh, mean, p10, np.zeros_like(mean), p90))
     assert reports[1]["coverage_sale"] > reports[0]["coverage_sale"] + 0.05
     assert 0.70 <= reports[1]["coverage_lt0.5"] <= 0.90
@@ -225,12 +228,14 @@ def test_finer_bins_cover_sale_cells_of_sparse_cells_without_over_covering() -> 
 def test_interval_settings_reach_the_model_and_bad_bins_are_refused() -> None:
     from salesml.config import DemandSettings
 
-    demand = DemandSettings(interval_bins=[0.2, 1.0], interval_min_rows=50)
+    demand = DemandSettings(intervals={"interval_bins": [0.2, 1.0], "interval_min_rows": 50})
     model = DemandModel.from_settings(demand)
     assert model.calibration_edges() == (0.2, 0.5, 1.0, 2.0)
-    assert model.min_stratum_rows == 50 and model.event_ratio == demand.interval_event_ratio
-    with pytest.raises(ValueError, match=r"demand\.interval_bins"):
-        DemandSettings(interval_bins=[0.0])
+    assert (
+        model.min_stratum_rows == 50 and model.event_ratio == demand.intervals.interval_event_ratio
+    )
+    with pytest.raises(ValueError, match=r"demand\.intervals\.interval_bins"):
+        DemandSettings(intervals={"interval_bins": [0.0]})
 
 
 def _small_fit() -> tuple[DemandModel, pl.DataFrame, np.ndarray]:
@@ -260,7 +265,12 @@ def test_defaults_equal_the_config_defaults() -> None:
 
 def test_a_refit_keeps_the_calibration_it_is_given() -> None:
     model, x, y = _small_fit()
-    calibrated = model.calibrate(model.predict(x), y).calibration_
+    before = model.get_params(), model.predict(x), model.calibration_
+    calibrated = model.learn_calibration(model.predict(x), y)
+    assert calibrated.rows == x.height and len(calibrated.inv_sizes) == 4
+    # learning a calibration leaves the fitted model as it was (no post-fit mutators)
+    assert model.get_params() == before[0] and model.calibration_ is before[2]
+    assert np.array_equal(model.predict(x), before[1])
     refit = clone(model).fit(x, y, calibration=calibrated)
     assert refit.calibration_ is calibrated
     assert clone(model).fit(x, y).calibration_.rows == 0  # uncalibrated by default
@@ -269,9 +279,10 @@ def test_a_refit_keeps_the_calibration_it_is_given() -> None:
 def test_models_pickled_by_older_releases_still_load_and_predict_alike() -> None:
     """A model pickled before interval bins, neighbour rows, event days and the median model
     existed (and before BaseEstimator): it loads, keeps its old behaviour and is an estimator."""
-    model, x, y = _small_fit()
-    model.calibrate(model.predict(x), y)
-    new_attrs = ("interval_bins", "min_stratum_rows", "event_ratio", "median_booster_")
+    plain, x, y = _small_fit()
+    model = clone(plain).fit(x, y, calibration=plain.learn_calibration(plain.predict(x), y))
+    new_attrs: tuple[str, ...] = ("interval_bins", "min_stratum_rows", "event_ratio")
+    new_attrs += ("refit_decay", "median_booster_")
     state = {k: v for k, v in vars(model).items() if k not in (*new_attrs, "_sklearn_version")}
     old = pickle.loads(pickle.dumps(PickledByOlderRelease(DemandModel, state)))
     assert type(old) is DemandModel
@@ -287,3 +298,75 @@ def test_models_pickled_by_older_releases_still_load_and_predict_alike() -> None
         assert np.array_equal(a, b)  # the stored calibration is used as is
     assert clone(old).get_params()["interval_bins"] == ()
     assert pickle.loads(pickle.dumps(model)).get_params() == model.get_params()
+
+
+def test_fit_with_trees_from_keeps_the_trees_and_re_estimates_the_leaves() -> None:
+    """The "leaves" / "none" refits are steps of `fit`: the source model is left as it was."""
+    model, x, y = _small_fit()
+    before = model.predict(x)
+    kept = clone(model).set_params(refit_decay=1.0).fit(x, 3 * y, trees_from=model)
+    assert np.array_equal(kept.predict(x), before)  # decay 1: the leaves as they are
+    moved = clone(model).set_params(refit_decay=0.0).fit(x, 3 * y, trees_from=model)
+    assert moved.booster_.num_trees() == model.booster_.num_trees()
+    assert moved.predict(x).mean() > 2 * before.mean()  # leaf values follow the new rows
+    assert np.array_equal(model.predict(x), before)
+    assert moved.median_booster_ is not None and moved.train_rows_ == x.height
+
+
+def test_from_settings_reads_every_parameter_by_name_also_from_nested_sections() -> None:
+    from pydantic import BaseModel
+
+    from salesml.config import DemandSettings
+    from salesml.estimator import params_from_settings
+
+    demand = DemandSettings(
+        model={"num_leaves": 9, "refit_decay": 0.25}, intervals={"interval_strata": [0.4, 3.0]}
+    )
+    model = DemandModel.from_settings(demand, median_model=False)
+    assert (model.num_leaves, model.interval_strata, model.refit_decay) == (9, (0.4, 3.0), 0.25)
+    assert model.median_model is False  # an override wins
+
+    class Model(BaseModel):
+        num_leaves: int = 5
+
+    class Nested(BaseModel):
+        model: Model = Model()
+        seed: int = 3
+
+    class Estimator:
+        def __init__(self, num_leaves: int = 1, seed: int = 0) -> None: ...
+
+    assert params_from_settings(Estimator, Nested()) == {"num_leaves": 5, "seed": 3}
+    with pytest.raises(ValueError, match=r"Model has no setting for Estimator's parameter.*seed"):
+        params_from_settings(Estimator, Model())
+
+
+def test_every_refit_mode_keeps_the_held_out_calibration_and_fits_the_median() -> None:
+    """`refit_after_calibration` is wired through `fit`: the calibration and gate metrics come
+    from the model before the held-out weeks whatever the mode; "none" deploys that model's
+    trees on its own rows, "leaves" the same trees re-estimated on all rows."""
+    from datetime import UTC, datetime, timedelta
+
+    from salesml.config import Settings
+    from salesml.demand import forecasting
+    from tests.demand.conftest import daily_pattern_sales, tiny_demand
+
+    start = datetime(2024, 4, 1, tzinfo=UTC)
+    sales = daily_pattern_sales(start, 49, customers=("c1",), skus=("a", "b"))
+    fits = {
+        mode: forecasting.fit(
+            sales, Settings(demand=tiny_demand(refit_after_calibration=mode)), start + timedelta(49)
+        )
+        for mode in ("full", "leaves", "none")
+    }
+    full, leaves, none = fits["full"], fits["leaves"], fits["none"]
+    assert full.metrics == leaves.metrics == none.metrics
+    assert full.model.calibration_ == leaves.model.calibration_ == none.model.calibration_
+    assert all(f.model.median_booster_ is not None for f in fits.values())
+    assert none.model.train_rows_ < leaves.model.train_rows_ == full.model.train_rows_
+    assert none.params["train_rows"] < full.params["train_rows"]
+    trees = {mode: f.model.booster_.num_trees() for mode, f in fits.items()}
+    assert trees["leaves"] == trees["none"]
+    x = none.example
+    assert x is not None
+    assert not np.array_equal(leaves.model.predict(x), none.model.predict(x))

@@ -13,10 +13,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from salesml.config import Settings
-from salesml.demand import adjust, jobs
+from salesml.demand import adjust, demand_jobs
 from salesml.warehouse import Warehouse
 from tests.clihelp import assert_one_line_or_ok, run_cli
-from tests.demand.test_jobs import AS_OF, _settings
+from tests.demand.test_demand_jobs import AS_OF, _settings
 
 LINEAGE = ["run_id"]  # stamped per run; everything else of a baseline row must not move
 
@@ -30,8 +30,8 @@ def test_scenario_rows_sit_next_to_the_baseline_and_never_touch_it(
     mlflow_settings: Settings, tmp_path: Path
 ) -> None:
     settings = _settings(mlflow_settings, tmp_path / "src")
-    jobs.train(settings, AS_OF)
-    base = jobs.forecast(settings, AS_OF)
+    demand_jobs.train(settings, AS_OF)
+    base = demand_jobs.forecast(settings, AS_OF)
     assert base.scenario == adjust.BASELINE
     wh = Warehouse.from_settings(settings)
     before = {t: wh.read(t, as_of=AS_OF) for t in ("demand_forecast", "sku_health")}
@@ -39,7 +39,7 @@ def test_scenario_rows_sit_next_to_the_baseline_and_never_touch_it(
     assert baseline.height == before["demand_forecast"].height > 0
 
     push = adjust.scenario("push", ["promotion=2", "price@nowhere=0.5"], settings.demand)
-    first = jobs.forecast(settings, AS_OF, scenario=push)
+    first = demand_jobs.forecast(settings, AS_OF, scenario=push)
     assert first.rows_written == {"demand_forecast": baseline.height}
     promo = next(a for a in first.adjustments if a["signal"] == "promotion")
     assert promo["cells"] > 0 and promo["units_added"] > 0  # the sample world has promotions
@@ -47,10 +47,10 @@ def test_scenario_rows_sit_next_to_the_baseline_and_never_touch_it(
     assert nowhere["cells"] == 0
     assert any(n.startswith("signal weight promotion@* x2") for n in first.notes)
     scenario_rows = _forecast_rows(settings, "push")
-    again = jobs.forecast(settings, AS_OF, scenario=push)  # idempotent
+    again = demand_jobs.forecast(settings, AS_OF, scenario=push)  # idempotent
     assert again.rows_written == first.rows_written
     assert_frame_equal(_forecast_rows(settings, "push").drop(LINEAGE), scenario_rows.drop(LINEAGE))
-    jobs.forecast(
+    demand_jobs.forecast(
         settings, AS_OF, scenario=adjust.scenario("cut", ["promotion=0.5"], settings.demand)
     )
 
@@ -63,7 +63,7 @@ def test_scenario_rows_sit_next_to_the_baseline_and_never_touch_it(
     assert set(ratio.to_series().round(9).unique()) == {1.0, 2.0}
     assert _forecast_rows(settings, "cut").height == baseline.height
     # a baseline re-run replaces the baseline only
-    jobs.forecast(settings, AS_OF)
+    demand_jobs.forecast(settings, AS_OF)
     counts = dict(wh.read("demand_forecast", as_of=AS_OF)["scenario"].value_counts().iter_rows())
     assert counts == {"baseline": baseline.height, "push": baseline.height, "cut": baseline.height}
     runs = wh.read("runs").filter(pl.col("flow") == "forecast_demand")
@@ -104,7 +104,7 @@ def test_the_forecast_flow_passes_the_scenario_through(
         seen.update(kwargs)
         raise Stop
 
-    monkeypatch.setattr(jobs, "forecast", fake_forecast)
+    monkeypatch.setattr(demand_jobs, "forecast", fake_forecast)
     monkeypatch.setattr(flows, "log_progress", lambda: None)  # needs a flow run context
     config = tmp_path / "salesml.yaml"
     config.write_text(json.dumps({"warehouse": {"url": settings.warehouse.url}}))

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from salesml.config import Settings
-from salesml.demand import pipeline
+from salesml.demand import forecasting
 from salesml.demand.features import build_history, stockout_buckets
 from salesml.timeutil import DATETIME
 from tests.demand.conftest import sales_frame, tiny_demand
@@ -89,8 +89,8 @@ def test_forecast_after_restock_is_not_pulled_down() -> None:
     settings = Settings(demand=tiny_demand(detect_closed=False))
 
     def relative_to_peers(inv: pl.DataFrame | None) -> float:
-        fitted = pipeline.fit(sales, settings, AS_OF, inventory=inv)
-        frame = pipeline.forecast(fitted.model, sales, settings, AS_OF, inventory=inv).frame
+        fitted = forecasting.fit(sales, settings, AS_OF, inventory=inv)
+        frame = forecasting.forecast(fitted.model, sales, settings, AS_OF, inventory=inv).frame
         mean = frame.group_by("customer_id").agg(pl.col("mean").mean())
         own = mean.filter(pl.col("customer_id") == "c1")["mean"].item()
         return float(own / mean.filter(pl.col("customer_id") != "c1")["mean"].mean())

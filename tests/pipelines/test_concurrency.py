@@ -47,7 +47,7 @@ def test_score_uses_one_champion_version_even_if_it_moves_mid_run(
 ) -> None:
     import salesml.deals.scoring
     from salesml import tracking
-    from salesml.deals.jobs import MODEL_NAME
+    from salesml.deals.deal_win_jobs import MODEL_NAME
 
     config = make_config()
     settings = load(config)

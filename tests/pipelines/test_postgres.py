@@ -16,7 +16,7 @@ from tests.pipelines.conftest import AS_OF, WHEN, MakeConfig, task_runs
 KEYS = {
     "deal_scores": ["deal_id"],
     "deal_score_factors": ["deal_id", "rank"],
-    "pipeline_forecast": ["period", "region"],
+    "pipeline_forecast": ["period", "dimension", "member"],
     "demand_forecast": ["scenario", "customer_id", "sku", "bucket_start"],
 }
 

@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 from pipelines import flows
 from pipelines.tasks import prefect_executor
 from salesml.config import from_dict, load
-from salesml.jobrun import JobRun
+from salesml.job_lifecycle import JobRun
 from salesml.warehouse import Warehouse
 from tests.pipelines.conftest import AS_OF, WHEN, MakeConfig, task_runs
 
@@ -65,9 +65,9 @@ def test_no_dask_means_one_partition_in_place() -> None:
 
 
 def _demand_fans_out() -> bool:
-    from salesml.demand import pipeline
+    from salesml.demand import forecasting
 
-    return hasattr(pipeline, "partition_series")
+    return hasattr(forecasting, "partition_series")
 
 
 def _outputs(config: str) -> dict[str, pl.DataFrame]:

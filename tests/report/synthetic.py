@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from salesml import contract
 from salesml.config import MlflowSettings, Settings, SourcesSettings, WarehouseSettings
 from salesml.timeutil import DATETIME
 
 AS_OF = datetime(2025, 7, 1, tzinfo=UTC)
 PAST_AS_OF = AS_OF - timedelta(days=30)
 BEHAVIOR_AS_OF = AS_OF - timedelta(days=3)
+LATER_AS_OF = AS_OF + timedelta(hours=2)
+"""A later run that only touches alerts (an alert resolved after AS_OF, one first seen after)."""
 MODEL_VERSION = "3"
 HOSTILE = '<script>alert("x")</script> $5 & co'
 TYPES = ["email", "call", "meeting", "demo", "proposal_sent", "tech_doc_shared"]
@@ -97,7 +100,284 @@ def make_world(
     world.quarantine = _quarantine(hostile)
     world.deals = deals
     world.sales = _sales(series, scales, rng)
+    # the decision tables draw from their own generator: the tables above stay as they were
+    decisions = np.random.default_rng(seed + 1)
+    world.outputs[AS_OF].update(_decisions(scores, past, deals, decisions, hostile))
+    earlier, now, later = _alerts(hostile)
+    world.outputs[PAST_AS_OF]["alerts"] = earlier
+    world.outputs[AS_OF]["alerts"] = now
+    world.outputs[LATER_AS_OF] = {"alerts": later}
     return world
+
+
+def _decisions(
+    scores: pl.DataFrame,
+    past: pl.DataFrame,
+    deals: pl.DataFrame,
+    rng: np.random.Generator,
+    hostile: bool,
+) -> dict[str, pl.DataFrame]:
+    """deal_actions, deal_score_changes, pipeline_changes, health_overview, rep_health and
+    deals_at_risk for the open deals of AS_OF (contract columns, no lineage)."""
+    changes = _score_changes(scores, past, deals, rng)
+    return {
+        "deal_actions": _actions(scores, rng, hostile),
+        "deal_score_changes": changes,
+        "pipeline_changes": _waterfall(rng),
+        **_views(scores, changes, deals),
+    }
+
+
+def _actions(scores: pl.DataFrame, rng: np.random.Generator, hostile: bool) -> pl.DataFrame:
+    rows: list[tuple[object, ...]] = []
+    pairs = [("tech_doc_shared", "cto"), ("meeting", "vp"), ("demo", "engineer")]
+    for i, (deal_id, p) in enumerate(scores.select("deal_id", "win_probability").head(12).rows()):
+        uplifts = sorted(rng.uniform(0.005, 0.09, 2), reverse=True)
+        for rank, (uplift, (kind, role)) in enumerate(zip(uplifts, pairs, strict=False), 1):
+            text = f"{kind} with the {role} within 48 h: {100 * uplift:+.1f} pts"
+            if hostile and i == 0 and rank == 1:
+                text = HOSTILE
+            after = min(p + uplift, 0.99)
+            rows.append(
+                (deal_id, rank, "action", text, kind, role, 48, p, uplift, uplift / 2, after)
+            )
+        if i % 3 == 0:
+            warning = "single-threaded (one contact in the last 30 days)"
+            rows.append((deal_id, 3, "warning", warning, None, None, None, p, None, None, None))
+    return pl.DataFrame(rows, schema=contract.row_dtypes("deal_actions"), orient="row")
+
+
+def _score_changes(
+    scores: pl.DataFrame, past: pl.DataFrame, deals: pl.DataFrame, rng: np.random.Generator
+) -> pl.DataFrame:
+    """Open deals against PAST_AS_OF (up / down / unchanged), and the past deals closed since."""
+    before = past.select("deal_id", pl.col("win_probability").alias("previous_probability"))
+    features = [f for f, _ in DEAL_FEATURES]
+    drivers = [
+        json.dumps(
+            [
+                {"feature": f, "before": float(b), "after": float(a)}
+                for f, b, a in zip(
+                    rng.choice(features, 2, replace=False),
+                    rng.normal(0, 0.4, 2),
+                    rng.normal(0, 0.4, 2),
+                    strict=True,
+                )
+            ]
+        )
+        for _ in range(scores.height)
+    ]
+    delta = pl.col("win_probability") - pl.col("previous_probability")
+    open_now = (
+        scores.select("deal_id", "win_probability")
+        .join(before, on="deal_id", how="left")
+        .with_columns(
+            delta.alias("delta"),
+            pl.when(delta.abs() < 0.005)
+            .then(pl.lit("unchanged"))
+            .when(delta > 0)
+            .then(pl.lit("up"))
+            .otherwise(pl.lit("down"))
+            .alias("change_kind"),
+            pl.Series("moved_drivers", drivers),
+        )
+    )
+    closed = (
+        deals.filter(pl.col("outcome").is_not_null())
+        .head(6)
+        .join(before, on="deal_id")
+        .select(
+            "deal_id",
+            "previous_probability",
+            pl.lit(None, pl.Float64).alias("win_probability"),
+            pl.lit(None, pl.Float64).alias("delta"),
+            pl.concat_str(pl.lit("closed_"), "outcome").alias("change_kind"),
+            pl.lit("[]").alias("moved_drivers"),
+        )
+    )
+    columns = contract.row_dtypes("deal_score_changes")
+    return (
+        pl.concat([open_now, closed], how="diagonal")
+        .select(
+            pl.lit(PAST_AS_OF, DATETIME).alias("previous_as_of"),
+            *(pl.col(c).cast(t) for c, t in columns.items() if c != "previous_as_of"),
+        )
+        .select(list(columns))
+    )
+
+
+def _waterfall(rng: np.random.Generator) -> pl.DataFrame:
+    """Month and quarter of AS_OF: start + the six steps == end."""
+    steps = ["start", "new", "won", "lost", "slipped_out", "pulled_in", "score_change", "end"]
+    rows = []
+    for kind, period, scale in (("month", "2025-07", 1.0), ("quarter", "2025-Q3", 2.6)):
+        start = scale * 1.2e6
+        flows = scale * np.array([2.1e5, -1.6e5, -9e4, -1.2e5, 6e4, rng.uniform(-5e4, 5e4)])
+        values = [start, *flows.tolist(), start + float(flows.sum())]
+        counts = [30, 5, 4, 3, 3, 2, 25, 31]
+        for order, (step, value, n) in enumerate(zip(steps, values, counts, strict=True)):
+            rows.append((period, kind, step, order, PAST_AS_OF, value, n))
+    return pl.DataFrame(rows, schema=contract.row_dtypes("pipeline_changes"), orient="row")
+
+
+def _views(
+    scores: pl.DataFrame, changes: pl.DataFrame, deals: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """health_overview, deals_at_risk and rep_health computed from the synthetic scores."""
+    open_deals = scores.select("deal_id", "win_probability", "health").join(
+        deals.select("deal_id", "owner_id", "region", "amount"), on="deal_id", how="left"
+    )
+    previous = changes.select("deal_id", "previous_probability")
+    at_risk = (
+        open_deals.join(previous, on="deal_id", how="left")
+        .with_columns(
+            (pl.col("amount") * (1 - pl.col("win_probability"))).alias("value_at_risk"),
+            pl.lit("unlikely_to_win").alias("risk_basis"),
+        )
+        .sort("value_at_risk", "deal_id", descending=[True, False])
+        .with_row_index("rank", offset=1)
+        .with_columns(pl.col("rank").cast(pl.Int64))
+    )
+    columns = contract.row_dtypes("deals_at_risk")
+    at_risk = at_risk.select([pl.col(c).cast(t) for c, t in columns.items()])
+    return {
+        "health_overview": _overview(at_risk),
+        "deals_at_risk": at_risk,
+        "rep_health": _reps(at_risk),
+    }
+
+
+def _overview(at_risk: pl.DataFrame) -> pl.DataFrame:
+    def rollup(frame: pl.DataFrame, dimension: str, member: pl.Expr) -> pl.DataFrame:
+        return frame.group_by(member.alias("member")).agg(
+            pl.lit(dimension).alias("dimension"),
+            pl.len().cast(pl.Int64).alias("open_deals"),
+            *(
+                (pl.col("health") == c).sum().cast(pl.Int64).alias(f"n_{c}")
+                for c in ("red", "yellow", "green")
+            ),
+            pl.col("amount").sum().alias("open_amount"),
+            (pl.col("amount") * pl.col("win_probability")).sum().alias("expected_revenue"),
+            pl.col("value_at_risk").sum().alias("at_risk_value"),
+        )
+
+    parts = [
+        rollup(at_risk, "all", pl.lit("all")),
+        rollup(at_risk, "region", pl.col("region")),
+        rollup(at_risk, "owner", pl.col("owner_id")),
+    ]
+    columns = contract.row_dtypes("health_overview")
+    return pl.concat(parts, how="diagonal").select(list(columns)).sort("dimension", "member")
+
+
+def _reps(at_risk: pl.DataFrame) -> pl.DataFrame:
+    reps = at_risk.group_by("owner_id").agg(
+        pl.len().cast(pl.Int64).alias("open_deals"),
+        (pl.col("amount") * pl.col("win_probability")).sum().alias("open_expected_revenue"),
+        (pl.col("health") == "red").mean().alias("stalled_share"),
+        pl.col("win_probability").mean().alias("win_rate"),
+    )
+    drivers = pl.concat_str(
+        pl.lit('["win rate '),
+        (pl.col("win_rate") * 100).round(0).cast(pl.Int64).cast(pl.String),
+        pl.lit('% vs 40% for peers", "pipeline coverage 1.2x the won run-rate"]'),
+    )
+    columns = contract.row_dtypes("rep_health")
+    return (
+        reps.with_columns(
+            (100 * pl.col("win_rate")).alias("health_index"),
+            pl.lit(0.4).alias("peer_win_rate"),
+            pl.lit(12, pl.Int64).alias("closed_deals"),
+            (pl.col("open_expected_revenue") / 1.2).alias("won_run_rate"),
+            pl.lit(1.2).alias("pipeline_coverage"),
+            pl.lit(3.0).alias("days_since_activity"),
+            drivers.alias("drivers"),
+        )
+        .select([pl.col(c).cast(t) for c, t in columns.items()])
+        .sort("owner_id")
+    )
+
+
+def _alert(key: str, **values: object) -> dict[str, object]:
+    row: dict[str, object] = dict.fromkeys(contract.row_dtypes("alerts"))
+    row.update(
+        alert_key=key,
+        rule_id="rule-" + key,
+        occurrence=1,
+        severity="medium",
+        status="open",
+        attempts=0,
+        first_seen_as_of=PAST_AS_OF,
+        last_seen_as_of=AS_OF,
+    )
+    row.update(values)
+    return row
+
+
+def _alerts(hostile: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Alerts written at PAST_AS_OF, AS_OF and LATER_AS_OF (the table is upserted by key).
+
+    At AS_OF: `open-red` (resolved only at LATER_AS_OF, so still open at AS_OF), `open-dwell`,
+    `open-stock` open, `resolved-now` resolved at AS_OF. `resolved-past` (resolved at
+    PAST_AS_OF) and `later-new` (first seen at LATER_AS_OF) are not shown at AS_OF."""
+    red = {"kind": "health_red", "subject_type": "deal", "subject_id": "D00001"}
+    now = [
+        _alert("open-red", **red, severity="high", message="deal D00001 turned red"),
+        _alert(
+            "open-dwell",
+            kind="stage_dwell",
+            subject_type="deal",
+            subject_id="D00002",
+            message=HOSTILE if hostile else "waiting for feedback for 8 days (limit 5)",
+            delivered_at=AS_OF + timedelta(minutes=7),
+        ),
+        _alert(
+            "open-stock",
+            kind="stock_below_safety",
+            subject_type="sku",
+            subject_id="S001/A",
+            severity="low",
+            first_seen_as_of=AS_OF,
+            message="stock below safety while 7-day sales rose 45%: start a promotion",
+        ),
+        _alert(
+            "resolved-now",
+            kind="no_activity",
+            subject_type="deal",
+            subject_id="D00003",
+            message="no activity for 16 days",
+            status="resolved",
+            last_seen_as_of=PAST_AS_OF,
+            resolved_at=AS_OF,
+        ),
+    ]
+    earlier = [
+        _alert(
+            "resolved-past",
+            kind="probability_drop",
+            subject_type="deal",
+            subject_id="D00004",
+            message="resolved long ago",
+            first_seen_as_of=PAST_AS_OF - timedelta(days=5),
+            last_seen_as_of=PAST_AS_OF - timedelta(days=1),
+            status="resolved",
+            resolved_at=PAST_AS_OF,
+        )
+    ]
+    later = [
+        {**now[0], "status": "resolved", "resolved_at": LATER_AS_OF},
+        _alert(
+            "later-new",
+            kind="health_red",
+            subject_type="deal",
+            subject_id="D00005",
+            message="first seen after as_of",
+            first_seen_as_of=LATER_AS_OF,
+            last_seen_as_of=LATER_AS_OF,
+        ),
+    ]
+    schema = contract.row_dtypes("alerts")
+    return tuple(pl.DataFrame(rows, schema=schema) for rows in (earlier, now, later))  # type: ignore[return-value]
 
 
 def _deal_scores(
@@ -222,6 +502,14 @@ def _pipeline(rng: np.random.Generator) -> pl.DataFrame:
             "n_deals": pl.Int64,
         },
         orient="row",
+    ).select(  # the pipeline_forecast key: (period, dimension, member)
+        "period",
+        pl.when(pl.col("region") == "all")
+        .then(pl.lit("all"))
+        .otherwise(pl.lit("region"))
+        .alias("dimension"),
+        pl.col("region").alias("member"),
+        pl.exclude("period", "region"),
     )
 
 
@@ -434,7 +722,10 @@ def write_world(world: World, folder: Path) -> Settings:
     wh = Warehouse.from_settings(settings)
     for as_of, frames in sorted(world.outputs.items()):
         run_id = wh.start_run(flow="score_deals", as_of=as_of)
-        counts = wh.write_batch(frames, as_of=as_of, run_id=run_id, model_version=MODEL_VERSION)
+        scored = {name: frame for name, frame in frames.items() if name != "alerts"}
+        counts = wh.write_batch(scored, as_of=as_of, run_id=run_id, model_version=MODEL_VERSION)
+        if "alerts" in frames:  # keyed by alert_key and without model_version: upserted
+            counts |= wh.write_batch({"alerts": frames["alerts"]}, as_of=as_of, run_id=run_id)
         if as_of == AS_OF:
             wh.write_quarantine(run_id, world.quarantine)
         wh.finish_run(run_id, "succeeded", model_version=MODEL_VERSION, row_counts=counts)
@@ -447,10 +738,11 @@ def report_data(world: World, **overrides: object) -> object:
     """ReportData straight from a world (no warehouse), as gather would build it."""
     from salesml.config import DemandSettings
     from salesml.report.data import ReportData
-    from salesml.report.prepare import bucket_actuals, calibration_pairs, top_series
+    from salesml.report.prepare import alerts_at, bucket_actuals, calibration_pairs, top_series
 
     outputs = world.outputs[AS_OF]
     tables = dict(outputs)
+    tables["alerts"] = alerts_at(outputs["alerts"], AS_OF)
     tables["behavior_value"] = world.outputs[BEHAVIOR_AS_OF]["behavior_value"]
     tables["quarantine"] = world.quarantine
     tables["runs"] = pl.DataFrame(

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from salesml.report import ReportOptions
-from salesml.report.render import render
+from salesml.report.render import DECISION_SECTIONS, render
 from tests.report.synthetic import make_world, report_data
 
 CHROMIUM = Path("/usr/bin/chromium")
+DECISION_KEYS = tuple(key for key, _ in DECISION_SECTIONS)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -117,9 +118,12 @@ def test_report_loads_offline_and_draws_every_chart(
     )
     assert page.locator("svg use").count() > 0 and unresolved == 0
 
-    for key in ("deals", "behaviour", "calibration", "pipeline", "demand", "quality"):
+    keys = ("deals", *DECISION_KEYS, "behaviour", "calibration", "pipeline", "demand", "quality")
+    for key in keys:
         assert page.locator(f"section#{key}").is_visible()
-    assert page.locator("nav a").count() == 6
+    assert {"waterfall-month", "waterfall-quarter"} <= set(names)
+    _nav_links_lead_to_their_sections(page, keys)
+    assert opened.errors == []
 
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -129,6 +133,22 @@ def test_report_loads_offline_and_draws_every_chart(
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, Path(keep) / "salesml-report.png")
     page.close()
+
+
+def _nav_links_lead_to_their_sections(page: Any, keys: tuple[str, ...]) -> None:
+    """One link per section, in page order; after a click its section is on screen."""
+    links = page.locator("nav a")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert hrefs == [f"#{key}" for key in keys]
+    for key in keys:
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.locator(f'nav a[href="#{key}"]').click()
+        top, bottom, height = page.evaluate(
+            f"() => {{ const r = document.getElementById('{key}').getBoundingClientRect();"
+            " return [r.top, r.bottom, window.innerHeight]; }"
+        )
+        assert top < height and bottom > 0, key
+        assert page.evaluate("() => location.hash") == f"#{key}"
 
 
 def test_hostile_values_stay_text_in_the_browser(browser: Any, tmp_path: Path) -> None:

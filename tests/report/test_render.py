@@ -13,7 +13,16 @@ from salesml.report.data import ReportData, ReportOptions
 from salesml.report.render import SECTIONS, render
 from tests.report.synthetic import AS_OF, HOSTILE, make_world, report_data
 
-EXPECTED_CHARTS = {"behaviour", "histogram", "reliability", "pipeline", "demand", "drivers"}
+EXPECTED_CHARTS = {
+    "behaviour",
+    "histogram",
+    "reliability",
+    "pipeline",
+    "demand",
+    "drivers",
+    "waterfall-month",
+    "waterfall-quarter",
+}
 NETWORK_REFERENCE = re.compile(
     r"""(?:\b(?:src|href|action|poster|srcset|xlink:href)\s*=\s*["']?\s*(?:https?:)?//)"""
     r"""|url\(\s*["']?\s*(?:https?:)?//|@import""",
@@ -177,9 +186,9 @@ def test_empty_table_for_this_as_of_reads_as_missing(data: ReportData) -> None:
     ("probability", "shown"), [(0.42, "42%"), (0.004, "0.4%"), (0.0002, "<0.1%"), (None, "")]
 )
 def test_small_probabilities_do_not_read_zero(probability: float | None, shown: str) -> None:
-    from salesml.report.render import _pct
+    from salesml.report.html import pct
 
-    assert _pct(probability) == shown
+    assert pct(probability) == shown
 
 
 def test_degenerate_inputs_render_without_warnings() -> None:
@@ -200,7 +209,12 @@ def test_degenerate_inputs_render_without_warnings() -> None:
             {"activity_type": ["call"], "contact_role": ["cto"], "occurrences": [3]}
         ).with_columns(mean_contribution=pl.lit(None, pl.Float64)),
         "pipeline_forecast": pl.DataFrame(
-            {"period": ["2025-07"], "region": ["all"], "expected_revenue": [0.0]}
+            {
+                "period": ["2025-07"],
+                "dimension": ["all"],
+                "member": ["all"],
+                "expected_revenue": [0.0],
+            }
         ).with_columns(
             p10=pl.lit(None, pl.Float64), p50=pl.lit(None, pl.Float64), p90=pl.lit(None, pl.Float64)
         ),

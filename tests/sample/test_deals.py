@@ -297,11 +297,11 @@ def test_stage_at_close_and_slips_move_the_odds(signal_world) -> None:
 def test_no_signal_world_has_the_same_tables_and_a_flat_win_rate(signal_world, null_world) -> None:
     tables, _ = signal_world
     null_tables, null_truth = null_world
-    for name, frame in tables.items():
+    for name, table in tables.items():
         if name == "deals":
-            frame, other = frame.drop("outcome"), null_tables[name].drop("outcome")
+            frame, other = table.drop("outcome"), null_tables[name].drop("outcome")
         else:
-            other = null_tables[name]
+            frame, other = table, null_tables[name]
         assert frame.equals(other), name
     closed = _closed(null_tables, null_truth)
     rates = _win_rate_by_quintile(closed, "true_behavior_score")
@@ -314,3 +314,20 @@ def test_no_signal_world_has_the_same_tables_and_a_flat_win_rate(signal_world, n
 def test_naive_end_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         deals_world(n_deals=10, end=WORLD_END.replace(tzinfo=None))
+
+
+def test_a_small_world_is_pinned() -> None:
+    """Refactors keep the world byte-for-byte: the chunk's draws keep their order. Figures of
+    the world the code wrote before `_deal_chunk` was split (2026-12-02)."""
+    tables, truth = deals_world(n_deals=300, days=200, seed=5)
+    assert {name: frame.height for name, frame in tables.items()} == {
+        "deals": 300,
+        "deal_stage_history": 668,
+        "deal_close_date_history": 104,
+        "activities": 2611,
+        "accounts": 100,
+    }
+    assert tables["deals"]["amount"].sum() == 12126140.0
+    assert int((tables["deals"]["outcome"] == "won").sum()) == 76
+    assert truth["true_log_odds"].sum() == pytest.approx(-237.43389583443113, rel=1e-12)
+    assert truth["dwell_penalty"].sum() == pytest.approx(-183.6427076426632, rel=1e-12)

@@ -222,3 +222,18 @@ def test_end_off_midnight_cuts_sales_at_end() -> None:
     last_sale = tables["sales"].select(pl.col("ts").max()).item()
     assert datetime(2025, 7, 1, tzinfo=UTC) <= last_sale < end
     assert tables["inventory"]["ts"].max() == datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def test_a_small_world_is_pinned() -> None:
+    """Refactors keep the world byte-for-byte: the chunk's draws keep their order. Figures of
+    the world the code wrote before `_demand_chunk` was split (2026-12-02)."""
+    tables, truth = demand_world(n_series=12, days=30, seed=5)
+    assert {name: frame.height for name, frame in tables.items()} == {
+        "sales": 609,
+        "signals": 18,
+        "inventory": 360,
+    }
+    assert tables["sales"]["quantity"].sum() == 838.0
+    assert tables["inventory"]["on_hand"].sum() == 5746.0
+    assert truth["censored_units"].sum() == 130.0
+    assert truth["base_rate_per_day"].sum() == pytest.approx(23.15524930257952, rel=1e-12)

@@ -6,14 +6,15 @@ Training at `as_of` (origin o = last complete bucket):
    is fitted on targets up to the first of them (each target with a random horizon, features
    as known at its own origin), then predicts every bucket ahead of each held-out origin;
 3. those held-out predictions give the per-stratum dispersion and interval levels (Mondrian
-   calibration, `DemandModel.calibrate`) and the gate metrics (WAPE, coverage per stratum,
-   pinball) that the promotion gate compares;
-4. the held-out weeks are then brought into the model (`refit_after_calibration`): by default
-   ("full") a second fit on all targets up to o; "leaves" keeps the trees and re-estimates
-   their leaf values (LightGBM `Booster.refit`, blended by `refit_decay`); "none" keeps the
-   model as calibrated. The calibration is kept in every case;
-5. the median model (`median_model`, quantile objective at 0.5) is fitted on the same rows as
-   the final mean model: P50 = its prediction rounded to whole units.
+   calibration, `DemandModel.learn_calibration`) and the gate metrics (WAPE, coverage per
+   stratum, pinball) that the promotion gate compares;
+4. the deployed model is a second `fit` that brings the held-out weeks in
+   (`refit_after_calibration`): by default ("full") new trees on all targets up to o; "leaves"
+   keeps the first model's trees and re-estimates their leaf values on them (LightGBM
+   `Booster.refit`, blended by `refit_decay`); "none" keeps the first model's trees as they
+   are. It is given the calibration (`fit(calibration=)`) in every case;
+5. that `fit` also fits the median model (`median_model`, quantile objective at 0.5) on the
+   same rows as the final mean model: P50 = its prediction rounded to whole units.
 
 Forecasting: every active series, buckets o+1 .. o+horizon; slots where the customer is always
 closed are 0 (P10 = P50 = P90 = 0).
@@ -38,6 +39,7 @@ power of 1.5 instead of 1.2 (less weight on the busiest buckets) then gave -8 % 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ import numpy as np
 import polars as pl
 
 from salesml import metrics
-from salesml.config import Settings
+from salesml.config import DemandSettings, Settings
 from salesml.demand import aggregate, buckets, coldstart
 from salesml.demand.features import (
     History,
@@ -60,7 +62,7 @@ from salesml.demand.features import (
     signal_feature_names,
     training_rows,
 )
-from salesml.demand.model import DemandModel
+from salesml.demand.model import Calibration, DemandModel
 from salesml.progress import Progress, report
 
 MAX_HELD_OUT_ROWS = 200_000
@@ -91,7 +93,8 @@ def fit(
     inventory: pl.DataFrame | None = None,
 ) -> FitResult:
     """Fit and calibrate the demand model on what was known at `as_of` (see module doc);
-    `inventory` (optional) censors stock-out buckets (`features.stockout_buckets`)."""
+    `inventory` (optional) censors stock-out buckets (`features.stockout_buckets`).
+    """
     demand = settings.demand
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -100,101 +103,155 @@ def fit(
     if history.series.height == 0:
         raise ValueError("no sales up to as_of: nothing to train the demand model on")
     timings["history"] = time.perf_counter() - started
-    horizon = history.horizon
-    cal_origins = [history.origin - k * horizon for k in range(demand.calibration_origins, 0, -1)]
+    held_weeks = range(demand.intervals.calibration_origins, 0, -1)
+    cal_origins = [history.origin - k * history.horizon for k in held_weeks]
     report(progress, "building training features", 0.1)
     tick = time.perf_counter()
-    rows = training_rows(history, cal_origins[0], demand)
-    if rows.height == 0:
-        raise ValueError(
-            "too little sales history before the calibration weeks to train the demand model"
-        )
     signal_cols = signal_feature_names(demand, signals)
-    redundant = redundant_features(history)
-    names = [n for n in feature_names(demand, signal_cols) if n not in redundant]
-    train = make_features(history, rows, demand, signals, as_of, columns=names)
+    names = [n for n in feature_names(demand, signal_cols) if n not in redundant_features(history)]
+    train, train_rows = _training_set(history, cal_origins[0], demand, signals, as_of, names)
     timings["train_features"] = time.perf_counter() - tick
-
     report(progress, "fitting LightGBM", 0.3)
     tick = time.perf_counter()
-    model = DemandModel.from_settings(demand).fit(train.select(names), train["y"])
+    # no median model before the held-out weeks: held-out P50 is the NB median (see below)
+    first = DemandModel.from_settings(demand, median_model=False)
+    first.fit(train.select(names), train["y"])
     timings["fit"] = time.perf_counter() - tick
-
     report(progress, "calibrating intervals on held-out weeks", 0.6)
     tick = time.perf_counter()
-    held_out = held_out_features(history, cal_origins, demand, signals, as_of, names)
-    mean = model.predict(held_out)
-    days = (held_out["bucket"] // history.day).to_numpy()  # event days leave the calibration
-    model.calibrate(mean, held_out["y"].to_numpy(), days)
+    inputs = (signals, as_of, names)
+    held_out, mean, calibration = _calibrate(first, history, cal_origins, demand, inputs)
     timings["calibrate"] = time.perf_counter() - tick
-
-    if demand.refit_after_calibration != "none":
-        report(progress, "refitting on all weeks", 0.7)
-        tick = time.perf_counter()
-        rows = training_rows(history, history.origin, demand)
-        train = make_features(history, rows, demand, signals, as_of, columns=names)
-        if demand.refit_after_calibration == "full":
-            model = DemandModel.from_settings(demand).fit(
-                train.select(names), train["y"], calibration=model.calibration_
-            )
-        else:
-            model.refit_leaves(train.select(names), train["y"], demand.refit_decay)
-        timings["refit"] = time.perf_counter() - tick
-    if demand.median_model:
-        report(progress, "fitting the median model", 0.85)
-        tick = time.perf_counter()
-        model.fit_median(train.select(names), train["y"])
-        timings["fit_median"] = time.perf_counter() - tick
-    del train
-    # held-out metrics from the model fitted before the held-out weeks (`mean`); the median
-    # model is trained on all weeks, so P50 here is the negative-binomial median (honest, and
-    # the same construction `score_rows` gives the champion); the backtest judges the rest
-    p10, p50, p90 = model.predict_quantiles(mean)
-    calibration = held_out.select("series_id", "bucket", "h", "y").with_columns(
-        mean=pl.Series(mean), p10=pl.Series(p10), p50=pl.Series(p50), p90=pl.Series(p90)
+    scored, held_metrics, calibration = _held_out_metrics(
+        held_out, mean, calibration, history, sales, settings, as_of
     )
-    held_metrics = point_metrics(calibration, strata=tuple(demand.interval_strata))
-    held_metrics["dispersion"] = model.calibration_.inv_size
-    held_metrics["interval_lower_level"] = model.calibration_.lower_level
-    model.calibration_.metrics = dict(held_metrics)
-    model.calibration_.metrics.update(  # per-level variance inflation of demand_forecast_agg
-        aggregate.held_out_inflation(
-            calibration,
-            history.series,
-            model.variance(mean),
-            aggregate.region_map(
-                sales, buckets.origin_end(as_of, settings.timezone, demand.bucket_hours)
-            ),
-            settings.timezone,
-            demand.bucket_hours,
-            demand.interval_coverage,
-        )
-    )
+    report(progress, "refitting on all weeks", 0.7)
+    tick = time.perf_counter()
+    if demand.model.refit_after_calibration != "none":  # the held-out weeks join the training rows
+        train, train_rows = _training_set(history, history.origin, demand, signals, as_of, names)
+    model = _final_model(first, calibration, train.select(names), train["y"], demand)
+    timings["refit"] = time.perf_counter() - tick  # features, mean and median model
     timings["total"] = time.perf_counter() - started
-    params = model_params(settings, model, signal_cols, rows.height, history)
     report(progress, "trained", 1.0)
     return FitResult(
         model,
         held_metrics,
-        params,
+        model_params(settings, model, signal_cols, train_rows, history),
         timings,
-        calibration,
+        scored,
         history,
         held_out.select("row", "h"),
         held_out.select(names).head(5),
     )
 
 
+def _training_set(
+    history: History,
+    origin: int,
+    demand: DemandSettings,
+    signals: pl.DataFrame | None,
+    as_of: datetime,
+    names: list[str],
+) -> tuple[pl.DataFrame, int]:
+    """(training features with `y`, training rows drawn) of targets up to `origin`; refuses
+    when there are none.
+    """
+    rows = training_rows(history, origin, demand)
+    if rows.height == 0:
+        raise ValueError(
+            "too little sales history before the calibration weeks to train the demand model"
+        )
+    return make_features(history, rows, demand, signals, as_of, columns=names), rows.height
+
+
+def _calibrate(
+    first: DemandModel,
+    history: History,
+    origins: list[int],
+    demand: DemandSettings,
+    inputs: tuple[pl.DataFrame | None, datetime, list[str]],
+) -> tuple[pl.DataFrame, np.ndarray, Calibration]:
+    """(held-out features, `first`'s mean on them, the interval calibration they give): every
+    bucket ahead of each held-out origin (`held_out_features`); event days are left out.
+    """
+    signals, as_of, names = inputs
+    held_out = held_out_features(history, origins, demand, signals, as_of, names)
+    mean = first.predict(held_out)
+    days = (held_out["bucket"] // history.day).to_numpy()
+    return held_out, mean, first.learn_calibration(mean, held_out["y"].to_numpy(), days)
+
+
+def _held_out_metrics(
+    held_out: pl.DataFrame,
+    mean: np.ndarray,
+    calibration: Calibration,
+    history: History,
+    sales: pl.DataFrame,
+    settings: Settings,
+    as_of: datetime,
+) -> tuple[pl.DataFrame, dict[str, float], Calibration]:
+    """(held-out rows with mean and P10/P50/P90, their gate metrics, the calibration with
+    those and the per-level variance inflation of demand_forecast_agg in `metrics`).
+
+    Held-out metrics come from the model fitted before the held-out weeks (`mean`); the
+    median model is trained on all weeks, so P50 here is the negative-binomial median
+    (honest, and the same construction `score_rows` gives the champion).
+    """
+    demand = settings.demand
+    p10, p50, p90 = calibration.quantiles(mean)
+    scored = held_out.select("series_id", "bucket", "h", "y").with_columns(
+        mean=pl.Series(mean), p10=pl.Series(p10), p50=pl.Series(p50), p90=pl.Series(p90)
+    )
+    held_metrics = point_metrics(scored, strata=tuple(demand.intervals.interval_strata))
+    held_metrics["dispersion"] = calibration.inv_size
+    held_metrics["interval_lower_level"] = calibration.lower_level
+    inflation = aggregate.held_out_inflation(
+        scored,
+        history.series,
+        calibration.variance(mean),
+        aggregate.region_map(
+            sales, buckets.origin_end(as_of, settings.timezone, demand.grid.bucket_hours)
+        ),
+        settings.timezone,
+        demand.grid.bucket_hours,
+        demand.intervals.interval_coverage,
+    )
+    return scored, held_metrics, dataclasses.replace(calibration, metrics=held_metrics | inflation)
+
+
+def _final_model(
+    first: DemandModel,
+    calibration: Calibration,
+    features: pl.DataFrame,
+    target: pl.Series,
+    demand: DemandSettings,
+) -> DemandModel:
+    """The deployed model, fitted on `features` with `calibration` and the median model: the
+    held-out weeks brought in as `refit_after_calibration` says ("full": new trees on all
+    weeks; "leaves": `first`'s trees, leaf values re-estimated on all weeks; "none": `first`'s
+    trees as they are, and `features` are its own training rows).
+    """
+    mode = demand.model.refit_after_calibration
+    overrides = {"refit_decay": 1.0} if mode == "none" else {}
+    return DemandModel.from_settings(demand, **overrides).fit(
+        features,
+        target,
+        calibration=calibration,
+        trees_from=None if mode == "full" else first,
+    )
+
+
 def held_out_features(
     history: History,
     origins: list[int],
-    demand: Any,
+    demand: DemandSettings,
     signals: pl.DataFrame | None,
     as_of: datetime,
     names: list[str],
 ) -> pl.DataFrame:
     """Every bucket ahead of each held-out origin (open slots), features as known at it; whole
-    series are sampled (by hash) down to about MAX_HELD_OUT_ROWS rows."""
+    series are sampled (by hash) down to about MAX_HELD_OUT_ROWS rows.
+    """
     rows = pl.concat([origin_rows(history, o, only_active=False) for o in origins])
     if rows.height > MAX_HELD_OUT_ROWS:
         series_of = history.col("series_id").gather(pl.col("row"))
@@ -213,7 +270,8 @@ def score_rows(
     as_of: datetime,
 ) -> dict[str, float]:
     """Metrics of any fitted model (e.g. the champion) on given rows of `history` (its own
-    features and calibration), for a like-for-like comparison with a candidate."""
+    features and calibration), for a like-for-like comparison with a candidate.
+    """
     frame = make_features(
         history, rows, settings.demand, signals, as_of, columns=model.feature_names_
     )
@@ -230,7 +288,8 @@ def point_metrics(
 ) -> dict[str, float]:
     """WAPE and bias of P50 (`wape`, `bias`) and of the mean (`wape_mean`, `bias_mean`), pinball
     of P10/P50/P90, coverage of [P10, P90] overall, per stratum of expected demand and on cells
-    with a sale (`metrics.quantile_report`, the one function backtests and tests share)."""
+    with a sale (`metrics.quantile_report`, the one function backtests and tests share).
+    """
     if frame.height == 0:
         return {}
     report = metrics.quantile_report(
@@ -255,10 +314,10 @@ def model_params(
     demand = settings.demand
     return {
         "timezone": settings.timezone,
-        "bucket_hours": demand.bucket_hours,
-        "horizon_buckets": demand.horizon_buckets,
+        "bucket_hours": demand.grid.bucket_hours,
+        "horizon_buckets": demand.grid.horizon_buckets,
         "strategy": "direct (one model, horizon as a feature)",
-        "returns": demand.returns,
+        "returns": demand.grid.returns,
         "objective": model.objective,
         "lgb_params": model.lgb_params(),
         "n_estimators": model.n_estimators,
@@ -267,9 +326,9 @@ def model_params(
         "signal_weights": {k: dict(v) for k, v in demand.signal_weights.items()},
         "known_signals": demand.known_signals,
         "observed_signals": demand.observed_signals,
-        "calibration_origins": demand.calibration_origins,
-        "refit_after_calibration": demand.refit_after_calibration,
-        "interval_coverage": demand.interval_coverage,
+        "calibration_origins": demand.intervals.calibration_origins,
+        "refit_after_calibration": demand.model.refit_after_calibration,
+        "interval_coverage": demand.intervals.interval_coverage,
         "train_rows": train_rows,
         "series": history.series.height,
         "closed_slots": history.closed.height,
@@ -344,7 +403,8 @@ def forecast(
 
 def partition_series(history: History, parts: int) -> list[list[int]]:
     """The active series ids of `history` in at most `parts` contiguous, non-empty groups, in
-    series order (one empty group when no series is active, so a forecast still runs once)."""
+    series order (one empty group when no series is active, so a forecast still runs once).
+    """
     ids = history.series.filter(pl.col("active"))["series_id"].to_list()
     if not ids:
         return [[]]
@@ -383,12 +443,13 @@ def cold_start_rows(
     inventory: pl.DataFrame | None = None,
 ) -> pl.DataFrame | None:
     """Forecast rows of the cold series (`salesml.demand.coldstart`), or None when no series
-    is cold: customer_id, sku, bucket, bucket_start, horizon, mean, p10, p50, p90, basis."""
+    is cold: customer_id, sku, bucket, bucket_start, horizon, mean, p10, p50, p90, basis.
+    """
     demand = settings.demand
     cold = coldstart.cold_series(history, demand, as_of, inventory)
     if cold.height == 0:
         return None
-    categories = coldstart.sku_categories(sales, demand.category_column)
+    categories = coldstart.sku_categories(sales, demand.grid.category_column)
     return coldstart.cold_start_forecast(history, cold, categories, demand)
 
 
@@ -396,7 +457,8 @@ def with_cold_start(table: pl.DataFrame, rows: pl.DataFrame | None) -> pl.DataFr
     """`demand_forecast` rows (`forecast_table`) with the cold series' rows replaced by (or, for
     series with stock but no sale, added as) their `cold_start_rows`, basis 'cold_start'. Run
     once over all partitions' rows; lineage columns (scenario, model_version) are copied from
-    `table`."""
+    `table`.
+    """
     if rows is None:
         return table
     lineage = {
@@ -422,7 +484,8 @@ def with_cold_start(table: pl.DataFrame, rows: pl.DataFrame | None) -> pl.DataFr
 
 def with_cold_cells(frame: pl.DataFrame, rows: pl.DataFrame | None) -> pl.DataFrame:
     """The model's cells (customer_id, sku, bucket, mean, var) with the cold series' replaced by
-    their cold-start rows (Poisson: var = mean), so aggregates sum what demand_forecast holds."""
+    their cold-start rows (Poisson: var = mean), so aggregates sum what demand_forecast holds.
+    """
     if rows is None:
         return frame.select("customer_id", "sku", "bucket", "mean", "var")
     kept = frame.join(rows, on=["customer_id", "sku"], how="anti").select(

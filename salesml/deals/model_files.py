@@ -25,8 +25,11 @@ def write_artifacts(
     holdout: pl.DataFrame,
     behavior: pl.DataFrame,
     seed: int = 42,
+    health_bands: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    """Write every artifact file; returns {artifact name: path}."""
+    """Write every artifact file; returns {artifact name: path}. `health_bands`: the settings'
+    bands the run was configured with (policy, not part of the model).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +55,7 @@ def write_artifacts(
     )
     spec = model.feature_spec.to_dict() if model.feature_spec else {}
     paths["feature_spec.json"].write_text(json.dumps(spec, indent=2, sort_keys=True))
-    paths["health_bands.json"].write_text(json.dumps(model.health_bands or {}, indent=2))
+    paths["health_bands.json"].write_text(json.dumps(health_bands or {}, indent=2))
     behavior.write_csv(paths["behavior_value.csv"])
     return paths
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from salesml.config import Settings, SourcesSettings
-from salesml.demand import jobs
+from salesml.demand import demand_jobs
 from salesml.sample import WORLD_END, demand_world
 from salesml.warehouse import Warehouse
 from tests.demand.conftest import tiny_demand
@@ -39,18 +39,18 @@ def test_train_then_forecast_writes_forecast_drivers_and_health(
 ) -> None:
     settings = _settings(mlflow_settings, tmp_path / "src")
     steps: list[str] = []
-    trained = jobs.train(settings, AS_OF, progress=lambda step, _: steps.append(step))
+    trained = demand_jobs.train(settings, AS_OF, progress=lambda step, _: steps.append(step))
     assert trained.promoted and trained.model_version == "1"
     assert 0.6 <= trained.metrics["coverage_p10_p90"] <= 0.95
     assert steps and "trained" in steps
 
-    report = jobs.forecast(settings, AS_OF)
-    again = jobs.forecast(settings, AS_OF)  # idempotent: same rows, not twice as many
+    report = demand_jobs.forecast(settings, AS_OF)
+    again = demand_jobs.forecast(settings, AS_OF)  # idempotent: same rows, not twice as many
     assert again.rows_written == report.rows_written
     wh = Warehouse.from_settings(settings)
     forecast = wh.read("demand_forecast", as_of=AS_OF)
     assert forecast.height == report.rows_written["demand_forecast"] > 0
-    assert forecast["horizon"].max() == settings.demand.horizon_buckets
+    assert forecast["horizon"].max() == settings.demand.grid.horizon_buckets
     assert (forecast["p10"] <= forecast["p50"]).all() and (forecast["p50"] <= forecast["p90"]).all()
     assert set(forecast["model_version"].unique()) == {"1"}
     assert (forecast["expected"] >= 0).all()  # the mean, for sums over buckets
@@ -67,7 +67,7 @@ def test_train_then_forecast_writes_forecast_drivers_and_health(
         explained = factors.join(flagged, on=["customer_id", "sku"]).select(
             "customer_id", "sku", "bucket_start"
         )
-        assert explained.unique().height == flagged.height * settings.demand.horizon_buckets
+        assert explained.unique().height == flagged.height * settings.demand.grid.horizon_buckets
 
 
 def test_forecast_without_inventory_says_so_in_the_run(
@@ -77,26 +77,26 @@ def test_forecast_without_inventory_says_so_in_the_run(
     settings = _settings(
         mlflow_settings, tmp_path / "src", with_inventory=False, signal_weights=weights
     )
-    jobs.train(settings, AS_OF)
-    second = jobs.train(settings, AS_OF)  # the gate compares with the champion, same rows
+    demand_jobs.train(settings, AS_OF)
+    second = demand_jobs.train(settings, AS_OF)  # the gate compares with the champion, same rows
     assert second.champion_version == "1" and second.champion_value is not None
     assert second.promoted == (second.candidate_value <= second.champion_value)  # type: ignore[operator]
     # issue 10: the gate is a proper scoring rule, next to the 8-week same-bucket median
     assert second.gate_metric == "holdout_pinball_scaled" and "median_8w" in second.decision
     gate_run = Warehouse.from_settings(settings).get_run(second.run_id)
     assert gate_run is not None and "holdout_pinball_scaled" in gate_run["message"]
-    report = jobs.forecast(settings, AS_OF)
-    assert jobs.NO_INVENTORY_NOTE in report.notes
+    report = demand_jobs.forecast(settings, AS_OF)
+    assert demand_jobs.NO_INVENTORY_NOTE in report.notes
     assert report.health == {}
     runs = Warehouse.from_settings(settings).read("runs")
     forecast_run = runs.filter(pl.col("flow") == "forecast_demand").row(0, named=True)
-    assert jobs.NO_INVENTORY_NOTE in forecast_run["message"]
+    assert demand_jobs.NO_INVENTORY_NOTE in forecast_run["message"]
     assert json.loads(forecast_run["params"])["signal_weights"] == weights
 
 
 def test_backtest_returns_json_with_baselines(settings: Settings, tmp_path: Path) -> None:
     local = _settings(settings, tmp_path / "src")
-    result = jobs.backtest(local, AS_OF, n_origins=2)
+    result = demand_jobs.backtest(local, AS_OF, n_origins=2)
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text)["n_origins"] == 2
     mean = result["mean"]
@@ -111,7 +111,7 @@ def test_forecast_needs_a_champion(mlflow_settings: Settings, tmp_path: Path) ->
 
     settings = _settings(mlflow_settings, tmp_path / "src")
     with pytest.raises(NoChampionError):
-        jobs.forecast(settings, AS_OF)
+        demand_jobs.forecast(settings, AS_OF)
 
 
 def test_the_registry_respects_time(mlflow_settings: Settings, tmp_path: Path) -> None:
@@ -121,15 +121,15 @@ def test_the_registry_respects_time(mlflow_settings: Settings, tmp_path: Path) -
 
     settings = _settings(mlflow_settings, tmp_path / "src", with_inventory=False)
     earlier = AS_OF - timedelta(days=2)
-    assert jobs.train(settings, AS_OF).promoted
-    older = jobs.train(settings, earlier)
+    assert demand_jobs.train(settings, AS_OF).promoted
+    older = demand_jobs.train(settings, earlier)
     assert (older.model_version, older.promoted) == ("2", False)
     assert "not promoted: champion v1 was trained as of" in older.decision
 
-    between = jobs.forecast(settings, AS_OF - timedelta(days=1))
+    between = demand_jobs.forecast(settings, AS_OF - timedelta(days=1))
     assert between.model_version == "2"
     assert any("champion v1 was trained as of" in note for note in between.notes)
     runs = Warehouse.from_settings(settings).list_runs(flow="forecast_demand")
     assert "used v2" in runs["message"][0]
     with pytest.raises(NoServableVersionError, match=r"v2 as of .*, v1 as of .*; train one"):
-        jobs.forecast(settings, AS_OF - timedelta(days=3))
+        demand_jobs.forecast(settings, AS_OF - timedelta(days=3))

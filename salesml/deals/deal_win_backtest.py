@@ -34,7 +34,8 @@ def backtest_origins(
     as_of: datetime, n_origins: int, step_days: int, follow_up_days: int = 0
 ) -> list[datetime]:
     """`n_origins` origins, `step_days` apart; the last one's evaluation window (step_days)
-    ends `follow_up_days` before as_of, leaving its deals time to close."""
+    ends `follow_up_days` before as_of, leaving its deals time to close.
+    """
     step = timedelta(days=step_days)
     last = as_of - step - timedelta(days=follow_up_days)
     return rolling_origins(last - (n_origins - 1) * step, last, n_origins)
@@ -44,7 +45,7 @@ def evaluation_snapshots(
     deals: pl.DataFrame, origin: datetime, as_of: datetime, settings: DealsSettings
 ) -> pl.DataFrame:
     """Labelled snapshots in (origin, origin + step] with full follow-up at as_of."""
-    end = min(origin + timedelta(days=settings.backtest_step_days), as_of)
+    end = min(origin + timedelta(days=settings.backtest.step_days), as_of)
     labelled = labelled_snapshots(
         deals,
         as_of,
@@ -105,8 +106,8 @@ def backtest_deal_win(
     origins = backtest_origins(
         as_of,
         n_origins,
-        settings.backtest_step_days,
-        max(settings.backtest_follow_up_days, settings.label_horizon_days),
+        settings.backtest.step_days,
+        max(settings.backtest.follow_up_days, settings.label_horizon_days),
     )
 
     def on_origin(done: int, total: int, origin: datetime, metrics: dict[str, float]) -> None:

@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 
 from salesml.config import Settings, from_dict
-from salesml.jobrun import Executor, JobRun, job_run, use_executor
-from salesml.warehouse import RunConflictError, Warehouse, _Catalog, _runs_schema
+from salesml.job_lifecycle import Executor, JobRun, job_run, use_executor
+from salesml.migrations import create_table_sql
+from salesml.warehouse import RunConflictError, Warehouse, _runs_schema
 from tests.pipelines.conftest import fresh_pg_schema
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -174,11 +175,9 @@ def test_a_run_of_an_older_salesml_stops_blocking_once_stale(tmp_path: Path) -> 
     wh = Warehouse.from_settings(settings)
     runs_schema = _runs_schema()
     first_release = [c for c in runs_schema if c not in NEW_RUNS_COLUMNS]
-    with wh._transaction() as session:  # the runs table as the first release made it
-        catalog = _Catalog.load(session, write=True)
-        schema = pl.Schema({c: runs_schema[c] for c in first_release})
-        wh._ensure_table(session, catalog, "runs", schema, ["run_id"])
-    with duckdb.connect(str(path)) as con:
+    with duckdb.connect(str(path)) as con:  # the runs table as the first release made it
+        columns = {c: runs_schema[c] for c in first_release}
+        con.execute(create_table_sql("runs", columns, ["run_id"]))
         assert [r[1] for r in con.sql("PRAGMA table_info('runs')").fetchall()] == first_release
         con.execute(
             "INSERT INTO runs VALUES ('old', 'score_deals', ?, now() - INTERVAL 1 HOUR, NULL, "
@@ -218,7 +217,9 @@ def test_an_empty_main_output_keeps_the_rows_an_earlier_run_wrote(tmp_path: Path
 
 def test_heartbeats_while_a_job_runs_and_stops_after(tmp_path: Path) -> None:
     settings = _settings(f"duckdb:///{tmp_path / 'wh.duckdb'}")
-    settings.compute.heartbeat_seconds = 0.05
+    settings = settings.model_copy(
+        update={"compute": settings.compute.model_copy(update={"heartbeat_seconds": 0.05})}
+    )
     wh = Warehouse.from_settings(settings)
     with job_run(settings, "unit", AS_OF) as run:
         started = wh.get_run(run.run_id)

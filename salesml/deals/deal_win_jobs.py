@@ -1,6 +1,6 @@
 """Deal-win jobs: train, score, backtest. Thin orchestration over the pure deals functions.
 
-Each job runs inside `salesml.jobrun.job_run`: a `runs` row that ends succeeded or failed (with
+Each job runs inside `salesml.job_lifecycle.job_run`: a `runs` row that ends succeeded or failed (with
 the message), the inputs read and validated as of `as_of` (quarantine written), and all outputs
 written in one warehouse batch. No printing: progress goes to the `progress` callback.
 
@@ -28,7 +28,7 @@ import polars as pl
 from salesml import training_job
 from salesml.config import Settings
 from salesml.deals.model import InsufficientDataError
-from salesml.jobrun import JobRun, job_run, with_lineage
+from salesml.job_lifecycle import JobRun, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 from salesml.validation import JOB_INPUTS
 
@@ -40,7 +40,8 @@ BEHAVIOR_SAMPLE_ROWS = 20_000
 @dataclass
 class TrainReport(training_job.TrainReport):
     """What `train` did: the registered version, the gate's decision, the holdout metrics
-    (`training_job.TrainReport`), and what the deal-win model was trained on."""
+    (`training_job.TrainReport`), and what the deal-win model was trained on.
+    """
 
     snapshots: int
     won_deals: int
@@ -50,6 +51,7 @@ class TrainReport(training_job.TrainReport):
     event: str = ""
 
     def describe(self) -> str:
+        """One line for the CLI and the flows: what was trained, its holdout, the decision."""
         m = self.metrics
         nan = float("nan")
         return (
@@ -81,8 +83,12 @@ class ScoreReport:
     not_scored: int = 0
     """Open deals without a probability: always 0 (young deals get the prior); kept for the
     flows' summaries."""
+    alerts: dict[str, int] = field(default_factory=dict)
+    """What the run did to the alerts (`alerts.jobs.AlertsOutcome`: opened, still_open,
+    resolved, written, notices_pending); empty when they were not processed."""
 
     def describe(self) -> str:
+        """One line: how many deals were scored, from what, their health and the alerts."""
         health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items()))
         bases = ", ".join(f"{k} {v}" for k, v in sorted(self.bases.items()))
         source = (
@@ -90,15 +96,22 @@ class ScoreReport:
             if self.model_version is not None
             else "the base rate (no deal-win model with skill)"
         )
+        alerts = (
+            f"; alerts: {self.alerts['opened']} opened, {self.alerts['resolved']} resolved, "
+            f"{self.alerts['still_open']} still open"
+            if self.alerts
+            else ""
+        )
         return (
             f"scored {self.scored} open deals ({self.event}) with {source} "
-            f"(basis: {bases}; {health})"
+            f"(basis: {bases}; {health}){alerts}"
         )
 
 
 def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
     """Train on data known at `as_of`, log and register in MLflow, gate `@champion`, and write
-    the behaviour value map (`behavior_value`) of the new model (`training_job`)."""
+    the behaviour value map (`behavior_value`) of the new model (`training_job`).
+    """
     job = training_job.TrainingJob(
         model_name=MODEL_NAME,
         flow="train_deal_win",
@@ -127,7 +140,9 @@ def _fit(
     for name, auc in trained.leakage_allowed.items():
         run.notes.append(f"leakage screen: {name} (AUC {auc:.3f}) allowed by deals.leakage.allow")
     report(progress, "behaviour value", 0.6)
-    behavior = run.step("behavior value", _behavior, trained, tables, as_of, deals_settings.seed)
+    behavior = run.step(
+        "behavior value", _behavior, trained, tables, as_of, deals_settings.model.seed
+    )
     return _candidate(trained, behavior, tables, settings, as_of, progress)
 
 
@@ -156,7 +171,7 @@ def _candidate(
         params=_params(settings, trained, as_of),
         log_metrics=_log_metrics(trained),
         metrics=dict(trained.metrics),
-        write_artifacts=partial(_artifacts, trained, behavior, deals_settings.seed),
+        write_artifacts=partial(_artifacts, trained, behavior, deals_settings),
         input_example=_input_example(trained),
         run_name=f"deal-win as of {as_of.isoformat()}",
         tags={
@@ -175,12 +190,18 @@ def _candidate(
     )
 
 
-def _artifacts(trained: Any, behavior: pl.DataFrame, seed: int, folder: Path) -> dict[str, str]:
-    """The model's MLflow artifacts written into `folder` (`deals.artifacts`): {name: path}."""
-    from salesml.deals.artifacts import write_artifacts
+def _artifacts(trained: Any, behavior: pl.DataFrame, deals: Any, folder: Path) -> dict[str, str]:
+    """The model's MLflow artifacts written into `folder` (`deals.model_files`): {name: path}."""
+    from salesml.deals.model_files import write_artifacts
 
     paths = write_artifacts(
-        folder, trained.model, trained.features, trained.holdout, behavior, seed=seed
+        folder,
+        trained.model,
+        trained.features,
+        trained.holdout,
+        behavior,
+        seed=deals.model.seed,
+        health_bands=deals.health.bands.model_dump(),
     )
     return {name: str(path) for name, path in paths.items()}
 
@@ -242,13 +263,13 @@ def _params(settings: Settings, trained: Any, as_of: datetime) -> dict[str, Any]
         "holdout_days": deals.holdout_days,
         "lost_after_days": deals.lost_after_days,
         "event": f"won within {deals.label_horizon_days} days of the score time",
-        "activity_windows_days": deals.activity_windows_days,
-        "decay_hours": deals.decay_hours,
-        "role_weights": deals.role_weights,
-        "custom_features": deals.custom_features,
-        "prior_strength": deals.prior_strength,
-        "health_bands": deals.bands.model_dump(),
-        "health_rules": deals.rules.model_dump(),
+        "activity_windows_days": deals.features.activity_windows_days,
+        "decay_hours": deals.features.decay_hours,
+        "role_weights": deals.features.role_weights,
+        "custom_features": deals.features.custom_features,
+        "prior_strength": deals.features.prior_strength,
+        "health_bands": deals.health.bands.model_dump(),
+        "health_rules": deals.health.rules.model_dump(),
         "gate_metric": deals.gate_metric,
         "n_features": len(model.feature_names_),
         "activity_pairs": len(trained.spec.activity_pairs),
@@ -273,8 +294,11 @@ def score(
     none exists at all (training refused or never ran), the base rate known at as_of
     (`score_basis`, `basis_reason`; health from the rules that need no model). Refuses in one
     line when not even the base rate is known (no deal open H days before as_of). Writes
-    deal_scores, deal_score_factors and pipeline_forecast in one batch. No open deal to score
-    while an earlier run wrote scores for this as_of: those are kept, and the run says so."""
+    deal_scores, deal_score_factors, pipeline_forecast and the decision frames against the
+    previous scoring run (`_score_frames`) in one batch; then, once committed, the alerts
+    (`_alerts`). No open deal to score while an earlier run wrote scores for this as_of: those
+    are kept, and the run says so.
+    """
     from salesml import tracking
     from salesml.deals.scoring import event_text
     from salesml.deals.training import with_lost_after
@@ -296,14 +320,10 @@ def score(
         report(progress, "load inputs", 0.1)
         tables = with_lost_after(run.load(INPUTS), deals_settings)
         result = _score_open(run, loaded, reason, tables, progress)
-        frames = {
-            "deal_scores": with_lineage(result.scores, version, mlflow_run_id),  # type: ignore[arg-type]
-            "deal_score_factors": with_lineage(result.factors, version, mlflow_run_id),  # type: ignore[arg-type]
-            "pipeline_forecast": with_lineage(result.forecast, version, mlflow_run_id),  # type: ignore[arg-type]
-        }
-        frames["model_quality"] = _realised_checks(run, tables)
+        frames = _score_frames(run, loaded, result, tables, progress)
         report(progress, "write", 0.9)
         run.write(frames, main="deal_scores", scopes=_REALISED_SCOPE)
+        alerts = _alerts(run, frames, tables, progress)
         bases = result.scores.group_by("score_basis").len().rows()
         health = result.scores.group_by("health").len().rows()
         report(progress, "done", 1.0)
@@ -319,8 +339,110 @@ def score(
             rows_written={name: run.row_counts.get(name, 0) for name in frames},
             notes=list(run.notes),
             event=event_text(horizon or deals_settings.label_horizon_days),
+            alerts=alerts,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _score_frames(
+    run: JobRun,
+    loaded: Any,
+    result: Any,
+    tables: dict[str, pl.DataFrame],
+    progress: Progress | None,
+) -> dict[str, pl.DataFrame]:
+    """Everything one scoring run writes in its one batch, stamped with the model's lineage:
+    the scores, factors and pipeline forecast, the decision frames against the previous run
+    (`deals.decisions`: what changed, rep / region views, next-best actions) and the realised
+    checks of earlier scores (`model_quality`).
+    """
+    from salesml.deals import decisions
+
+    as_of, settings = run.as_of, run.settings
+    report(progress, "read the previous run's scores", 0.7)
+    previous = run.step("previous scores", _read_previous, run.warehouse, as_of, io=True)
+    frames = {
+        "deal_scores": result.scores,
+        "deal_score_factors": result.factors,
+        "pipeline_forecast": result.forecast,
+    }
+    report(progress, "what changed since the previous run", 0.72)
+    frames |= run.step(
+        "what changed",
+        decisions.changes,
+        result.scores,
+        result.factors,
+        previous,
+        tables,
+        as_of,
+        settings,
+    )
+    report(progress, "rep and region views", 0.75)
+    frames |= run.step("views", decisions.views, result.scores, previous, tables, as_of, settings)
+    report(progress, "next-best actions", 0.78)
+    model = None if loaded is None else loaded.model
+    frames |= run.step(
+        "next-best actions", decisions.actions, model, result.scores, tables, as_of, settings
+    )
+    version = None if loaded is None else loaded.version
+    mlflow_run_id = None if loaded is None else loaded.run_id
+    stamped = {name: with_lineage(f, version, mlflow_run_id) for name, f in frames.items()}  # type: ignore[arg-type]
+    stamped["model_quality"] = _realised_checks(run, tables)
+    return stamped
+
+
+PREVIOUS_LOOKBACK = 5
+"""Earlier succeeded scoring runs tried, newest first, for one with deal_scores rows."""
+
+
+def _read_previous(warehouse: Any, as_of: datetime) -> Any:
+    """`decisions.Previous`: the deal_scores and deal_score_factors rows of the latest as_of
+    strictly before `as_of` at which a succeeded score_deals run left deal_scores rows (a re-run
+    of the same as_of compares with the run before it, so it writes the same rows).
+    """
+    from salesml.deals.decisions import Previous
+    from salesml.timeutil import DATETIME
+
+    present = warehouse.tables()
+    if "deal_scores" not in present:
+        return Previous()
+    runs = warehouse.list_runs(flow="score_deals", status="succeeded", limit=100_000)
+    earlier = (
+        runs.filter(pl.col("as_of") < pl.lit(as_of, DATETIME))
+        .get_column("as_of")
+        .unique()
+        .sort(descending=True)
+    )
+    for at in earlier.head(PREVIOUS_LOOKBACK).to_list():
+        scores = warehouse.read("deal_scores", at)
+        if scores.height:
+            if "deal_score_factors" not in present:
+                return Previous(at, scores)
+            return Previous(at, scores, warehouse.read("deal_score_factors", at))
+    return Previous()
+
+
+def _alerts(
+    run: JobRun,
+    frames: dict[str, pl.DataFrame],
+    tables: dict[str, pl.DataFrame],
+    progress: Progress | None,
+) -> dict[str, int]:
+    """After the batch is committed: the deal alert rules on this run's scores
+    (`alerts.jobs.after_write`; a failure is a run note, never a failed run). Not run when
+    this run scored no deal (an empty run keeps the earlier rows, and the alerts with them).
+    """
+    from dataclasses import asdict
+
+    from salesml.alerts.jobs import after_write
+    from salesml.deals.decisions import alert_frames
+
+    if frames["deal_scores"].height == 0:
+        return {}
+    report(progress, "alerts", 0.95)
+    inputs = alert_frames(frames["deal_scores"], frames["deal_score_changes"], tables)
+    outcome = after_write(run, inputs)
+    return {} if outcome is None else {k: int(v) for k, v in asdict(outcome).items()}
 
 
 def _score_open(
@@ -331,7 +453,8 @@ def _score_open(
     progress: Progress | None,
 ) -> Any:
     """Score the deals open at the run's as_of (`scoring.score_open_deals`) with `loaded`'s
-    model, or, when `loaded` is None, the base rate (refused when even that is unknown)."""
+    model, or, when `loaded` is None, the base rate (refused when even that is unknown).
+    """
     from salesml.deals.features import learn_spec
     from salesml.deals.scoring import priors_at, score_open_deals
 
@@ -352,15 +475,16 @@ def _score_open(
         tables,
         as_of,
         min_open_days=deals_settings.min_open_days,
-        rules=deals_settings.rules,
+        rules=deals_settings.health.rules,
+        bands=deals_settings.health.bands,
         priors=priors,
         base_rate_reason=reason or "",
         health_spec=health_spec,
         top_k=deals_settings.top_k,
         n_simulations=deals_settings.forecast_simulations,
-        seed=deals_settings.seed,
+        seed=deals_settings.model.seed,
         timezone=settings.timezone,
-        progress=scaled(progress, 0.2, 0.9),
+        progress=scaled(progress, 0.2, 0.7),
     )
 
 
@@ -369,7 +493,8 @@ def _load_or_base_rate(as_of: datetime, warehouse: Any) -> tuple[Any, str | None
     when versions were trained but none has a champion (none passed the skill gate), or when
     no version exists at all (training never ran, or refused, e.g. history too short; the
     reason names the last failed training run). With versions trained only after as_of it
-    refuses as `load_for` does (`tracking.NoServableVersionError`): train one for that as_of."""
+    refuses as `load_for` does (`tracking.NoServableVersionError`): train one for that as_of.
+    """
     from salesml import tracking
 
     try:
@@ -392,7 +517,8 @@ BASE_RATE_WRITTEN = "wrote the base rate known at as_of"
 
 def _why_no_model(warehouse: Any) -> str:
     """Why no deal-win version exists, in words: the last failed training run's message, or
-    that training never ran."""
+    that training never ran.
+    """
     failed = warehouse.list_runs(flow="train_deal_win", status="failed", limit=1)
     if failed.height == 0 or not failed["message"][0]:
         return "no deal-win model was ever trained (`salesml train deal-win`)"
@@ -404,7 +530,8 @@ def _check_base_rate(
     base_rate: float, as_of: datetime, horizon_days: int, reason: str | None
 ) -> None:
     """Refuse (one line) to write base-rate scores when even the base rate is unknown at as_of:
-    no snapshot with full follow-up (a deal open at least H days before as_of) exists."""
+    no snapshot with full follow-up (a deal open at least H days before as_of) exists.
+    """
     if not math.isnan(base_rate):
         return
     why = (reason or "no deal-win model").removesuffix(f"; {BASE_RATE_WRITTEN}")
@@ -418,10 +545,11 @@ def _check_base_rate(
 _REALISED_SCOPE = {"model_quality": {"model": "deal_win", "kind": "realised"}}
 
 
-def _realised_checks(run: Any, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _realised_checks(run: JobRun, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """model_quality rows: the deal scores of earlier runs whose event is decided by now
     (as_of - label horizon or earlier) against the outcomes known at as_of
-    (`quality.realised_deal_rows`)."""
+    (`quality.realised_deal_rows`).
+    """
     from datetime import timedelta
 
     from salesml import quality
@@ -461,7 +589,7 @@ def backtest(
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the deal-win model and its baselines (JSON-serialisable)."""
     from salesml import quality
-    from salesml.deals.evaluation import backtest_deal_win, summarize
+    from salesml.deals.deal_win_backtest import backtest_deal_win, summarize
 
     with job_run(
         settings,
@@ -484,5 +612,85 @@ def backtest(
         summary["run_id"] = run.run_id
         rows = quality.backtest_rows(summary, quality.DEAL_WIN, run.run_id)
         run.write({"model_quality": rows}, scopes=quality.scope(quality.DEAL_WIN, "backtest"))
+        summary["pipeline"] = _pipeline_backtest(run, tables, n_origins, progress)
         return summary
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pipeline_backtest(
+    run: JobRun, tables: dict[str, pl.DataFrame], n_origins: int, progress: Progress | None
+) -> dict[str, Any]:
+    """Backtest the in-period pipeline forecast (`pipeline_forecast.pipeline_backtest`) at
+    `n_origins` monthly origins whose forecast months have ended by as_of; write its rows to
+    model_quality (model 'pipeline', kind 'backtest', in their own scope and transaction) and
+    return the pooled metrics per level (coverage of [P10, P90], bias, WAPE, next to the
+    trailing baseline). An origin without probabilities (no deal open there, or neither a model
+    nor a base rate known) is left out, and the run's notes say so.
+    """
+    from salesml import quality
+    from salesml.deals import decisions
+    from salesml.deals.revenue_forecast import PIPELINE, pipeline_backtest
+    from salesml.deals.training import with_lost_after
+
+    settings, deals = run.settings, run.settings.deals
+    origins = decisions.pipeline_origins(run.as_of, n_origins, settings.timezone)
+    probabilities = {}
+    for done, origin in enumerate(origins):
+        report(progress, f"pipeline origin {origin:%Y-%m-%d}", 0.6 + 0.35 * done / len(origins))
+        found = run.step("pipeline origin", _origin_probabilities, tables, origin, deals)
+        if found.height:
+            probabilities[origin] = found
+        else:
+            run.notes.append(f"pipeline backtest: no probabilities at origin {origin:%Y-%m-%d}")
+    if not probabilities:
+        return {}
+    result = run.step(
+        "pipeline backtest",
+        pipeline_backtest,
+        with_lost_after(tables, deals),
+        probabilities,
+        horizon_days=deals.label_horizon_days,
+        n_simulations=deals.forecast_simulations,
+        seed=deals.model.seed,
+        timezone=settings.timezone,
+        run_id=run.run_id,
+    )
+    run.write({"model_quality": result.quality}, scopes=quality.scope(PIPELINE, "backtest"))
+    pooled = {
+        level: {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+        for level, metrics in result.summary.items()
+    }  # JSON: an undefined metric (no revenue realised) is null
+    return {"origins": [o.isoformat() for o in probabilities], **pooled}
+
+
+def _origin_probabilities(
+    tables: dict[str, pl.DataFrame], origin: datetime, settings: Any
+) -> pl.DataFrame:
+    """(deal_id, win_probability) of every deal open at `origin`, as the score job would have
+    written them there: a model fitted on what was known at origin when it has skill (the
+    gate's skill check), else the base rate known there (also when training refuses).
+    """
+    from salesml.deals.scoring import priors_at, score_open_deals
+    from salesml.deals.training import fit_deal_win, with_lost_after
+
+    known = with_lost_after(tables, settings)
+    priors = priors_at(known["deals"], origin, settings)
+    model = None
+    try:
+        trained = fit_deal_win(tables, origin, settings)
+        model = trained.model if skill_check(trained.metrics).verdict()[0] else None
+    except InsufficientDataError:
+        pass
+    if model is None and math.isnan(priors.base_rate):
+        return pl.DataFrame(schema={"deal_id": pl.String, "win_probability": pl.Float64})
+    result = score_open_deals(
+        model,
+        known,
+        origin,
+        min_open_days=settings.min_open_days,
+        rules=settings.health.rules,
+        priors=priors,
+        top_k=1,
+        n_simulations=1,
+    )
+    return result.scores.select("deal_id", "win_probability")

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 
 from salesml.config import Settings, SourcesSettings
-from salesml.deals import jobs
-from salesml.deals.evaluation import backtest_origins, evaluation_snapshots
+from salesml.deals import deal_win_jobs
+from salesml.deals.deal_win_backtest import backtest_origins, evaluation_snapshots
 from tests.deals.conftest import AS_OF, fast_deal_settings
 
 
@@ -18,7 +18,7 @@ def test_evaluation_rows_lie_after_the_origin_and_have_known_outcomes(
     small_world: dict[str, pl.DataFrame],
 ) -> None:
     settings = fast_deal_settings()
-    origins = backtest_origins(AS_OF, 3, settings.backtest_step_days, 45)
+    origins = backtest_origins(AS_OF, 3, settings.backtest.step_days, 45)
     assert origins[-1] < AS_OF and origins == sorted(origins)
     rows = evaluation_snapshots(small_world["deals"], origins[-1], AS_OF, settings)
     assert rows.height > 0
@@ -37,11 +37,18 @@ def test_backtest_job_prints_one_json_object(
     folder.mkdir()
     for name, frame in small_world.items():
         frame.write_parquet(folder / f"{name}.parquet")
-    settings.sources = SourcesSettings(path=folder)
-    settings.deals = fast_deal_settings(
-        label_horizon_days=30, holdout_days=21, backtest_step_days=14, backtest_follow_up_days=0
+    settings = settings.model_copy(update={"sources": SourcesSettings(path=folder)})
+    settings = settings.model_copy(
+        update={
+            "deals": fast_deal_settings(
+                label_horizon_days=30,
+                holdout_days=21,
+                backtest_step_days=14,
+                backtest_follow_up_days=0,
+            )
+        }
     )
-    result = jobs.backtest(settings, AS_OF, n_origins=2)
+    result = deal_win_jobs.backtest(settings, AS_OF, n_origins=2)
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text)["n_origins"] == 2
     origin = result["per_origin"][0]

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from salesml.config import Settings, SourcesSettings
-from salesml.deals import jobs
+from salesml.deals import deal_win_jobs
 from salesml.deals.model import InsufficientDataError
 from salesml.warehouse import Warehouse
 from tests.deals.conftest import AS_OF, fast_deal_settings
@@ -24,22 +24,24 @@ def deal_settings(
     folder.mkdir()
     for name, frame in small_world.items():
         frame.write_parquet(folder / f"{name}.parquet")
-    mlflow_settings.sources = SourcesSettings(path=folder)
-    mlflow_settings.deals = fast_deal_settings()
+    mlflow_settings = mlflow_settings.model_copy(update={"sources": SourcesSettings(path=folder)})
+    mlflow_settings = mlflow_settings.model_copy(update={"deals": fast_deal_settings()})
     return mlflow_settings
 
 
 def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
     from salesml import tracking
 
-    first = jobs.train(deal_settings, AS_OF)
+    first = deal_win_jobs.train(deal_settings, AS_OF)
     assert first.promoted
     assert first.behavior_pairs > 0
 
     # a crippled candidate (one stump) is evaluated on the same holdout and kept out
     worse_settings = deal_settings.model_copy(deep=True)
-    worse_settings.deals = fast_deal_settings(n_estimators=1, num_leaves=2)
-    second = jobs.train(worse_settings, AS_OF)
+    worse_settings = worse_settings.model_copy(
+        update={"deals": fast_deal_settings(n_estimators=1, num_leaves=2)}
+    )
+    second = deal_win_jobs.train(worse_settings, AS_OF)
     assert not second.promoted
     assert second.champion_version == first.model_version
     assert second.candidate_value is not None and second.champion_value is not None
@@ -59,9 +61,9 @@ def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
     assert (
         f"+/- {first.metrics['brier_open_se']:.4f} on the deals open at as_of" in first.describe()
     )
-    assert tracking.champion_info(jobs.MODEL_NAME).version == first.model_version  # type: ignore[union-attr]
+    assert tracking.champion_info(deal_win_jobs.MODEL_NAME).version == first.model_version  # type: ignore[union-attr]
 
-    scored = jobs.score(deal_settings, AS_OF)
+    scored = deal_win_jobs.score(deal_settings, AS_OF)
     assert scored.model_version == first.model_version
     assert scored.scored > 0
 
@@ -100,8 +102,8 @@ def test_an_empty_scoring_run_keeps_the_scores_of_that_as_of(
     import salesml.deals.scoring
     from salesml.tracking import NoServableVersionError
 
-    jobs.train(deal_settings, AS_OF)
-    first = jobs.score(deal_settings, AS_OF)
+    deal_win_jobs.train(deal_settings, AS_OF)
+    first = deal_win_jobs.score(deal_settings, AS_OF)
     real = salesml.deals.scoring.score_open_deals
 
     def nothing_open(*args: Any, **kwargs: Any) -> Any:
@@ -111,7 +113,7 @@ def test_an_empty_scoring_run_keeps_the_scores_of_that_as_of(
         )
 
     monkeypatch.setattr(salesml.deals.scoring, "score_open_deals", nothing_open)
-    empty = jobs.score(deal_settings, AS_OF)
+    empty = deal_win_jobs.score(deal_settings, AS_OF)
     assert empty.scored == 0 and empty.rows_written["deal_scores"] == 0
     kept = first.scored + first.not_scored
     assert empty.notes == [
@@ -125,9 +127,9 @@ def test_an_empty_scoring_run_keeps_the_scores_of_that_as_of(
 
     earlier = AS_OF - timedelta(days=60)
     with pytest.raises(NoServableVersionError) as err:
-        jobs.score(deal_settings, earlier)
+        deal_win_jobs.score(deal_settings, earlier)
     assert str(err.value).startswith(
-        f"no version of {jobs.MODEL_NAME} may serve as_of {earlier.isoformat()}: every eligible "
+        f"no version of {deal_win_jobs.MODEL_NAME} may serve as_of {earlier.isoformat()}: every eligible "
         f"version was trained later (v1 as of {AS_OF.isoformat()} (champion)); train one with"
     )
     failed = warehouse.list_runs(status="failed").row(0, named=True)
@@ -152,17 +154,17 @@ def test_training_killed_after_promotion_is_reconciled_and_time_is_respected(
     with monkeypatch.context() as patch:
         patch.setattr(Warehouse, "finish_run", killed)  # the process dies before closing
         with pytest.raises(Killed):
-            jobs.train(deal_settings, AS_OF)
+            deal_win_jobs.train(deal_settings, AS_OF)
     warehouse = Warehouse.from_settings(deal_settings)
     (dead,) = warehouse.list_runs().rows(named=True)
     assert dead["status"] == "running"
-    assert tracking.champion_info(jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
+    assert tracking.champion_info(deal_win_jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
     behavior = warehouse.read("behavior_value", as_of=AS_OF)  # written before the promotion
     assert behavior["model_version"].unique().to_list() == ["1"]
     _give_run_a_dead_process(warehouse, deal_settings, dead["run_id"])
 
     earlier = AS_OF - timedelta(days=30)
-    older = jobs.train(deal_settings, earlier)  # the next run: reconciles, then trains
+    older = deal_win_jobs.train(deal_settings, earlier)  # the next run: reconciles, then trains
     reconciled = warehouse.get_run(dead["run_id"])
     assert reconciled is not None and reconciled["status"] == "abandoned"
     assert reconciled["reconciled_at"] is not None and reconciled["model_version"] == "1"
@@ -174,11 +176,11 @@ def test_training_killed_after_promotion_is_reconciled_and_time_is_respected(
 
     assert not older.promoted and older.model_version == "2"
     assert "not promoted: champion v1 was trained as of" in older.decision
-    assert tracking.champion_info(jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
-    between = jobs.score(deal_settings, AS_OF - timedelta(days=10))
+    assert tracking.champion_info(deal_win_jobs.MODEL_NAME).version == "1"  # type: ignore[union-attr]
+    between = deal_win_jobs.score(deal_settings, AS_OF - timedelta(days=10))
     assert between.model_version == "2"  # eligible, trained before; v1 saw later outcomes
     assert any("used v2" in note for note in between.notes)
-    assert jobs.score(deal_settings, AS_OF).model_version == "1"
+    assert deal_win_jobs.score(deal_settings, AS_OF).model_version == "1"
 
 
 def _give_run_a_dead_process(warehouse: Warehouse, settings: Settings, run_id: str) -> None:
@@ -196,9 +198,9 @@ def _give_run_a_dead_process(warehouse: Warehouse, settings: Settings, run_id: s
 
 
 def test_train_refuses_thin_data_and_records_the_failed_run(deal_settings: Settings) -> None:
-    deal_settings.deals = fast_deal_settings(min_lost=100_000)
+    deal_settings = deal_settings.model_copy(update={"deals": fast_deal_settings(min_lost=100_000)})
     with pytest.raises(InsufficientDataError, match="refusing to train"):
-        jobs.train(deal_settings, AS_OF)
+        deal_win_jobs.train(deal_settings, AS_OF)
     runs = Warehouse.from_settings(deal_settings).read("runs")
     assert runs["status"].to_list() == ["failed"]
     assert "lost" in runs["message"][0]
@@ -217,13 +219,13 @@ def test_no_signal_world_gate_refuses_and_score_writes_the_base_rate(
     folder.mkdir()
     for name, frame in tables.items():
         frame.write_parquet(folder / f"{name}.parquet")
-    mlflow_settings.sources = SourcesSettings(path=folder)
-    mlflow_settings.deals = fast_deal_settings()
-    trained = jobs.train(mlflow_settings, AS_OF)
+    mlflow_settings = mlflow_settings.model_copy(update={"sources": SourcesSettings(path=folder)})
+    mlflow_settings = mlflow_settings.model_copy(update={"deals": fast_deal_settings()})
+    trained = deal_win_jobs.train(mlflow_settings, AS_OF)
     assert not trained.promoted
     assert trained.decision.startswith("no skill over the base rate")
-    assert tracking.champion_info(jobs.MODEL_NAME) is None
-    scored = jobs.score(mlflow_settings, AS_OF)
+    assert tracking.champion_info(deal_win_jobs.MODEL_NAME) is None
+    scored = deal_win_jobs.score(mlflow_settings, AS_OF)
     assert scored.model_version is None and scored.bases == {"base_rate": scored.scored}
     warehouse = Warehouse.from_settings(mlflow_settings)
     scores = warehouse.read("deal_scores", as_of=AS_OF)
@@ -257,7 +259,7 @@ def test_open_deal_probabilities_match_the_realised_rate_of_the_event(
             small_world,
             as_of,
             min_open_days=settings.min_open_days,
-            rules=settings.rules,
+            rules=settings.health.rules,
             priors=priors_at(small_world["deals"], as_of, settings),
         )
         joined = result.scores.join(truth, on="deal_id")

@@ -54,7 +54,8 @@ def run_record(settings: Settings, run_id: str, as_of: Any) -> dict[str, Any]:
 def summarize(flow: str, outcome: Any, settings: Settings) -> dict[str, Any]:
     """One flow run's summary: flow, as_of, run_id, status, model_version, description,
     metrics (the report's metrics / backtest means and counts), row_counts, and the full
-    report."""
+    report.
+    """
     report = as_json(outcome)
     describe = getattr(outcome, "describe", None)
     run_id = str(report.get("run_id", ""))

@@ -1,6 +1,6 @@
 """Demand jobs: train, forecast, backtest. Thin orchestration over the pure demand functions.
 
-Each job runs inside `salesml.jobrun.job_run`: a `runs` row that ends succeeded or failed (with
+Each job runs inside `salesml.job_lifecycle.job_run`: a `runs` row that ends succeeded or failed (with
 a message), the inputs read and validated as of `as_of` (quarantine written), and all outputs
 written in one warehouse batch. No printing: progress goes to the `progress` callback.
 
@@ -28,7 +28,7 @@ import polars as pl
 from salesml import metrics, training_job
 from salesml.config import Settings
 from salesml.demand.adjust import BASELINE
-from salesml.jobrun import JobRun, job_run, with_lineage
+from salesml.job_lifecycle import JobRun, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
 from salesml.validation import JOB_INPUTS
 
@@ -42,13 +42,15 @@ NO_INVENTORY_NOTE = "no inventory table: sku_health not computed"
 @dataclass
 class TrainReport(training_job.TrainReport):
     """What `train` did: the registered version, the gate's decision, held-out metrics
-    (`training_job.TrainReport`), and what the demand model was trained on."""
+    (`training_job.TrainReport`), and what the demand model was trained on.
+    """
 
     series: int
     train_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """One line for the CLI and the flow summary: the version, its data and its gate."""
         return (
             f"{self.model_name} v{self.model_version} trained on {self.series} series "
             f"({self.train_rows} rows); held-out WAPE {self.metrics.get('wape', math.nan):.3f}, "
@@ -76,6 +78,7 @@ class ForecastReport:
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # adjust.LOG_SCHEMA rows
 
     def describe(self) -> str:
+        """One line for the CLI and the flow summary: what was forecast and how it rates."""
         health = ", ".join(f"{k} {v}" for k, v in sorted(self.health.items())) or "not rated"
         return (
             f"forecast {self.series} series x {self.rows_written.get('demand_forecast', 0)} "
@@ -86,22 +89,24 @@ class ForecastReport:
 
 def run_params(settings: Settings) -> dict[str, Any]:
     """What a planner can change between runs, recorded with each run (`runs.params`): the
-    signals used and the regional signal weights in force."""
+    signals used and the regional signal weights in force.
+    """
     demand = settings.demand
     return {
         "known_signals": list(demand.known_signals),
         "observed_signals": list(demand.observed_signals),
         "signal_weights": {k: dict(v) for k, v in demand.signal_weights.items()},
-        "explain_hours_ahead": demand.explain_hours_ahead,
-        "explain_health": list(demand.explain_health),
-        "explain_max_rows": demand.explain_max_rows,
+        "explain_hours_ahead": demand.explain.hours_ahead,
+        "explain_health": list(demand.explain.health),
+        "explain_max_rows": demand.explain.max_rows,
     }
 
 
 def train(settings: Settings, as_of: datetime, progress: Progress | None = None) -> TrainReport:
     """Train on sales known at `as_of`, log and register `salesml-demand` in MLflow, and move
     `@champion` if it is at least as good on the same held-out weeks (scaled pinball loss over
-    P10/P50/P90, next to the 8-week same-bucket median's: `_gate_values`; `training_job`)."""
+    P10/P50/P90, next to the 8-week same-bucket median's: `_gate_values`; `training_job`).
+    """
     job = training_job.TrainingJob(
         model_name=MODEL_NAME,
         flow="train_demand",
@@ -120,12 +125,12 @@ def _fit(
     progress: Progress | None,
 ) -> training_job.Candidate:
     """Fit the demand model (`pipeline.fit`) and say what the skeleton logs, gates, reports."""
-    from salesml.demand import pipeline
+    from salesml.demand import forecasting
 
     signals = tables.get("signals")
     result = run.step(
         "train",
-        pipeline.fit,
+        forecasting.fit,
         tables["sales"],
         settings,
         as_of,
@@ -162,11 +167,12 @@ def _reference_loss(
     model: Any, result: Any, settings: Settings, signals: pl.DataFrame | None, as_of: datetime
 ) -> float:
     """A reference version's scaled pinball loss (`GATE_METRIC`) on the candidate's held-out
-    rows, each forecast as known at its origin (`training_job.reference_value` calls it)."""
+    rows, each forecast as known at its origin (`training_job.reference_value` calls it).
+    """
     from salesml import quality
-    from salesml.demand import pipeline
+    from salesml.demand import forecasting
 
-    scored = pipeline.score_rows(
+    scored = forecasting.score_rows(
         model, result.history, result.held_out_rows, settings, signals, as_of
     )
     scale = float(result.calibration["y"].mean())
@@ -176,7 +182,8 @@ def _reference_loss(
 def _gate_values(result: Any, settings: Settings) -> tuple[float, Any]:
     """The candidate's scaled pinball loss on its held-out rows, and the same loss of the
     8-week same-bucket median on those rows (`tracking.BaselineCheck`; blocking only with
-    `demand.gate_requires_baseline`). Every forecast is as known at its held-out origin."""
+    `demand.gate_requires_baseline`). Every forecast is as known at its held-out origin.
+    """
     from salesml import quality, tracking
     from salesml.demand import baselines
 
@@ -275,12 +282,12 @@ def forecast_series(
     inside the union of the partitions' selections (same priority order, a partition's rows
     keep their relative order).
     """
-    from salesml.demand import drivers, health, pipeline
+    from salesml.demand import drivers, forecasting, health
 
     demand = settings.demand
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    result = pipeline.forecast(
+    result = forecasting.forecast(
         model,
         tables["sales"],
         settings,
@@ -308,7 +315,7 @@ def forecast_series(
     explained = drivers.explain_rows(model, result.frame, result.features, demand, mask)
     seconds["drivers"] = explained.seconds
     name = BASELINE if scenario is None else scenario.name
-    table = pipeline.forecast_table(result, model_version, name)
+    table = forecasting.forecast_table(result, model_version, name)
     return ForecastPart(result.frame, table, rated, explained.factors, seconds, log)
 
 
@@ -336,7 +343,8 @@ def combine_parts(
     parts: list[ForecastPart], settings: Settings, as_of: datetime
 ) -> tuple[ForecastPart, int, int]:
     """The parts as one forecast (in series order), drivers cut to the global selection;
-    returns it with the open rows explained and the open rows the selection wanted."""
+    returns it with the open rows explained and the open rows the selection wanted.
+    """
     from salesml.demand import drivers
 
     demand = settings.demand
@@ -370,13 +378,14 @@ def forecast(
     run says so).
 
     The active series are forecast in `run.partitions` parts (1 unless the executor set by
-    `jobrun.use_executor` scales out, e.g. on Dask); the result does not depend on the number
+    `job_lifecycle.use_executor` scales out, e.g. on Dask); the result does not depend on the number
     of parts.
 
     `scenario` (`adjust.Scenario`, a what-if): its weights replace the configured ones and
     only its demand_forecast rows are written (scenario = its name; no agg, drivers, health),
     never touching the baseline's rows (the write is scoped to the scenario, as the normal
-    run's is to 'baseline'). Each run's notes log what every signal weight did."""
+    run's is to 'baseline'). Each run's notes log what every signal weight did.
+    """
     name = BASELINE if scenario is None else scenario.name
     params = run_params(settings)
     if scenario is not None:
@@ -395,6 +404,7 @@ def forecast(
         report(progress, "write", 0.9)
         scopes = {"demand_forecast": {"scenario": name}, **_REALISED_SCOPE}
         run.write(frames, main="demand_forecast", scopes=scopes)
+        _alerts(run, frames, tables, scenario, progress)
         counts = result.health.group_by("health").len().rows() if result.health is not None else []
         report(progress, "done", 1.0)
         return ForecastReport(
@@ -421,9 +431,10 @@ def _load_and_history(
     run: Any, progress: Progress | None
 ) -> tuple[Any, dict[str, pl.DataFrame], Any, dict[str, float]]:
     """The version serving the run's as_of (`tracking.load_for`), the inputs, the series
-    history as known at as_of (`pipeline.build_history`) and its build time in seconds."""
+    history as known at as_of (`pipeline.build_history`) and its build time in seconds.
+    """
     from salesml import tracking
-    from salesml.demand import pipeline
+    from salesml.demand import features
 
     settings, as_of = run.settings, run.as_of
     report(progress, "load champion", 0.0)
@@ -438,7 +449,7 @@ def _load_and_history(
     tick = time.perf_counter()
     history = run.step(
         "history",
-        pipeline.build_history,
+        features.build_history,
         tables["sales"],
         settings.demand,
         settings.timezone,
@@ -457,14 +468,15 @@ def _forecast_all(
 ) -> tuple[ForecastPart, int, pl.DataFrame, Any]:
     """Forecast every series in `run.partitions` parts and combine them, cold starts added;
     returns (combined part, open rows explained, signal-weight log, cold-start rows) and notes
-    what the weights did, a missing inventory and drivers cut by `explain_max_rows`."""
-    from salesml.demand import adjust, pipeline
+    what the weights did, a missing inventory and drivers cut by `explain_max_rows`.
+    """
+    from salesml.demand import adjust, forecasting
 
     settings, as_of = run.settings, run.as_of
     parts = run.map(
         "forecast",
         forecast_series,
-        pipeline.partition_series(history, run.partitions),
+        forecasting.partition_series(history, run.partitions),
         model=loaded.model,
         model_version=loaded.version,
         history=history,
@@ -474,10 +486,10 @@ def _forecast_all(
         scenario=scenario,
     )
     result, explained, wanted = combine_parts(parts, settings, as_of)
-    cold = pipeline.cold_start_rows(  # once over all parts: basis 'cold_start'
+    cold = forecasting.cold_start_rows(  # once over all parts: basis 'cold_start'
         history, tables["sales"], settings, as_of, tables.get("inventory")
     )
-    result.table = pipeline.with_cold_start(result.table, cold)
+    result.table = forecasting.with_cold_start(result.table, cold)
     log = adjust.combine_logs([p.adjustments for p in parts if p.adjustments is not None])
     run.notes.extend(adjust.describe_log(log))
     if scenario is not None:
@@ -487,7 +499,7 @@ def _forecast_all(
     if wanted > explained:
         run.notes.append(
             f"drivers for {explained} of {wanted} selected rows "
-            f"(explain_max_rows={settings.demand.explain_max_rows})"
+            f"(explain_max_rows={settings.demand.explain.max_rows})"
         )
     return result, explained, log, cold
 
@@ -501,8 +513,9 @@ def _forecast_frames(
     scenario: Any,
 ) -> dict[str, pl.DataFrame]:
     """The tables `forecast` writes, with lineage: a what-if writes only its demand_forecast
-    rows; the baseline adds factors, agg, sku_health (with inventory) and realised checks."""
-    from salesml.demand import aggregate, pipeline
+    rows; the baseline adds factors, agg, sku_health (with inventory) and realised checks.
+    """
+    from salesml.demand import aggregate, forecasting
 
     settings, as_of = run.settings, run.as_of
     frames = {"demand_forecast": result.table}
@@ -511,7 +524,7 @@ def _forecast_frames(
         if result.health is not None:
             frames["sku_health"] = result.health
         frames["demand_forecast_agg"] = aggregate.forecast_agg(
-            pipeline.with_cold_cells(result.frame, cold),
+            forecasting.with_cold_cells(result.frame, cold),
             tables["sales"],
             settings,
             as_of,
@@ -525,19 +538,47 @@ def _forecast_frames(
     return frames
 
 
+def _alerts(
+    run: Any,
+    frames: dict[str, pl.DataFrame],
+    tables: dict[str, pl.DataFrame],
+    scenario: Any,
+    progress: Progress | None,
+) -> None:
+    """After the batch is committed: the demand alert rules (stock under safety while sales
+    rose, signals down week on week) on this forecast and the inputs known at as_of
+    (`alerts.jobs.after_write`; a failure is a run note, never a failed run). Not for a
+    what-if (a scenario is not what will happen) nor an empty forecast (nothing written).
+    """
+    from salesml.alerts.jobs import after_write
+    from salesml.alerts.rules import AlertFrames
+
+    if scenario is not None or frames["demand_forecast"].height == 0:
+        return
+    report(progress, "alerts", 0.95)
+    inputs = AlertFrames(
+        demand_forecast=frames["demand_forecast"],
+        sales=tables["sales"],
+        inventory=tables.get("inventory"),
+        signals=tables.get("signals"),
+    )
+    after_write(run, inputs)
+
+
 _REALISED_SCOPE = {"model_quality": {"model": "demand", "kind": "realised"}}
 
 
 def _realised_checks(run: Any, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """model_quality rows: the forecasts of earlier runs whose whole horizon has ended by now
-    against the sales known at as_of (`quality.realised_demand_rows`)."""
+    against the sales known at as_of (`quality.realised_demand_rows`).
+    """
     from datetime import timedelta
 
     from salesml import quality
 
     settings = run.settings
     demand = settings.demand
-    cutoff = run.as_of - timedelta(hours=demand.horizon_buckets * demand.bucket_hours)
+    cutoff = run.as_of - timedelta(hours=demand.grid.horizon_buckets * demand.grid.bucket_hours)
     forecasts = run.step(
         "read earlier forecasts",
         quality.read_matured,
@@ -552,18 +593,19 @@ def _realised_checks(run: Any, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     if "scenario" in forecasts.columns:  # what-ifs sit beside the forecast; check the baseline
         forecasts = forecasts.filter(pl.col("scenario").fill_null(BASELINE) == BASELINE)
     actuals = quality.demand_actuals(tables["sales"], demand, settings.timezone, run.as_of)
-    return run.step(
+    rows: pl.DataFrame = run.step(
         "realised checks",
         quality.realised_demand_rows,
         forecasts,
         actuals,
         run.as_of,
         timezone=settings.timezone,
-        bucket_hours=demand.bucket_hours,
+        bucket_hours=demand.grid.bucket_hours,
         run_id=run.run_id,
-        strata=tuple(demand.interval_strata),
-        nominal=demand.interval_coverage,
+        strata=tuple(demand.intervals.interval_strata),
+        nominal=demand.intervals.interval_coverage,
     )
+    return rows
 
 
 def backtest(
@@ -574,7 +616,7 @@ def backtest(
 ) -> dict[str, Any]:
     """Rolling-origin backtest of the demand model and its baselines (JSON-serialisable)."""
     from salesml import quality
-    from salesml.demand import evaluate
+    from salesml.demand import demand_backtest
 
     with job_run(
         settings,
@@ -586,7 +628,7 @@ def backtest(
         tables = run.load(INPUTS)
         result = run.step(
             "backtest",
-            evaluate.backtest,
+            demand_backtest.backtest,
             tables["sales"],
             settings,
             as_of,
@@ -595,11 +637,11 @@ def backtest(
             progress=scaled(progress, 0.05, 1.0),
             inventory=tables.get("inventory"),
         )
-        summary = evaluate.summary(result)
+        summary = demand_backtest.summary(result)
         summary["as_of"] = as_of.isoformat()
         summary["run_id"] = run.run_id
         summary["model"] = MODEL_NAME
-        nominal = settings.demand.interval_coverage
+        nominal = settings.demand.intervals.interval_coverage
         rows = quality.backtest_rows(summary, quality.DEMAND, run.run_id, nominal)
         run.write({"model_quality": rows}, scopes=quality.scope(quality.DEMAND, "backtest"))
         return summary

@@ -1,7 +1,7 @@
 """Jobs that are not about one model: validating the inputs.
 
-Model jobs live beside their models (`salesml.deals.jobs`, `salesml.demand.jobs`); all of them
-run inside `salesml.jobrun.job_run`, so each leaves a `runs` record and its quarantine.
+Model jobs live beside their models (`salesml.deals.deal_win_jobs`, `salesml.demand.demand_jobs`); all of them
+run inside `salesml.job_lifecycle.job_run`, so each leaves a `runs` record and its quarantine.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from salesml.config import Settings
 from salesml.contract import INPUT_ORDER
 from salesml.inputs import JOB_INPUTS, JOB_REQUIRED, check_some_job_can_run
-from salesml.jobrun import job_run
+from salesml.job_lifecycle import job_run
 
 
 def validate_inputs(

@@ -25,6 +25,7 @@ that is exactly the level's own baseline).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -35,7 +36,7 @@ from salesml import metrics
 from salesml.config import Settings
 from salesml.demand import aggregate, baselines, buckets
 from salesml.demand.features import build_history
-from salesml.demand.pipeline import fit, forecast, point_metrics
+from salesml.demand.forecasting import fit, forecast, point_metrics
 from salesml.progress import Progress, report
 
 BASELINES = ("zero", "median_8w", "seasonal_naive", "recent_mean", "ets")
@@ -50,12 +51,12 @@ def origins(settings: Settings, as_of: datetime, n_origins: int) -> list[datetim
     """Backtest origins (instants): ends of the origin buckets, one horizon apart."""
     demand = settings.demand
     last = (
-        buckets.origin_bucket(as_of, settings.timezone, demand.bucket_hours)
-        - demand.horizon_buckets
+        buckets.origin_bucket(as_of, settings.timezone, demand.grid.bucket_hours)
+        - demand.grid.horizon_buckets
     )
     return [
         buckets.bucket_start_value(
-            last - k * demand.horizon_buckets + 1, settings.timezone, demand.bucket_hours
+            last - k * demand.grid.horizon_buckets + 1, settings.timezone, demand.grid.bucket_hours
         )
         for k in range(n_origins - 1, -1, -1)
     ]
@@ -71,7 +72,8 @@ def evaluate_origin(
     inventory: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Fit at `origin_at`, forecast, attach actuals and baselines: one row per bucket ahead.
-    `inventory` censors stock-out buckets known at the origin, as training does."""
+    `inventory` censors stock-out buckets known at the origin, as training does.
+    """
     demand = settings.demand
     history = build_history(sales, demand, settings.timezone, origin_at, inventory=inventory)
     fitted = fit(sales, settings, origin_at, signals, history=history, inventory=inventory)
@@ -101,9 +103,9 @@ def evaluate_origin(
     ).with_columns(
         y=pl.col("y").fill_null(0.0).cast(pl.Float64),
         mase_scale=pl.lit(baselines.seasonal_naive_scale(history, history.origin)),
-        strata=pl.lit(list(demand.interval_strata), dtype=pl.List(pl.Float64)),
+        strata=pl.lit(list(demand.intervals.interval_strata), dtype=pl.List(pl.Float64)),
         fit_seconds=pl.lit(fitted.timings.get("total", float("nan"))),
-        bucket_hours=pl.lit(demand.bucket_hours, dtype=pl.Int32),
+        bucket_hours=pl.lit(demand.grid.bucket_hours, dtype=pl.Int32),
         **{
             f"{aggregate.INFLATION_KEY}{level}": pl.lit(
                 aggregate.inflation_of(fitted.model.calibration_.metrics, level)
@@ -153,7 +155,8 @@ def level_frame(frame: pl.DataFrame) -> pl.DataFrame:
     sales, if any, and nothing else): level, key, period_start, y, mean, p10/p50/p90 of the
     aggregate interval (`aggregate.nb_interval`, the level's inflation stamped on the rows)
     and each baseline summed bottom-up. Summed seasonal naive / 4-week mean are exactly the
-    level's own (same period last week; mean of the last 4 weeks' same period)."""
+    level's own (same period last week; mean of the last 4 weeks' same period).
+    """
     hours = int(frame["bucket_hours"][0])
     values = ["y", "mean", "var", *(b for b in BASELINES if b in frame.columns)]
     sums = aggregate.sum_levels(
@@ -172,7 +175,8 @@ def score_levels(frame: pl.DataFrame) -> dict[str, float]:
     """Per aggregate level `agg_<level>_<metric>`: WAPE and bias of the summed mean, WAPE of the
     aggregate P50, P10-P90 coverage of the aggregate interval, rows, and WAPE / bias of each
     baseline summed bottom-up (the level's seasonal naive, 4-week mean, zero, 8-week median,
-    ETS)."""
+    ETS).
+    """
     sums = level_frame(frame)
     out: dict[str, float] = {}
     for level in aggregate.LEVELS:
@@ -210,9 +214,10 @@ def backtest(
 ) -> shared_backtest.BacktestResult:
     """Rolling-origin backtest at `n_origins` weekly origins before `as_of` (see module doc),
     or at the given origins `at` (each at least a horizon before `as_of`). `inventory`:
-    stock-outs known at each origin are censored in its training, as in `train demand`."""
+    stock-outs known at each origin are censored in its training, as in `train demand`.
+    """
     demand = settings.demand
-    origin = buckets.origin_bucket(as_of, settings.timezone, demand.bucket_hours)
+    origin = buckets.origin_bucket(as_of, settings.timezone, demand.grid.bucket_hours)
     actuals = (
         buckets.bucket_sales(sales, demand, settings.timezone, origin).select(
             "customer_id", "sku", "bucket", "y"
@@ -242,7 +247,7 @@ def summary(result: shared_backtest.BacktestResult) -> dict[str, object]:
     comparison: dict[str, float | None] = {}
     for name in BASELINES:
         base = mean.get(f"{name}_wape")
-        if base is not None and base == base and base > 0:
+        if base is not None and not math.isnan(base) and base > 0:
             comparison[f"wape_vs_{name}"] = mean["wape"] / base - 1.0
     out["wape_change_vs_baselines"] = comparison
     out["evaluated_rows"] = "open buckets plus any bucket with a sale; closed empty slots left out"
@@ -252,12 +257,13 @@ def summary(result: shared_backtest.BacktestResult) -> dict[str, object]:
 
 def levels_summary(mean: dict[str, float]) -> dict[str, dict[str, float | None]]:
     """The aggregate levels' mean metrics, nested: {level: {metric: value}}, with
-    `wape_vs_<baseline>` (relative change of the summed mean's WAPE; < 0 beats it)."""
+    `wape_vs_<baseline>` (relative change of the summed mean's WAPE; < 0 beats it).
+    """
     out: dict[str, dict[str, float | None]] = {}
     for level in aggregate.LEVELS:
         prefix = f"agg_{level}_"
         values: dict[str, float | None] = {
-            k.removeprefix(prefix): (v if v == v else None)
+            k.removeprefix(prefix): (None if math.isnan(v) else v)
             for k, v in mean.items()
             if k.startswith(prefix)
         }

@@ -45,7 +45,7 @@ from salesml.config import Settings
 from salesml.secrets import redact
 
 if TYPE_CHECKING:
-    from salesml.warehouse import AbandonedRun, OpenedRun
+    from salesml.warehouse import AbandonedRun, OpenedRun, Warehouse
 
 T = TypeVar("T")
 
@@ -86,7 +86,8 @@ _current_executor: ContextVar[Executor | None] = ContextVar("salesml_executor", 
 @contextmanager
 def use_executor(executor: Executor) -> Iterator[Executor]:
     """Make `executor` the one `job_run` uses when its caller passes none (e.g. a flow calling
-    a job that does not take an `executor` argument)."""
+    a job that does not take an `executor` argument).
+    """
     token = _current_executor.set(executor)
     try:
         yield executor
@@ -104,7 +105,7 @@ class JobRun:
     """Handle a job uses to read its inputs, run its steps and write its outputs."""
 
     settings: Settings
-    warehouse: Any  # salesml.warehouse.Warehouse (kept Any to avoid importing it at start-up)
+    warehouse: Warehouse  # imported only for type checking: not loaded at start-up
     run_id: str
     flow: str
     as_of: datetime
@@ -140,7 +141,8 @@ class JobRun:
         """Read ("pull", io) then validate ("validate") `names` as of `as_of`.
 
         required: the tables that must be present with rows (default: see
-        `salesml.inputs.load_tables`); the others may be absent or empty."""
+        `salesml.inputs.load_tables`); the others may be absent or empty.
+        """
         from salesml.inputs import read_tables
 
         raw = self.step("pull", read_tables, self.settings, self.as_of, names, required, io=True)
@@ -233,7 +235,7 @@ class Heartbeat:
     on another host is only taken as dead after `compute.heartbeat_timeout_seconds` of silence.
     """
 
-    def __init__(self, warehouse: Any, run_id: str, seconds: float) -> None:
+    def __init__(self, warehouse: Warehouse, run_id: str, seconds: float) -> None:
         self.warehouse = warehouse
         self.run_id = run_id
         self.seconds = seconds
@@ -250,7 +252,8 @@ class Heartbeat:
 
     def __exit__(self, *exc: object) -> None:
         """Stop beating; a beat still waiting for the warehouse is left to finish on its own
-        (it only touches a row that is still 'running')."""
+        (it only touches a row that is still 'running').
+        """
         self._stop.set()
         self._thread.join(timeout=1.0)
 
@@ -315,7 +318,7 @@ def job_run(
 
 
 def start_exclusive(
-    warehouse: Any,
+    warehouse: Warehouse,
     settings: Settings,
     flow: str,
     as_of: datetime,
@@ -324,7 +327,8 @@ def start_exclusive(
     """`warehouse.open_run` (exclusive), which first marks dead runs abandoned; while a live
     run of the same flow and as_of is running, waits with backoff up to
     `compute.run_wait_seconds` for it to finish (each retry sweeps again), then re-raises
-    RunConflictError with what to do about it. Returns the `OpenedRun`."""
+    RunConflictError with what to do about it. Returns the `OpenedRun`.
+    """
     from salesml.warehouse import RunConflictError
 
     compute = settings.compute
@@ -359,7 +363,8 @@ def start_exclusive(
 
 def with_lineage(frame: pl.DataFrame, model_version: str, mlflow_run_id: str) -> pl.DataFrame:
     """`frame` with the model version and MLflow run that produced it (the warehouse stamps
-    run_id and as_of); every model output row carries both."""
+    run_id and as_of); every model output row carries both.
+    """
     return frame.with_columns(
         pl.lit(model_version, pl.String).alias("model_version"),
         pl.lit(mlflow_run_id, pl.String).alias("mlflow_run_id"),
