@@ -35,16 +35,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from salesml.config import DealsSettings
-from salesml.deals.deal_win_jobs import skill_check
-from salesml.deals.model import InsufficientDataError
+from salesml.deals.deal_win_jobs import origin_probabilities
 from salesml.deals.revenue_forecast import (
     PipelineBacktest,
     _month_start,
     open_deal_frame,
     pipeline_backtest,
 )
-from salesml.deals.scoring import priors_at, score_open_deals
-from salesml.deals.training import fit_deal_win, with_lost_after
+from salesml.deals.training import with_lost_after
 from salesml.timeutil import DATETIME
 
 
@@ -52,31 +50,6 @@ def monthly_origins(end: datetime, n: int) -> list[datetime]:
     """The latest `n` month starts whose next month ended by `end`."""
     last = _month_start(end, -2, "UTC")  # its next month ends by `end`
     return [_month_start(last, -k, "UTC") for k in reversed(range(n))]
-
-
-def probabilities_at(
-    tables: dict[str, pl.DataFrame], origin: datetime, settings: DealsSettings
-) -> tuple[pl.DataFrame, str]:
-    """(deal_id, win_probability) of every deal open at `origin`, and the basis used."""
-    priors = priors_at(tables["deals"], origin, settings)
-    try:
-        trained = fit_deal_win(tables, origin, settings)
-        skilful, _ = skill_check(trained.metrics).verdict()
-        model = trained.model if skilful else None
-    except InsufficientDataError:
-        model = None
-    result = score_open_deals(
-        model,
-        with_lost_after(tables, settings),
-        origin,
-        min_open_days=settings.min_open_days,
-        rules=settings.health.rules,
-        priors=priors,
-        top_k=1,
-        n_simulations=200,
-    )
-    basis = "model" if model is not None else "base_rate"
-    return result.scores.select("deal_id", "win_probability"), basis
 
 
 def run(
@@ -91,7 +64,7 @@ def run(
     origins = monthly_origins(end, n_origins)
     probabilities, bases = {}, []
     for origin in origins:
-        probabilities[origin], basis = probabilities_at(tables, origin, settings)
+        probabilities[origin], basis = origin_probabilities(tables, origin, settings)
         bases.append(f"{origin:%Y-%m}:{basis}")
     truth = with_lost_after(tables, settings)
     kwargs = {"horizon_days": settings.label_horizon_days, "n_simulations": simulations}

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from salesml import training_job
-from salesml.config import Settings
+from salesml.config import DealsSettings, Settings
 from salesml.deals.model import InsufficientDataError
 from salesml.job_lifecycle import JobRun, job_run, with_lineage
 from salesml.progress import Progress, report, scaled
@@ -637,7 +637,7 @@ def _pipeline_backtest(
     probabilities = {}
     for done, origin in enumerate(origins):
         report(progress, f"pipeline origin {origin:%Y-%m-%d}", 0.6 + 0.35 * done / len(origins))
-        found = run.step("pipeline origin", _origin_probabilities, tables, origin, deals)
+        found, _ = run.step("pipeline origin", origin_probabilities, tables, origin, deals)
         if found.height:
             probabilities[origin] = found
         else:
@@ -663,12 +663,14 @@ def _pipeline_backtest(
     return {"origins": [o.isoformat() for o in probabilities], **pooled}
 
 
-def _origin_probabilities(
-    tables: dict[str, pl.DataFrame], origin: datetime, settings: Any
-) -> pl.DataFrame:
+def origin_probabilities(
+    tables: dict[str, pl.DataFrame], origin: datetime, settings: DealsSettings
+) -> tuple[pl.DataFrame, str]:
     """(deal_id, win_probability) of every deal open at `origin`, as the score job would have
-    written them there: a model fitted on what was known at origin when it has skill (the
-    gate's skill check), else the base rate known there (also when training refuses).
+    written them there, and the basis ('model', 'base_rate', or 'none': no base rate known, no
+    rows): a model fitted on what was known at origin when it has skill (the gate's skill
+    check), else the base rate known there (also when training refuses). The pipeline
+    backtest (here and in benchmarks/bench_pipeline_forecast.py) replays these origins.
     """
     from salesml.deals.scoring import priors_at, score_open_deals
     from salesml.deals.training import fit_deal_win, with_lost_after
@@ -682,7 +684,7 @@ def _origin_probabilities(
     except InsufficientDataError:
         pass
     if model is None and math.isnan(priors.base_rate):
-        return pl.DataFrame(schema={"deal_id": pl.String, "win_probability": pl.Float64})
+        return pl.DataFrame(schema={"deal_id": pl.String, "win_probability": pl.Float64}), "none"
     result = score_open_deals(
         model,
         known,
@@ -693,4 +695,5 @@ def _origin_probabilities(
         top_k=1,
         n_simulations=1,
     )
-    return result.scores.select("deal_id", "win_probability")
+    basis = "model" if model is not None else "base_rate"
+    return result.scores.select("deal_id", "win_probability"), basis
