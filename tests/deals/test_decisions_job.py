@@ -11,10 +11,8 @@ probability bands are set so no deal is red by its probability alone (health by 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
@@ -33,7 +31,7 @@ from salesml.deals import deal_win_jobs
 from salesml.deals.decisions import DECISION_TABLES, pipeline_origins
 from salesml.deals.training import TrainingResult
 from salesml.warehouse import Warehouse
-from tests.alerts.conftest import Receiver, _handler
+from tests.alerts.conftest import Receiver, serving_receiver
 from tests.deals.conftest import AS_OF, fast_deal_settings
 
 TARGET = "DZ-RED"
@@ -93,14 +91,8 @@ def _planted(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
 @pytest.fixture
 def webhook() -> Iterator[Receiver]:
     """A local HTTP receiver (tests/alerts) that records the notices it accepts."""
-    found = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(found))
-    found.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T0KEN"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield found
-    server.shutdown()
-    server.server_close()
+    with serving_receiver("/hooks/T0KEN") as found:
+        yield found
 
 
 @pytest.fixture
