@@ -30,6 +30,7 @@ from salesml.config import (
     StockPromotionRule,
 )
 from salesml.contract import label_expr, normalise_label
+from salesml.demand.health import sales_growth
 from salesml.timeutil import DATETIME
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
@@ -255,16 +256,6 @@ def _no_activity(rule: NoActivityRule, frames: AlertFrames, ctx: _Context) -> pl
     return quiet.filter(days > limit).select(_deal_rows(pl.col("deal_id"), text))
 
 
-def _sold(sales: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """(customer_id, sku, recent, before): units in the 7 days to as_of and the 7 days before."""
-    window = sales.filter((pl.col("ts") > as_of - 2 * WEEK) & (pl.col("ts") <= as_of))
-    recent = pl.col("ts") > as_of - WEEK
-    return window.group_by("customer_id", "sku").agg(
-        pl.col("quantity").filter(recent).sum().alias("recent"),
-        pl.col("quantity").filter(~recent).sum().alias("before"),
-    )
-
-
 def _stock_promotion(
     rule: StockPromotionRule, frames: AlertFrames, ctx: _Context
 ) -> pl.DataFrame | None:
@@ -288,13 +279,13 @@ def _stock_promotion(
         .group_by("customer_id", "sku")
         .agg(pl.col("on_hand").last().cast(pl.Float64))
     )
-    growth = pl.col("recent") / pl.col("before") - 1.0
+    growth = pl.col("growth")
     rows = (
         stock.join(safety, on=["customer_id", "sku"], how="inner")
-        .join(_sold(sales, ctx.as_of), on=["customer_id", "sku"], how="inner")
+        .join(sales_growth(sales, ctx.as_of), on=["customer_id", "sku"], how="inner")
         .filter(
             (pl.col("on_hand") < pl.col("safety"))
-            & (pl.col("before") > 0)
+            & (pl.col("sold_before") > 0)
             & (growth >= rule.min_growth - 1e-12)
         )
     )
