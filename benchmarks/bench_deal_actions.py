@@ -48,7 +48,7 @@ from salesml.deals.snapshots import labelled_snapshots, open_deals
 from salesml.deals.training import fit_deal_win
 from salesml.numeric import sigmoid
 from salesml.sample import PLANTED_ACTIVITY_EFFECTS, WORLD_END, deals_world
-from salesml.sample.deals import BEHAVIOR_HALF_LIFE_HOURS
+from salesml.sample.deals import ACTION_EXPERIMENT, DEFAULT_MECHANISM, ActionMechanism
 from salesml.timeutil import DATETIME
 
 
@@ -99,7 +99,11 @@ def naive_association(tables: dict[str, pl.DataFrame], as_of: datetime) -> pl.Da
 
 
 def true_uplift(
-    uplifts: pl.DataFrame, truth: pl.DataFrame, as_of: datetime, horizon_days: int
+    uplifts: pl.DataFrame,
+    truth: pl.DataFrame,
+    as_of: datetime,
+    horizon_days: int,
+    mechanism: ActionMechanism,
 ) -> pl.Series:
     """The world's causal uplift of each (deal, type, role) row of `uplifts`: the probability of
     "won within horizon_days of as_of" with one activity of the pair at as_of minus without.
@@ -107,7 +111,7 @@ def true_uplift(
     In the world an activity moves only the log-odds at the close, by its planted effect times
     2 ** (-(close - as_of) / half-life), and never the close time; a deal closing after as_of +
     horizon is not won within the horizon either way (0)."""
-    half_life_days = BEHAVIOR_HALF_LIFE_HOURS / 24.0
+    half_life_days = mechanism.effect_half_life_hours / 24.0
     days = (pl.col("final_closed_at") - pl.lit(as_of, DATETIME)).dt.total_microseconds() / 864e8
     shift = pl.col("planted").fill_null(0.0) * (2.0 ** (-days / half_life_days))
     rows = uplifts.join(planted_frame(), on=["activity_type", "contact_role"], how="left").join(
@@ -120,7 +124,10 @@ def true_uplift(
 
 
 def oracle_fit(
-    tables: dict[str, pl.DataFrame], truth: pl.DataFrame, as_of: datetime
+    tables: dict[str, pl.DataFrame],
+    truth: pl.DataFrame,
+    as_of: datetime,
+    mechanism: ActionMechanism,
 ) -> dict[str, float]:
     """Spearman vs planted of the pair effects fitted on the deals closed by as_of by a logistic
     regression that knows every other cause exactly (offset = true log-odds minus the true
@@ -133,7 +140,7 @@ def oracle_fit(
         tables["activities"]
         .join(closed, on="deal_id")
         .group_by("deal_id", "activity_type", "contact_role")
-        .agg((2.0 ** (-age / BEHAVIOR_HALF_LIFE_HOURS)).sum().alias("w"))
+        .agg((2.0 ** (-age / mechanism.effect_half_life_hours)).sum().alias("w"))
     )
     pairs = list(PLANTED_ACTIVITY_EFFECTS)
     columns = [
@@ -287,11 +294,23 @@ def ranking_figures(
     }
 
 
-def run(n_deals: int, days: int, seed: int, before_days: int) -> dict[str, Any]:
+def run(
+    n_deals: int,
+    days: int,
+    seed: int,
+    before_days: int,
+    mechanism: ActionMechanism,
+    snapshot_every_days: int = 7,
+) -> dict[str, Any]:
     """Every figure of one world: fit, uplifts of all candidates, recommended rows, timing."""
-    tables, truth = deals_world(n_deals=n_deals, days=days, seed=seed)
+    tables, truth = deals_world(n_deals=n_deals, days=days, seed=seed, mechanism=mechanism)
     as_of = WORLD_END - timedelta(days=before_days)
-    settings = DealsSettings(min_won=100, min_lost=100, model={"num_threads": 2})
+    settings = DealsSettings(
+        min_won=100,
+        min_lost=100,
+        model={"num_threads": 2},
+        snapshot_every_days=snapshot_every_days,
+    )
     model, scores, fitted = fit_and_score(tables, as_of, settings)
     action_settings = DealActionSettings()
     started = time.perf_counter()
@@ -300,16 +319,18 @@ def run(n_deals: int, days: int, seed: int, before_days: int) -> dict[str, Any]:
     started = time.perf_counter()
     actions = deal_actions(model, tables, scores, as_of, action_settings)
     action_seconds = time.perf_counter() - started
-    uplifts = uplifts.with_columns(true_uplift(uplifts, truth, as_of, settings.label_horizon_days))
+    uplifts = uplifts.with_columns(
+        true_uplift(uplifts, truth, as_of, settings.label_horizon_days, mechanism)
+    )
     per_pair = per_pair_table(uplifts, tables, as_of, settings)
     recommended = actions.filter(pl.col("kind") == "action")
     recommended = recommended.with_columns(
-        true_uplift(recommended, truth, as_of, settings.label_horizon_days)
+        true_uplift(recommended, truth, as_of, settings.label_horizon_days, mechanism)
     )
     with pl.Config(tbl_rows=40):
         print(per_pair)
     return {
-        "world": {"deals": n_deals, "days": days, "seed": seed},
+        "world": {"deals": n_deals, "days": days, "seed": seed, "mechanism": str(mechanism)},
         "as_of": as_of.isoformat(),
         "open_deals": scores.height,
         "open_deals_closing_within_3_days": round(
@@ -320,7 +341,7 @@ def run(n_deals: int, days: int, seed: int, before_days: int) -> dict[str, Any]:
         ),
         **fitted,
         **ranking_figures(per_pair, uplifts, actions),
-        **oracle_fit(tables, truth, as_of),
+        **oracle_fit(tables, truth, as_of, mechanism),
         **snapshot_oracle(tables, as_of, model, settings),
         "recommended_mean_uplift": round(mean(recommended["uplift"]), 5),
         "recommended_mean_over_any": round(mean(recommended["uplift_over_any_activity"]), 5),
@@ -337,9 +358,26 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--before-days", type=int, default=0)
+    parser.add_argument(
+        "--world",
+        choices=["default", "experiment"],
+        default="default",
+        help="default: effects at the close only (72 h), mix follows interest; experiment: "
+        "ACTION_EXPERIMENT (lasting effects, randomised activity mix)",
+    )
+    parser.add_argument(
+        "--snapshot-every-days",
+        type=int,
+        default=7,
+        help="cadence of the training snapshots (deals.snapshot_every_days; default 7)",
+    )
     args = parser.parse_args()
+    mechanism = ACTION_EXPERIMENT if args.world == "experiment" else DEFAULT_MECHANISM
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    runs = [run(args.deals, args.days, seed, args.before_days) for seed in args.seeds]
+    runs = [
+        run(args.deals, args.days, seed, args.before_days, mechanism, args.snapshot_every_days)
+        for seed in args.seeds
+    ]
     for figures in runs:
         print(json.dumps(figures, indent=2))
     keys = [k for k in runs[0] if k.startswith(("spearman", "mean_", "share_", "model_", "rec"))]

@@ -1174,7 +1174,10 @@ class _AlertRule(_Section):
 
 
 class HealthRedRule(_AlertRule):
-    """An open deal's health is red (opens when it turns red, resolves when it is not)."""
+    """An open deal's health turned red since its previous score: opens the run it turns red,
+    stays open while it is red, resolves when it is not (a deal red since its first score, or
+    red at the first scoring run, opens nothing: it is in `deals_at_risk` and the report).
+    """
 
     kind: Literal["health_red"] = "health_red"
     severity: AlertSeverity = "high"

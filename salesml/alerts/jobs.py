@@ -22,7 +22,7 @@ import polars as pl
 
 from salesml.alerts.delivery import RetryPolicy, channels, deliver
 from salesml.alerts.rules import AlertFrames, evaluate_rules
-from salesml.alerts.state import OPEN, RESOLVED, advance, rows_to_write
+from salesml.alerts.state import OPEN, RESOLVED, advance, conform, rows_to_write
 
 if TYPE_CHECKING:
     from salesml.config import Settings
@@ -68,10 +68,15 @@ def process_alerts(
     """
     config = settings.alerts
     to = channels(config, environ)
-    evaluation = evaluate_rules(
-        config.rules, frames, as_of, deal_rules=settings.deals.health.rules, demand=settings.demand
-    )
     previous = read_alerts(warehouse)
+    evaluation = evaluate_rules(
+        config.rules,
+        frames,
+        as_of,
+        deal_rules=settings.deals.health.rules,
+        demand=settings.demand,
+        open_alerts=_open_alerts(previous),
+    )
     alerts = advance(previous, evaluation.candidates, as_of, evaluation.evaluated)
     rows = rows_to_write(
         alerts,
@@ -90,6 +95,13 @@ def process_alerts(
             _write(warehouse, sent, as_of, run_id)
         rows = sent
     return _outcome(rows, as_of, config.notify_resolved, bool(to))
+
+
+def _open_alerts(previous: pl.DataFrame | None) -> pl.DataFrame | None:
+    """(rule_id, subject_id) of the alerts open before this run."""
+    if previous is None:
+        return None
+    return conform(previous).filter(pl.col("status") == OPEN).select("rule_id", "subject_id")
 
 
 def _write(warehouse: Warehouse, rows: pl.DataFrame, as_of: datetime, run_id: str) -> None:

@@ -52,8 +52,9 @@ class AlertFrames:
     """What a run has at hand when it evaluates the rules; None = not available in this run.
 
     deal_scores: this run's scores (deal_id, win_probability, health; stage and days_in_stage
-    when present). previous_deal_scores: each deal's previous score (deal_id, win_probability);
-    or else deal_score_changes (deal_id, previous_probability), which holds the same.
+    when present). previous_deal_scores: each deal's previous score (deal_id, win_probability,
+    health; an empty frame on the first scoring run); or else deal_score_changes (deal_id,
+    previous_probability), which holds the probability but not the health.
     deals / deal_stage_history / activities: the canonical inputs. demand_forecast: this run's
     forecast rows (customer_id, sku, and `mean` or `expected` per bucket over the horizon).
     """
@@ -78,11 +79,16 @@ class Evaluation:
     evaluated: frozenset[str]
 
 
+OPEN_SCHEMA: dict[str, pl.DataType] = {"rule_id": pl.String(), "subject_id": pl.String()}
+"""The open alerts a rule may need to know about (`evaluate_rules(open_alerts=)`)."""
+
+
 @dataclass(frozen=True)
 class _Context:
     as_of: datetime
     deal_rules: DealHealthRules
     demand: DemandSettings
+    open_alerts: pl.DataFrame
 
 
 def evaluate_rules(
@@ -92,13 +98,22 @@ def evaluate_rules(
     *,
     deal_rules: DealHealthRules | None = None,
     demand: DemandSettings | None = None,
+    open_alerts: pl.DataFrame | None = None,
 ) -> Evaluation:
     """Every (rule, subject) whose condition holds at `as_of`, one row each (`CANDIDATE_SCHEMA`).
 
     deal_rules supplies the stage limits and no-activity days the deal health already uses;
     demand the safety-stock definition of `salesml.demand.health` (defaults when None).
+    open_alerts: the alerts open before this run (rule_id, subject_id; None = none), for the
+    rules whose condition is a change that then holds (health turned red, and is still red).
     """
-    context = _Context(as_of, deal_rules or DealHealthRules(), demand or DemandSettings())
+    opened = pl.DataFrame(schema=OPEN_SCHEMA) if open_alerts is None else open_alerts
+    context = _Context(
+        as_of,
+        deal_rules or DealHealthRules(),
+        demand or DemandSettings(),
+        opened.select(pl.col(c).cast(d) for c, d in OPEN_SCHEMA.items()),
+    )
     found: list[pl.DataFrame] = []
     evaluated: set[str] = set()
     for rule in rules:
@@ -134,14 +149,29 @@ def _deal_rows(ids: pl.Expr, message: pl.Expr) -> list[pl.Expr]:
 
 
 def _health_red(rule: HealthRedRule, frames: AlertFrames, ctx: _Context) -> pl.DataFrame | None:
-    """Red health on a scored open deal: opens the run it turns red, resolves when it is not."""
-    scores = frames.deal_scores
-    if scores is None:
+    """A scored deal whose health turned red since its previous score (previous health known
+    and not red), and, while it stays red, a deal whose alert is open: opens the run it turns
+    red, resolves when it is not. A deal red since its first score opens nothing (alerts are
+    for changes; the red deals are in `deals_at_risk` and the report). Not evaluated without
+    the previous scores' health.
+    """
+    scores, previous = frames.deal_scores, frames.previous_deal_scores
+    if scores is None or previous is None or "health" not in previous.columns:
         return None
-    text = pl.format(
-        "Deal {} is red: win probability {}%", "deal_id", _pct(pl.col("win_probability"))
+    before = previous.select("deal_id", pl.col("health").alias("_before"))
+    still = ctx.open_alerts.filter(pl.col("rule_id") == rule.rule_id).select(
+        pl.col("subject_id").alias("deal_id"), pl.lit(True).alias("_open")
     )
-    return scores.filter(pl.col("health") == "red").select(_deal_rows(pl.col("deal_id"), text))
+    turned = pl.col("_before").is_not_null() & (pl.col("_before") != "red")
+    text = pl.format(
+        "Deal {} turned red: win probability {}%", "deal_id", _pct(pl.col("win_probability"))
+    )
+    return (
+        scores.join(before, on="deal_id", how="left")
+        .join(still.unique("deal_id"), on="deal_id", how="left")
+        .filter((pl.col("health") == "red") & (turned | pl.col("_open").fill_null(False)))
+        .select(_deal_rows(pl.col("deal_id"), text))
+    )
 
 
 def _probability_drop(

@@ -320,10 +320,12 @@ def score(
         report(progress, "load inputs", 0.1)
         tables = with_lost_after(run.load(INPUTS), deals_settings)
         result = _score_open(run, loaded, reason, tables, progress)
-        frames = _score_frames(run, loaded, result, tables, progress)
+        report(progress, "read the previous run's scores", 0.65)
+        previous = run.step("previous scores", _read_previous, run.warehouse, as_of, io=True)
+        frames = _score_frames(run, loaded, result, previous, tables, progress)
         report(progress, "write", 0.9)
         run.write(frames, main="deal_scores", scopes=_REALISED_SCOPE)
-        alerts = _alerts(run, frames, tables, progress)
+        alerts = _alerts(run, frames, previous, tables, progress)
         bases = result.scores.group_by("score_basis").len().rows()
         health = result.scores.group_by("health").len().rows()
         report(progress, "done", 1.0)
@@ -348,6 +350,7 @@ def _score_frames(
     run: JobRun,
     loaded: Any,
     result: Any,
+    previous: Any,
     tables: dict[str, pl.DataFrame],
     progress: Progress | None,
 ) -> dict[str, pl.DataFrame]:
@@ -359,8 +362,6 @@ def _score_frames(
     from salesml.deals import decisions
 
     as_of, settings = run.as_of, run.settings
-    report(progress, "read the previous run's scores", 0.7)
-    previous = run.step("previous scores", _read_previous, run.warehouse, as_of, io=True)
     frames = {
         "deal_scores": result.scores,
         "deal_score_factors": result.factors,
@@ -425,6 +426,7 @@ def _read_previous(warehouse: Any, as_of: datetime) -> Any:
 def _alerts(
     run: JobRun,
     frames: dict[str, pl.DataFrame],
+    previous: Any,
     tables: dict[str, pl.DataFrame],
     progress: Progress | None,
 ) -> dict[str, int]:
@@ -440,7 +442,7 @@ def _alerts(
     if frames["deal_scores"].height == 0:
         return {}
     report(progress, "alerts", 0.95)
-    inputs = alert_frames(frames["deal_scores"], frames["deal_score_changes"], tables)
+    inputs = alert_frames(frames["deal_scores"], previous, frames["deal_score_changes"], tables)
     outcome = after_write(run, inputs)
     return {} if outcome is None else {k: int(v) for k, v in asdict(outcome).items()}
 

@@ -128,14 +128,19 @@ def actions(
 
 
 def alert_frames(
-    scores: pl.DataFrame, score_changes: pl.DataFrame, tables: dict[str, pl.DataFrame]
+    scores: pl.DataFrame,
+    previous: Previous,
+    score_changes: pl.DataFrame,
+    tables: dict[str, pl.DataFrame],
 ) -> AlertFrames:
-    """What the deal alert rules read after a scoring run: this run's scores, each deal's
-    previous probability (through deal_score_changes) and the inputs cut at as_of. The demand
-    frames are absent, so the demand rules are not evaluated (their alerts stay as they are).
+    """What the deal alert rules read after a scoring run: this run's scores, the previous
+    run's (probability and health; empty on the first run), deal_score_changes and the inputs
+    cut at as_of. The demand frames are absent, so the demand rules are not evaluated (their
+    alerts stay as they are).
     """
     return AlertFrames(
         deal_scores=scores,
+        previous_deal_scores=previous.scores,
         deal_score_changes=score_changes,
         deals=tables["deals"],
         deal_stage_history=tables.get("deal_stage_history"),

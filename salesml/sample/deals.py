@@ -137,6 +137,33 @@ PLANTED_ACTIVITY_EFFECTS: dict[tuple[str, str], float] = {
 72 h half-life. A null contact role adds 0."""
 
 BEHAVIOR_HALF_LIFE_HOURS = 72.0
+
+
+@dataclass(frozen=True)
+class ActionMechanism:
+    """How activities act on the outcome and who gets which (the world's causal wiring).
+
+    The default is the world described above: an activity's effect halves every 72 h and only
+    the behaviour score AT the close counts, and interested buyers get more senior contacts,
+    demos and technical documents (the mix follows the latent interest). There an activity done
+    weeks before the close changes nothing, and the type / role mix is confounded with interest:
+    point-in-time snapshots carry almost no pair-specific signal to learn from
+    (`benchmarks/bench_deal_actions.py`, `snapshot_oracle`).
+
+    `ACTION_EXPERIMENT` is the world a next-best-action recommender can be validated on: the
+    effect of an activity lasts (`effect_half_life_hours`, e.g. a demo to the CTO keeps its
+    value for weeks) and which type and role an activity has is assigned at random given the
+    deal's stage, as in a randomised experiment (`mix_follows_interest=False`; the number of
+    activities, and the stage reached, still follow interest). Only the outcomes and the
+    activity mix move; the draws keep their order, so deals, stages and slips are the same.
+    """
+
+    effect_half_life_hours: float = BEHAVIOR_HALF_LIFE_HOURS
+    mix_follows_interest: bool = True
+
+
+DEFAULT_MECHANISM = ActionMechanism()
+ACTION_EXPERIMENT = ActionMechanism(effect_half_life_hours=30 * 24.0, mix_follows_interest=False)
 STAGE_EFFECTS: dict[str, float] = {
     "qualification": -1.8,
     "discovery": -1.0,
@@ -352,6 +379,7 @@ def _deal_activities(
     created: np.ndarray,
     close: np.ndarray,
     entered: np.ndarray,
+    mechanism: ActionMechanism = DEFAULT_MECHANISM,
 ) -> _Activities:
     """Every activity of every deal over its whole life (visibility is applied later)."""
     life = close - created
@@ -370,6 +398,8 @@ def _deal_activities(
     for s in range(1, len(STAGES)):
         stage += occurred >= entered[s, deal]
     z = interest[deal].astype(np.float32)[:, None]
+    if not mechanism.mix_follows_interest:
+        z = np.zeros_like(z)
     activity_type = draw_categorical(
         rng, TYPE_BASE + z * TYPE_INTEREST_SLOPE + TYPE_BY_STAGE[stage]
     )
@@ -468,9 +498,11 @@ def _stage_path(
     return last_stage, reached, entered, close, excess_days
 
 
-def _behaviour_at_close(acts: _Activities, close: np.ndarray, n: int) -> np.ndarray:
+def _behaviour_at_close(
+    acts: _Activities, close: np.ndarray, n: int, half_life_hours: float
+) -> np.ndarray:
     """The planted behaviour score of each deal at its close (72 h half-life decay)."""
-    half_life_days = BEHAVIOR_HALF_LIFE_HOURS / 24.0
+    half_life_days = half_life_hours / 24.0
     decay = np.exp2(-(close[acts.deal] - acts.occurred) / half_life_days)
     weight = effect_matrix()[acts.activity_type, acts.role]
     return np.bincount(acts.deal, weights=weight * decay, minlength=n)
@@ -514,10 +546,11 @@ def _outcomes(
     acts: _Activities,
     n_slips: np.ndarray,
     signal: bool,
+    mechanism: ActionMechanism,
 ) -> _Outcomes:
     """Win probability at close (NULL_WORLD_WIN_RATE without signal) and the drawn outcome."""
     n = len(deals.created)
-    behaviour = _behaviour_at_close(acts, deals.close, n)
+    behaviour = _behaviour_at_close(acts, deals.close, n, mechanism.effect_half_life_hours)
     log_odds, dwell_penalty = _win_log_odds(population, deals, behaviour, n_slips)
     win_probability = sigmoid(log_odds) if signal else np.full(n, NULL_WORLD_WIN_RATE)
     won = rng.random(n) < win_probability
@@ -536,6 +569,7 @@ def _deal_chunk(
     seed: int,
     signal: bool,
     first_activity: int,
+    mechanism: ActionMechanism,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Deals number first+1 .. first+n of one world, as canonical tables plus their truth.
 
@@ -548,8 +582,10 @@ def _deal_chunk(
     deals = _draw_deals(rng, population, n, days)
     expected = deals.created + PLANNED_CLOSE_DAYS * np.exp(rng.normal(0.0, 0.3, n))
     n_slips, slip_deal, slip_changed, slip_new = _slips(rng, deals.created, expected, deals.close)
-    acts = _deal_activities(rng, deals.interest, deals.created, deals.close, deals.entered)
-    outcomes = _outcomes(rng, population, deals, acts, n_slips, signal)
+    acts = _deal_activities(
+        rng, deals.interest, deals.created, deals.close, deals.entered, mechanism
+    )
+    outcomes = _outcomes(rng, population, deals, acts, n_slips, signal, mechanism)
     is_open = deals.close > horizon
     n_account_acts = int(rng.poisson(ACCOUNT_ACTIVITY_SHARE * len(acts.deal)))
     account_acts = _account_activities(rng, population, n_account_acts, days)
@@ -734,6 +770,7 @@ def deal_chunks(
     signal: bool = True,
     end: datetime = WORLD_END,
     progress: Progress | None = None,
+    mechanism: ActionMechanism = DEFAULT_MECHANISM,
 ) -> Iterator[tuple[dict[str, pl.DataFrame], pl.DataFrame]]:
     """The deals world in chunks of `CHUNK_DEALS` deals (bounded memory for large worlds).
 
@@ -757,6 +794,7 @@ def deal_chunks(
             seed=seed,
             signal=signal,
             first_activity=first_activity,
+            mechanism=mechanism,
         )
         first_activity += tables["activities"].height
         if chunk == 0:
@@ -771,6 +809,7 @@ def deals_world(
     seed: int = 0,
     signal: bool = True,
     end: datetime = WORLD_END,
+    mechanism: ActionMechanism = DEFAULT_MECHANISM,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """A seeded CRM world of `n_deals` deals created in the `days` before `end`.
 
@@ -779,10 +818,12 @@ def deals_world(
     (latent_interest, true_behavior_score, true_log_odds, true_win_probability, rep_skill,
     dwell_penalty, n_slips, stage_at_close, n_activities, final_closed_at, final_outcome,
     open_at_end). `signal=False`: same tables except that outcomes ignore every feature.
+    `mechanism`: how activities act on outcomes (`ActionMechanism`; `ACTION_EXPERIMENT` for
+    lasting effects and a randomised activity mix).
     """
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in DEAL_TABLES}
     truths = []
-    for tables, truth in deal_chunks(n_deals, days, seed, signal, end):
+    for tables, truth in deal_chunks(n_deals, days, seed, signal, end, mechanism=mechanism):
         for name, frame in tables.items():
             parts[name].append(frame)
         truths.append(truth)

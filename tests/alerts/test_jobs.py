@@ -19,11 +19,13 @@ T0 = datetime(2024, 6, 10, 9, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
-def _scores(health: str, p: float) -> AlertFrames:
+def _scores(health: str, p: float, before: str = "green") -> AlertFrames:
+    """This run's scores of D1 (health, p) and D2 (green), and the previous run's: D1 `before`."""
     frame = pl.DataFrame(
         {"deal_id": ["D1", "D2"], "win_probability": [p, 0.7], "health": [health, "green"]}
     )
-    return AlertFrames(deal_scores=frame)
+    previous = frame.with_columns(pl.Series("health", [before, "green"]))
+    return AlertFrames(deal_scores=frame, previous_deal_scores=previous)
 
 
 def _run(settings: Settings, receiver: Receiver, frames: AlertFrames, as_of: datetime) -> object:
@@ -57,8 +59,8 @@ def test_deal_turning_red_then_recovering(
     _run(alert_settings, receiver, _scores("green", 0.6), T0)
     receiver.fail_next = 1  # the first try of the opening notice fails
     opened = _run(alert_settings, receiver, _scores("red", 0.1), T0 + HOUR)
-    kept = _run(alert_settings, receiver, _scores("red", 0.08), T0 + 2 * HOUR)
-    resolved = _run(alert_settings, receiver, _scores("green", 0.6), T0 + 3 * HOUR)
+    kept = _run(alert_settings, receiver, _scores("red", 0.08, before="red"), T0 + 2 * HOUR)
+    resolved = _run(alert_settings, receiver, _scores("green", 0.6, before="red"), T0 + 3 * HOUR)
     assert (opened.opened, kept.still_open, resolved.resolved) == (1, 1, 1)  # type: ignore[attr-defined]
     stored = read_alerts(Warehouse.from_settings(alert_settings))
     assert stored is not None and stored.height == 1

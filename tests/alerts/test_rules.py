@@ -61,7 +61,9 @@ def _frames() -> AlertFrames:
     scores = pl.DataFrame(
         {"deal_id": ["D1", "D2"], "win_probability": [0.12, 0.55], "health": ["red", "green"]}
     )
-    previous = pl.DataFrame({"deal_id": ["D1", "D2"], "win_probability": [0.30, 0.60]})
+    previous = pl.DataFrame(
+        {"deal_id": ["D1", "D2"], "win_probability": [0.30, 0.60], "health": ["yellow", "green"]}
+    )
     return AlertFrames(
         deal_scores=scores,
         previous_deal_scores=previous,
@@ -160,10 +162,37 @@ def test_candidates_carry_severity_and_plain_messages() -> None:
 
 
 def test_rules_without_their_inputs_are_not_evaluated() -> None:
-    scores = _frames().deal_scores
-    found = evaluate_rules(RULES, AlertFrames(deal_scores=scores), AS_OF)
-    assert found.evaluated == frozenset({"health_red"})
-    assert found.candidates["rule_id"].to_list() == ["health_red"]
+    frames = _frames()
+    only_scores = AlertFrames(deal_scores=frames.deal_scores)
+    assert evaluate_rules(RULES, only_scores, AS_OF).evaluated == frozenset()
+    with_previous = AlertFrames(
+        deal_scores=frames.deal_scores, previous_deal_scores=frames.previous_deal_scores
+    )
+    found = evaluate_rules(RULES, with_previous, AS_OF)
+    assert found.evaluated == frozenset({"health_red", "probability_drop"})
+    assert found.candidates["rule_id"].to_list() == ["health_red", "probability_drop"]
+
+
+def test_health_red_opens_on_a_turn_and_holds_while_its_alert_is_open() -> None:
+    scores = pl.DataFrame(
+        {
+            "deal_id": ["D1", "D2", "D3", "D4"],
+            "win_probability": [0.1, 0.1, 0.1, 0.1],
+            "health": ["red"] * 4,
+        }
+    )
+    # D1 was yellow (turned); D2 red before with its alert open (holds); D3 red before and
+    # never alerted (red since its first score); D4 new this run (no previous score)
+    previous = pl.DataFrame(
+        {"deal_id": ["D1", "D2", "D3"], "win_probability": [0.3, 0.1, 0.1]},
+    ).with_columns(pl.Series("health", ["yellow", "red", "red"]))
+    open_alerts = pl.DataFrame({"rule_id": ["health_red"], "subject_id": ["D2"]})
+    frames = AlertFrames(deal_scores=scores, previous_deal_scores=previous)
+    found = evaluate_rules([HealthRedRule()], frames, AS_OF, open_alerts=open_alerts)
+    assert found.candidates["subject_id"].to_list() == ["D1", "D2"]
+    assert found.candidates["message"][0] == "Deal D1 turned red: win probability 10%"
+    first_run = AlertFrames(deal_scores=scores, previous_deal_scores=previous.clear())
+    assert evaluate_rules([HealthRedRule()], first_run, AS_OF).candidates.height == 0
 
 
 def _with_future(frames: AlertFrames) -> AlertFrames:

@@ -275,7 +275,8 @@ def test_the_benchmarks_true_uplift_is_the_worlds_causal_effect() -> None:
             "contact_role": ["cto", "engineer", "cto"],
         }
     )
-    got = _benchmark().true_uplift(rows, truth, as_of, 60).to_list()
+    bench = _benchmark()
+    got = bench.true_uplift(rows, truth, as_of, 60, bench.DEFAULT_MECHANISM).to_list()
 
     def sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
@@ -284,3 +285,7 @@ def test_the_benchmarks_true_uplift_is_the_worlds_causal_effect() -> None:
     assert got[0] == pytest.approx(sigmoid(0.4 + planted) - sigmoid(0.4), abs=1e-12)
     assert got[0] > 0.05
     assert got[1:] == [0.0, 0.0]  # planted useless; closes after the horizon
+    lasting = bench.true_uplift(rows, truth, as_of, 60, bench.ACTION_EXPERIMENT).to_list()
+    half_life = bench.ACTION_EXPERIMENT.effect_half_life_hours
+    planted = PLANTED_ACTIVITY_EFFECTS[("demo", "cto")] * 0.5 ** (36 / half_life)
+    assert lasting[0] == pytest.approx(sigmoid(0.4 + planted) - sigmoid(0.4), abs=1e-12)
