@@ -30,7 +30,7 @@ from salesml.config import (
     StockPromotionRule,
 )
 from salesml.contract import label_expr, normalise_label
-from salesml.demand.health import sales_growth
+from salesml.demand.health import latest_on_hand, safety_level, sales_growth
 from salesml.timeutil import DATETIME
 
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
@@ -299,16 +299,10 @@ def _stock_promotion(
     if forecast is None or inventory is None or sales is None:
         return None
     mean = "mean" if "mean" in forecast.columns else "expected"
-    horizon_days = ctx.demand.grid.horizon_buckets * ctx.demand.grid.bucket_hours / 24.0
     safety = forecast.group_by("customer_id", "sku").agg(
-        (pl.col(mean).sum() * ctx.demand.safety_stock_days / horizon_days).alias("safety")
+        safety_level(pl.col(mean).sum(), ctx.demand).alias("safety")
     )
-    stock = (
-        inventory.filter(pl.col("ts") <= ctx.as_of)
-        .sort("ts")
-        .group_by("customer_id", "sku")
-        .agg(pl.col("on_hand").last().cast(pl.Float64))
-    )
+    stock = latest_on_hand(inventory, ctx.as_of).drop("on_hand_at")
     growth = pl.col("growth")
     rows = (
         stock.join(safety, on=["customer_id", "sku"], how="inner")

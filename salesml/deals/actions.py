@@ -21,8 +21,10 @@ model learned from history where, for instance, activity bursts precede a close,
 activity mix goes with buyer interest. On the generated world with planted effects
 (`benchmarks/bench_deal_actions.py`) the uplift is 16-19 times the world's causal effect of
 the same action on the same deals, and the ranking of pairs comes from that association (the
-snapshot labels carry almost no pair-specific signal): read it as a ranking signal, not as
-points a rep will gain (README, "Next-best actions").
+snapshot labels carry almost no pair-specific signal); on a world whose effects last and whose
+activity mix is randomised (`--world experiment`) it is 2-2.6 times, and the ranking is
+0.53-0.67 Spearman at 20,000 deals: read it as a ranking signal, not as points a rep will
+gain (README, "Next-best actions").
 
 Feasible pairs, known at as_of (occurred_at <= as_of only): (T, R) seen on deal activities at
 least `min_pair_occurrences` times, with R a role the deal's account has engaged, or a role

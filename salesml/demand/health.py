@@ -73,6 +73,15 @@ def sales_growth(sales: pl.DataFrame, as_of: datetime, days: int = 7) -> pl.Data
     )
 
 
+def safety_level(total_demand: pl.Expr, demand: DemandSettings) -> pl.Expr:
+    """The safety level of a series: `safety_stock_days` x its mean daily forecast demand over
+    the horizon, from `total_demand` (the forecast mean summed over the horizon's buckets).
+    The one definition `sku_health` and the stock-promotion alert share.
+    """
+    horizon_days = demand.grid.horizon_buckets * demand.grid.bucket_hours / 24.0
+    return demand.safety_stock_days * total_demand / horizon_days
+
+
 Z90 = 1.2815515655446004  # standard normal 0.9 quantile
 
 
@@ -117,7 +126,6 @@ def sku_health(
     if stock.height == 0 or forecast.height == 0:
         return pl.DataFrame(schema=HEALTH_SCHEMA)
     bucket = timedelta(hours=demand.grid.bucket_hours)
-    horizon_days = demand.grid.horizon_buckets * demand.grid.bucket_hours / 24.0
     rows = (
         forecast.lazy()
         .select("customer_id", "sku", "bucket_start", "horizon", "mean", "var")
@@ -144,7 +152,7 @@ def sku_health(
         per_series.join(growth, on=["customer_id", "sku"], how="left")
         .with_columns(
             growth=pl.col("growth").fill_null(0.0),
-            safety=demand.safety_stock_days * pl.col("demand_p50") / horizon_days,
+            safety=safety_level(pl.col("demand_p50"), demand),
         )
         .collect()
     )
