@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pytest
@@ -10,20 +11,26 @@ import pytest
 from salesml.config import DealsSettings
 from salesml.deals.training import TrainingResult, fit_deal_win
 from salesml.sample import WORLD_END, deals_world
+from tests.fast_models import merged
 
 AS_OF = WORLD_END - timedelta(days=40)
 """Tests train and score 40 days before the world's end, so there is a future to hide."""
 
 
-def fast_deal_settings(**overrides: object) -> DealsSettings:
-    """Few, small trees on one thread; low sufficiency minimums for small worlds."""
-    values: dict[str, object] = {
-        "num_threads": 1,
-        "n_estimators": 80,
-        "learning_rate": 0.15,
-        "num_leaves": 7,
-        "min_child_samples": 20,
-        "early_stopping_rounds": 10,
+def fast_deal_settings(**overrides: Any) -> DealsSettings:
+    """Few, small trees on one thread; low sufficiency minimums for small worlds.
+
+    Overrides use the nested keys; a sub-section (`model={...}`) merges into the fast one.
+    """
+    values: dict[str, Any] = {
+        "model": {
+            "num_threads": 1,
+            "n_estimators": 80,
+            "learning_rate": 0.15,
+            "num_leaves": 7,
+            "min_child_samples": 20,
+            "early_stopping_rounds": 10,
+        },
         "min_won": 30,
         "min_lost": 30,
         "history_days": None,
@@ -32,8 +39,7 @@ def fast_deal_settings(**overrides: object) -> DealsSettings:
         "holdout_days": 28,
         "skill_bootstrap": 50,
     }
-    values.update(overrides)
-    return DealsSettings.model_validate(values)
+    return DealsSettings.model_validate(merged(values, overrides))
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,7 @@ def test_backtest_job_prints_one_json_object(
             "deals": fast_deal_settings(
                 label_horizon_days=30,
                 holdout_days=21,
-                backtest_step_days=14,
-                backtest_follow_up_days=0,
+                backtest={"step_days": 14, "follow_up_days": 0},
             )
         }
     )

@@ -39,7 +39,7 @@ def test_train_gate_score_and_lineage(deal_settings: Settings) -> None:
     # a crippled candidate (one stump) is evaluated on the same holdout and kept out
     worse_settings = deal_settings.model_copy(deep=True)
     worse_settings = worse_settings.model_copy(
-        update={"deals": fast_deal_settings(n_estimators=1, num_leaves=2)}
+        update={"deals": fast_deal_settings(model={"n_estimators": 1, "num_leaves": 2})}
     )
     second = deal_win_jobs.train(worse_settings, AS_OF)
     assert not second.promoted

@@ -115,7 +115,7 @@ def hourly_settings(
     for name, frame in _planted(small_world).items():
         frame.write_parquet(folder / f"{name}.parquet")
     monkeypatch.setenv(HOOK_ENV, webhook.url)
-    deals = fast_deal_settings(bands=HealthBands(red_below=0.0, green_at_or_above=0.5))
+    deals = fast_deal_settings(health={"bands": HealthBands(red_below=0.0, green_at_or_above=0.5)})
     alerts = AlertsSettings(
         rules=[HealthRedRule()],
         webhook=AlertWebhookSettings(url_env=HOOK_ENV),
@@ -204,7 +204,7 @@ def test_backtest_writes_the_pipeline_backtest_beside_the_deal_win_rows(
     for name, frame in small_world.items():
         frame.write_parquet(folder / f"{name}.parquet")
     deals = fast_deal_settings(
-        label_horizon_days=30, holdout_days=21, backtest_step_days=14, backtest_follow_up_days=0
+        label_horizon_days=30, holdout_days=21, backtest={"step_days": 14, "follow_up_days": 0}
     )
     local = settings.model_copy(update={"sources": SourcesSettings(path=folder), "deals": deals})
     summary = deal_win_jobs.backtest(local, AS_OF, n_origins=1)

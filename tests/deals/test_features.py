@@ -99,9 +99,10 @@ def tiny() -> dict[str, pl.DataFrame]:
     }
 
 
-def _spec(tables: dict[str, pl.DataFrame], **settings: object) -> FeatureSpec:
-    values: dict[str, object] = {"min_pair_occurrences": 1, **settings}
-    return learn_spec(tables, day(100), DealsSettings.model_validate(values))
+def _spec(tables: dict[str, pl.DataFrame], **features: object) -> FeatureSpec:
+    """The spec learned with `deals.features` keys `features` (pairs from one occurrence)."""
+    values: dict[str, object] = {"min_pair_occurrences": 1, **features}
+    return learn_spec(tables, day(100), DealsSettings.model_validate({"features": values}))
 
 
 def _at(tables: dict[str, pl.DataFrame], spec: FeatureSpec, deal: str, when: float) -> dict:

@@ -145,7 +145,9 @@ def test_training_refuses_a_planted_post_outcome_column(
     tables["deals"] = small_world["deals"].with_columns(
         pl.when(WON).then(pl.col("amount")).otherwise(0.0).alias("close_value")
     )
-    settings = fast_deal_settings(custom_features=["close_value"], min_won=1, min_lost=1)
+    settings = fast_deal_settings(
+        features={"custom_features": ["close_value"]}, min_won=1, min_lost=1
+    )
     with pytest.raises(LeakageError, match="feature 'close_value' alone separates won from lost"):
         fit_deal_win(tables, AS_OF, settings)
 

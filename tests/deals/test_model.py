@@ -105,7 +105,7 @@ def test_reported_brier_comes_with_the_chance_spread_of_one_as_ofs_open_deals(
 
 
 def test_platt_calibration_is_supported(trained: TrainingResult) -> None:
-    settings = fast_deal_settings(calibration="platt")
+    settings = fast_deal_settings(model={"calibration": "platt"})
     model = make_model(trained.spec, settings).fit(
         trained.features,
         trained.snapshots["label"],
@@ -211,7 +211,8 @@ def test_from_settings_reads_every_hyper_parameter_from_the_settings(
     model = DealWinModel.from_settings(settings, feature_spec=trained.spec)
     params = model.get_params()
     assert params["feature_spec"] is trained.spec
-    assert all(params[k] == getattr(settings, k) for k in params if k != "feature_spec")
+    expected = {**settings.model.model_dump(), "label_horizon_days": settings.label_horizon_days}
+    assert all(params[k] == expected[k] for k in params if k != "feature_spec")
     assert (model.num_leaves, model.calibration, model.label_horizon_days) == (7, "platt", 30)
     with pytest.raises(ValueError, match="feature_spec"):  # data, not settings: must be given
         DealWinModel.from_settings(settings)

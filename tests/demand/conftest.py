@@ -10,7 +10,7 @@ import pytest
 
 from salesml.config import DemandSettings, Settings
 from salesml.timeutil import DATETIME
-from tests.fast_models import FAST_DEMAND
+from tests.fast_models import FAST_DEMAND, merged
 
 SALES_SCHEMA: dict[str, pl.DataType] = {
     "ts": DATETIME,
@@ -32,10 +32,11 @@ def sales_frame(rows: Sequence[tuple[datetime, str, str, float]]) -> pl.DataFram
 
 
 def tiny_demand(**overrides: object) -> DemandSettings:
-    """A lean model so tests fit in about a second."""
-    values: dict[str, object] = dict(FAST_DEMAND)
-    values.update(overrides)
-    return DemandSettings.model_validate(values)
+    """A lean model so tests fit in about a second.
+
+    Overrides use the nested keys; a sub-section (`model={...}`) merges into the lean one.
+    """
+    return DemandSettings.model_validate(merged(FAST_DEMAND, overrides))
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ def _world() -> tuple[pl.DataFrame, pl.DataFrame]:
 def cold_rows() -> pl.DataFrame:
     sales, inventory = _world()
     settings = Settings(
-        demand=tiny_demand(detect_closed=False, category_column="category", cold_start_min_days=7)
+        demand=tiny_demand(
+            grid={"detect_closed": False, "category_column": "category", "cold_start_min_days": 7}
+        )
     )
     history = build_history(sales, settings.demand, "UTC", AS_OF, inventory=inventory)
     model_rows = pl.DataFrame(
@@ -134,7 +136,7 @@ def test_cold_start_quantiles_are_whole_ordered_and_hold_the_mean(
 
 def test_cold_series_ignore_inventory_after_as_of() -> None:
     sales, inventory = _world()
-    demand = tiny_demand(detect_closed=False)
+    demand = tiny_demand(grid={"detect_closed": False})
     history = build_history(sales, demand, "UTC", AS_OF)
     later = pl.concat([inventory, inventory.with_columns(ts=pl.lit(AS_OF + timedelta(hours=1)))])
     assert coldstart.cold_series(history, demand, AS_OF, inventory).equals(
@@ -147,7 +149,9 @@ def test_aggregates_sum_the_cold_start_rows_demand_forecast_holds() -> None:
     cells of a cold series are replaced by its cold-start rows, stocked-only series added."""
     sales, inventory = _world()
     settings = Settings(
-        demand=tiny_demand(detect_closed=False, category_column="category", cold_start_min_days=7)
+        demand=tiny_demand(
+            grid={"detect_closed": False, "category_column": "category", "cold_start_min_days": 7}
+        )
     )
     history = build_history(sales, settings.demand, "UTC", AS_OF, inventory=inventory)
     rows = forecasting.cold_start_rows(history, sales, settings, AS_OF, inventory)

@@ -29,7 +29,7 @@ def _settings(
     return base.model_copy(
         update={
             "sources": SourcesSettings(path=folder),
-            "demand": tiny_demand(explain_hours_ahead=8, **demand),
+            "demand": tiny_demand(explain={"hours_ahead": 8}, **demand),
         }
     )
 

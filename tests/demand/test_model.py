@@ -355,7 +355,9 @@ def test_every_refit_mode_keeps_the_held_out_calibration_and_fits_the_median() -
     sales = daily_pattern_sales(start, 49, customers=("c1",), skus=("a", "b"))
     fits = {
         mode: forecasting.fit(
-            sales, Settings(demand=tiny_demand(refit_after_calibration=mode)), start + timedelta(49)
+            sales,
+            Settings(demand=tiny_demand(model={"refit_after_calibration": mode})),
+            start + timedelta(49),
         )
         for mode in ("full", "leaves", "none")
     }

@@ -71,7 +71,7 @@ def test_stockout_buckets_cover_whole_buckets_only() -> None:
 
 def test_stockout_is_missing_not_zero_and_features_skip_it() -> None:
     sales, inventory = _world()
-    demand = tiny_demand(detect_closed=False)
+    demand = tiny_demand(grid={"detect_closed": False})
     censored = _series_grid(build_history(sales, demand, "UTC", AS_OF, inventory=inventory))
     plain = _series_grid(build_history(sales, demand, "UTC", AS_OF))
     out = censored.filter(pl.col("stockout"))
@@ -86,7 +86,7 @@ def test_forecast_after_restock_is_not_pulled_down() -> None:
     """The Done-means line: c1's forecast after a week out of stock stays at its peers' level
     (the same shop, the same demand); read as zero demand, the same week pulls it down."""
     sales, inventory = _world()
-    settings = Settings(demand=tiny_demand(detect_closed=False))
+    settings = Settings(demand=tiny_demand(grid={"detect_closed": False}))
 
     def relative_to_peers(inv: pl.DataFrame | None) -> float:
         fitted = forecasting.fit(sales, settings, AS_OF, inventory=inv)
@@ -102,7 +102,7 @@ def test_forecast_after_restock_is_not_pulled_down() -> None:
 
 def test_inventory_after_as_of_changes_nothing() -> None:
     sales, inventory = _world()
-    demand = tiny_demand(detect_closed=False)
+    demand = tiny_demand(grid={"detect_closed": False})
     base = build_history(sales, demand, "UTC", RESTOCK, inventory=inventory)
     future = pl.concat(
         [

@@ -90,7 +90,7 @@ def _outputs(config: str) -> dict[str, pl.DataFrame]:
 def test_forecast_on_a_local_cluster_equals_the_single_process_forecast(
     make_config: MakeConfig,
 ) -> None:
-    capped = {"explain_max_rows": 60}  # fewer than selected: the global cap decides which
+    capped = {"explain": {"max_rows": 60}}  # fewer than selected: the global cap decides which
     single = make_config(demand=capped)
     flows.forecast_demand(config=single, as_of=AS_OF)
     scaled = make_config(demand=capped, compute={**LOCAL_CLUSTER, "partitions": 3})
