@@ -44,8 +44,8 @@ from salesml.config import DealActionSettings, DealsSettings
 from salesml.deals.actions import candidate_uplifts, deal_actions
 from salesml.deals.features import build_features, pair_column
 from salesml.deals.model import DealWinModel
-from salesml.deals.snapshots import labelled_snapshots, open_deals
-from salesml.deals.training import fit_deal_win
+from salesml.deals.snapshots import open_deals
+from salesml.deals.training import fit_deal_win, training_snapshots, with_lost_after
 from salesml.numeric import sigmoid
 from salesml.sample import PLANTED_ACTIVITY_EFFECTS, WORLD_END, deals_world
 from salesml.sample.deals import ACTION_EXPERIMENT, DEFAULT_MECHANISM, ActionMechanism
@@ -176,14 +176,8 @@ def snapshot_oracle(
     model's own labelled training snapshots and features (every other feature a standardised
     control): how much pair-specific signal the snapshots' labels carry, whatever the learner."""
     assert model.feature_spec is not None
-    labelled = labelled_snapshots(
-        tables["deals"],
-        as_of,
-        settings.snapshot_every_days,
-        settings.label_horizon_days,
-        settings.min_open_days,
-        settings.history_days,
-    )
+    tables = with_lost_after(tables, settings)
+    labelled = training_snapshots(tables["deals"], as_of, settings)
     features = build_features(labelled.select("deal_id", "snapshot_at"), tables, model.feature_spec)
     pairs = [p for p in PLANTED_ACTIVITY_EFFECTS if pair_column(*p) in features.columns]
     names = [pair_column(*p) for p in pairs]

@@ -204,12 +204,6 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Kept for callers: failures are turned into one line by `_OneLineGroup` for every command."""
-    yield
-
-
 def _settings(config: Path | None) -> Settings:
     """The config at `config`; any failure to load it is a ConfigError naming the file."""
     try:

@@ -115,6 +115,22 @@ def with_lost_after(
     return {**tables, "deals": apply_lost_after(tables["deals"], settings.lost_after_days)}
 
 
+def training_snapshots(
+    deals: pl.DataFrame, as_of: datetime, settings: DealsSettings
+) -> pl.DataFrame:
+    """Every labelled snapshot the deal-win model may learn from at `as_of` (`deals` with
+    `with_lost_after` applied): the settings' cadence, horizon, minimum age and history.
+    """
+    return labelled_snapshots(
+        deals,
+        as_of,
+        settings.snapshot_every_days,
+        settings.label_horizon_days,
+        settings.min_open_days,
+        settings.history_days,
+    )
+
+
 def honest_split(snapshots: pl.DataFrame, holdout_days: int) -> tuple[pl.Series, pl.Series]:
     """(training mask, holdout mask) over labelled snapshots (snapshot_at, label_at).
 
@@ -143,14 +159,7 @@ def fit_deal_win(
     """Fit a calibrated deal-win model on everything known at `as_of` (see module docstring)."""
     report(progress, "snapshots", 0.0)
     tables = with_lost_after(tables, settings)
-    labelled = labelled_snapshots(
-        tables["deals"],
-        as_of,
-        settings.snapshot_every_days,
-        settings.label_horizon_days,
-        settings.min_open_days,
-        settings.history_days,
-    )
+    labelled = training_snapshots(tables["deals"], as_of, settings)
     training, in_holdout = honest_split(labelled, settings.holdout_days)
     used = training | in_holdout
     snapshots = labelled.filter(used)

@@ -379,7 +379,7 @@ def _deal_activities(
     created: np.ndarray,
     close: np.ndarray,
     entered: np.ndarray,
-    mechanism: ActionMechanism = DEFAULT_MECHANISM,
+    mechanism: ActionMechanism,
 ) -> _Activities:
     """Every activity of every deal over its whole life (visibility is applied later)."""
     life = close - created
@@ -501,7 +501,9 @@ def _stage_path(
 def _behaviour_at_close(
     acts: _Activities, close: np.ndarray, n: int, half_life_hours: float
 ) -> np.ndarray:
-    """The planted behaviour score of each deal at its close (72 h half-life decay)."""
+    """The planted behaviour score of each deal at its close (each activity's effect halved
+    every `half_life_hours` from its time to the close).
+    """
     half_life_days = half_life_hours / 24.0
     decay = np.exp2(-(close[acts.deal] - acts.occurred) / half_life_days)
     weight = effect_matrix()[acts.activity_type, acts.role]
